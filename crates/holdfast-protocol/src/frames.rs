@@ -1,0 +1,507 @@
+//! Client and server frames.
+//!
+//! Every frame is one JSON object with a `type` field. Optional fields are omitted when empty.
+//! Room-scoped server frames carry `room`, `seq` (per room, gapless, increasing) and `epoch`
+//! (changes when the room's stream was lost and restarted, so positions from another epoch are
+//! not comparable).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::codes::ErrorCode;
+use crate::{MAX_ID_LEN, MAX_ROOM_LEN};
+
+/// Longest token accepted in `auth`, `refresh` or `reconnect`, in bytes.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Longest user id accepted as a `send` target, in bytes.
+pub const MAX_USER_LEN: usize = 256;
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Authenticates a connection that did not carry a token in its upgrade request.
+    Auth(Auth),
+    /// Joins a room.
+    Join(RoomRequest),
+    /// Leaves a room.
+    Leave(RoomRequest),
+    /// Publishes `data` to every member of a room.
+    Publish(Publish),
+    /// Sends `data` directly to one user.
+    Send(Send),
+    /// Asks for the room's authority role.
+    ClaimAuthority(RoomRequest),
+    /// Gives up the room's authority role.
+    ReleaseAuthority(RoomRequest),
+    /// Resumes a room membership after a dropped connection.
+    Reconnect(Reconnect),
+    /// Replaces the session's token before it expires.
+    Refresh(Refresh),
+    /// Application-level ping, answered by `pong`.
+    Ping(Ping),
+}
+
+impl ClientFrame {
+    /// Every value of `type` a client may send.
+    pub const TYPES: [&'static str; 10] = [
+        "auth",
+        "join",
+        "leave",
+        "publish",
+        "send",
+        "claim_authority",
+        "release_authority",
+        "reconnect",
+        "refresh",
+        "ping",
+    ];
+
+    /// The client-chosen `id` of the frame, if any.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Auth(_) => None,
+            ClientFrame::Join(f)
+            | ClientFrame::Leave(f)
+            | ClientFrame::ClaimAuthority(f)
+            | ClientFrame::ReleaseAuthority(f) => f.id.as_deref(),
+            ClientFrame::Publish(f) => f.id.as_deref(),
+            ClientFrame::Send(f) => f.id.as_deref(),
+            ClientFrame::Reconnect(f) => f.id.as_deref(),
+            ClientFrame::Refresh(f) => f.id.as_deref(),
+            ClientFrame::Ping(f) => f.id.as_deref(),
+        }
+    }
+
+    /// Checks the bounds that serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = self.id() {
+            check_len("id", id, MAX_ID_LEN)?;
+        }
+        match self {
+            ClientFrame::Auth(f) => check_len("token", &f.token, MAX_TOKEN_LEN),
+            ClientFrame::Join(f)
+            | ClientFrame::Leave(f)
+            | ClientFrame::ClaimAuthority(f)
+            | ClientFrame::ReleaseAuthority(f) => check_len("room", &f.room, MAX_ROOM_LEN),
+            ClientFrame::Publish(f) => {
+                check_len("room", &f.room, MAX_ROOM_LEN)?;
+                if let Some(tp) = &f.traceparent {
+                    check_len("traceparent", tp, 128)?;
+                }
+                Ok(())
+            }
+            ClientFrame::Send(f) => check_len("to", &f.to, MAX_USER_LEN),
+            ClientFrame::Reconnect(f) => {
+                check_len("room", &f.room, MAX_ROOM_LEN)?;
+                check_len("player_id", &f.player_id, MAX_ID_LEN)?;
+                check_len("token", &f.token, MAX_TOKEN_LEN)
+            }
+            ClientFrame::Refresh(f) => check_len("token", &f.token, MAX_TOKEN_LEN),
+            ClientFrame::Ping(_) => Ok(()),
+        }
+    }
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("field `{field}` must not be empty"));
+    }
+    if value.len() > max {
+        return Err(format!("field `{field}` is longer than {max} bytes"));
+    }
+    Ok(())
+}
+
+/// `auth`: the token, when it was not in the upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// A signed token (HS256 JWT with `sub` and `exp`).
+    pub token: String,
+}
+
+/// A frame that names one room: `join`, `leave`, `claim_authority`, `release_authority`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRequest {
+    /// The room's name.
+    pub room: String,
+    /// Client-chosen id echoed in the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `publish`: data for every member of a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Publish {
+    /// The room's name; the sender must be a member.
+    pub room: String,
+    /// Any JSON value; Holdfast never inspects it.
+    pub data: Value,
+    /// Client message id: echoed in `ack`, and remembered so a retried publish is delivered once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// W3C trace context, carried into the `event` envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// `send`: data for one user, wherever they are connected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Send {
+    /// The target user's id.
+    pub to: String,
+    /// Any JSON value.
+    pub data: Value,
+    /// Client message id echoed in `ack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `reconnect`: resume a room membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconnect {
+    /// The room to resume.
+    pub room: String,
+    /// The player id the member had in the room.
+    pub player_id: String,
+    /// The latest reconnection token received for this membership.
+    pub token: String,
+    /// The highest room `seq` the client has processed.
+    pub last_sequence: u64,
+    /// Client-chosen id echoed in the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `refresh`: a new token for the same user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refresh {
+    /// The new token.
+    pub token: String,
+    /// Client-chosen id echoed in `refreshed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `ping`: an application-level liveness probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Client-chosen id echoed in `pong`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The connection is authenticated.
+    Welcome(Welcome),
+    /// The session joined a room.
+    Joined(Joined),
+    /// The session left a room.
+    Left(Left),
+    /// A room event published by a member.
+    Event(Event),
+    /// Another member joined the room.
+    MemberJoined(MemberChange),
+    /// A member left the room (or its reconnection window expired).
+    MemberLeft(MemberChange),
+    /// A member's connection dropped; it may come back within the reconnection window.
+    MemberDisconnected(MemberChange),
+    /// A member that had dropped came back.
+    MemberReconnected(MemberChange),
+    /// The room's authority changed hands (or was released).
+    AuthorityChanged(AuthorityChanged),
+    /// A client frame with an `id` was applied.
+    Ack(Ack),
+    /// Data sent directly to this user by another user.
+    Message(Direct),
+    /// The session's token was replaced.
+    Refreshed(Refreshed),
+    /// A `reconnect` succeeded.
+    Reconnected(Reconnected),
+    /// A `reconnect` failed.
+    ReconnectionFailed(ReconnectionFailed),
+    /// A client frame was refused; the session continues.
+    Error(ErrorFrame),
+    /// Reply to `ping`.
+    Pong(Ping),
+    /// The node is draining; a close 1001 follows.
+    ServerShutdown(ServerShutdown),
+}
+
+impl ServerFrame {
+    /// The room sequence number of a room-scoped frame.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            ServerFrame::Event(e) => Some(e.seq),
+            ServerFrame::MemberJoined(m)
+            | ServerFrame::MemberLeft(m)
+            | ServerFrame::MemberDisconnected(m)
+            | ServerFrame::MemberReconnected(m) => Some(m.seq),
+            ServerFrame::AuthorityChanged(a) => Some(a.seq),
+            ServerFrame::Joined(j) => Some(j.seq),
+            ServerFrame::Left(l) => Some(l.seq),
+            _ => None,
+        }
+    }
+
+    /// The room of a room-scoped frame.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            ServerFrame::Event(e) => Some(&e.room),
+            ServerFrame::MemberJoined(m)
+            | ServerFrame::MemberLeft(m)
+            | ServerFrame::MemberDisconnected(m)
+            | ServerFrame::MemberReconnected(m) => Some(&m.room),
+            ServerFrame::AuthorityChanged(a) => Some(&a.room),
+            ServerFrame::Joined(j) => Some(&j.room),
+            ServerFrame::Left(l) => Some(&l.room),
+            ServerFrame::Reconnected(r) => Some(&r.room),
+            ServerFrame::ReconnectionFailed(r) => Some(&r.room),
+            _ => None,
+        }
+    }
+}
+
+/// `welcome`: the session's identity and timing parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Protocol version.
+    pub protocol: u32,
+    /// The authenticated user (the token's `sub`).
+    pub user_id: String,
+    /// This connection's id, unique per node.
+    pub session_id: String,
+    /// The node holding the connection.
+    pub node_id: String,
+    /// How often the server sends WebSocket pings.
+    pub ping_interval_ms: u64,
+    /// How long the server waits for a pong before closing with 4005.
+    pub pong_timeout_ms: u64,
+    /// Largest message the server accepts, in bytes.
+    pub max_message_bytes: usize,
+    /// When the token expires (Unix seconds); send `refresh` before then.
+    pub expires_at: u64,
+}
+
+/// One member of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's id within the room; kept across reconnects.
+    pub player_id: String,
+    /// The member's user id.
+    pub user_id: String,
+    /// Whether the member is connected.
+    pub status: MemberStatus,
+}
+
+/// Whether a member is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    /// Connected.
+    Online,
+    /// Dropped, within its reconnection window.
+    Away,
+}
+
+/// `joined`: the reply to `join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The room.
+    pub room: String,
+    /// This member's id in the room.
+    pub player_id: String,
+    /// Every member, this one included.
+    pub members: Vec<Member>,
+    /// The player id holding authority, if any.
+    pub authority: Option<String>,
+    /// The room's current sequence number (that of this member's `member_joined`).
+    pub seq: u64,
+    /// The room's stream epoch.
+    pub epoch: String,
+    /// Token to resume this membership after a drop (absent when reconnection is disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnection_token: Option<String>,
+    /// The `id` of the `join` frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `left`: the reply to `leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    /// The room.
+    pub room: String,
+    /// The sequence number of this member's `member_left`.
+    pub seq: u64,
+    /// The room's stream epoch.
+    pub epoch: String,
+    /// The `id` of the `leave` frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `event`: data published to a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The room.
+    pub room: String,
+    /// Position in the room's stream.
+    pub seq: u64,
+    /// The room's stream epoch.
+    pub epoch: String,
+    /// Server time of publication, Unix milliseconds.
+    pub ts: u64,
+    /// The publisher's player id.
+    pub from: String,
+    /// The publisher's user id.
+    pub user_id: String,
+    /// The published data.
+    pub data: Value,
+    /// The publisher's client message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// W3C trace context given by the publisher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// `member_joined`, `member_left`, `member_disconnected`, `member_reconnected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChange {
+    /// The room.
+    pub room: String,
+    /// Position in the room's stream.
+    pub seq: u64,
+    /// The room's stream epoch.
+    pub epoch: String,
+    /// The member concerned.
+    pub player_id: String,
+    /// Its user id.
+    pub user_id: String,
+}
+
+/// `authority_changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorityChanged {
+    /// The room.
+    pub room: String,
+    /// Position in the room's stream.
+    pub seq: u64,
+    /// The room's stream epoch.
+    pub epoch: String,
+    /// The new holder, or none when authority was released with nobody to take it.
+    pub authority: Option<String>,
+}
+
+/// `ack`: a client frame with an `id` was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The frame's `id`.
+    pub id: String,
+    /// For `publish`: the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// For `publish`: the event's sequence number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// `message`: data sent directly to this user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Direct {
+    /// The sender's user id.
+    pub from: String,
+    /// Server time, Unix milliseconds.
+    pub ts: u64,
+    /// The data.
+    pub data: Value,
+}
+
+/// `refreshed`: the reply to `refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refreshed {
+    /// The new expiry, Unix seconds.
+    pub expires_at: u64,
+    /// The `id` of the `refresh` frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// The sequence range a reconnecting client missed and can no longer be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// First lost sequence number (inclusive).
+    pub from: u64,
+    /// Last lost sequence number (inclusive).
+    pub to: u64,
+    /// The epoch these numbers belong to.
+    pub epoch: String,
+}
+
+/// `reconnected`: the reply to a successful `reconnect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reconnected {
+    /// The room.
+    pub room: String,
+    /// The member's (unchanged) player id.
+    pub player_id: String,
+    /// Missed room-scoped frames, in `seq` order.
+    pub events: Vec<ServerFrame>,
+    /// True when nothing was lost.
+    pub recovered: bool,
+    /// The lost range, when `recovered` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
+    /// Every member now.
+    pub members: Vec<Member>,
+    /// The authority now.
+    pub authority: Option<String>,
+    /// The room's sequence number now.
+    pub seq: u64,
+    /// The room's stream epoch now.
+    pub epoch: String,
+    /// The next reconnection token (the one used is spent).
+    pub reconnection_token: String,
+    /// The `id` of the `reconnect` frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `reconnection_failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconnectionFailed {
+    /// The room named in `reconnect`.
+    pub room: String,
+    /// Why.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The `id` of the `reconnect` frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `error`: a client frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The `id` of the offending frame, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `server_shutdown`: the node is draining.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerShutdown {
+    /// Why (for logs).
+    pub reason: String,
+    /// Suggested delay before reconnecting (to any node), in milliseconds; clients add jitter.
+    pub reconnect_after_ms: u64,
+}
