@@ -1,1 +1,145 @@
-//! stub
+//! The Holdfast gateway library.
+//!
+//! # Layout
+//! - [`config`]: every tunable and its default; validation names the offending key.
+//! - [`auth`]: HS256 token verification (and minting for development and tests).
+//! - [`node`]: one gateway node: the shared state of its listener, sessions and sweeper.
+//! - [`registry`]: user → live session, single-socket enforcement, and the session handle with
+//!   its bounded outbound queue.
+//! - [`room`]: members, authority, and the ordered per-room stream of messages.
+//! - [`replay`]: the bounded replay ring, reconnection tokens, and the publish dedupe window.
+//! - [`session`]: the task that owns one WebSocket from authentication to close.
+//! - [`broker`]: the cross-node seam, with the embedded in-memory broker.
+//! - [`drain`]: the explicit shutdown: readiness off, notice, 1001, bounded wait.
+//! - [`metrics`]: the node's Prometheus metrics.
+//! - [`http`]: the endpoints and the accept loop.
+//!
+//! Entry points take their listener and their shutdown from the caller, so the binary passes
+//! OS signals and a real port while tests pass `127.0.0.1:0`; there is no process-global
+//! state, so several nodes can run in one process.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod drain;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod registry;
+pub mod replay;
+pub mod room;
+mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use broker::{Broker, MemoryBroker};
+pub use config::{Config, ConfigError};
+pub use drain::DrainOutcome;
+pub use node::Node;
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An empty `auth.hmac_secret` reached the library (the binary replaces it in development
+    /// mode); the library never runs with a guessable secret.
+    #[error("auth.hmac_secret is empty")]
+    NoSecret,
+    /// The listener's address could not be read.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// A running gateway node.
+pub struct Gateway {
+    node: Node,
+    addr: SocketAddr,
+    accept: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Starts a node on `listener` with the embedded in-memory broker.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Gateway, StartError> {
+        Gateway::start_with_broker(config, listener, MemoryBroker::new()).await
+    }
+
+    /// Starts a node on `listener` attached to `broker` (share one [`MemoryBroker`] between
+    /// several nodes to run a cluster in one process).
+    pub async fn start_with_broker(
+        config: Config,
+        listener: TcpListener,
+        broker: Arc<dyn Broker>,
+    ) -> Result<Gateway, StartError> {
+        config.validate()?;
+        if config.auth.hmac_secret.is_empty() {
+            return Err(StartError::NoSecret);
+        }
+        let addr = listener.local_addr()?;
+        let node = Node::new(config, broker);
+        let accept = tokio::spawn(http::accept_loop(listener, node.clone()));
+        let sweeper = tokio::spawn(sweep_loop(node.clone()));
+        Ok(Gateway {
+            node,
+            addr,
+            accept,
+            sweeper,
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Drains the node: readiness off, upgrades refused, `server_shutdown` and 1001 to every
+    /// session, then waits up to `server.drain_timeout_secs` for them to end.
+    pub async fn shutdown(self) -> DrainOutcome {
+        let grace = Duration::from_secs(self.node.config().server.drain_timeout_secs);
+        let outcome = self.node.inner.drain.run(grace).await;
+        let _ = self.accept.await;
+        self.sweeper.abort();
+        outcome
+    }
+}
+
+/// Runs a node until `shutdown` resolves, then drains it. This is what `holdfast serve` does.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<DrainOutcome, StartError> {
+    let gateway = Gateway::start(config, listener).await?;
+    tracing::info!(addr = %gateway.local_addr(), node = gateway.node().id(), "holdfast listening");
+    shutdown.await;
+    tracing::info!("draining");
+    let outcome = gateway.shutdown().await;
+    tracing::info!(?outcome, "drained");
+    Ok(outcome)
+}
+
+/// Expires away members and frees empty rooms on a timer, until the drain starts.
+async fn sweep_loop(node: Node) {
+    let every = Duration::from_millis(node.config().reconnection.sweep_interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = node.inner.drain.token().cancelled() => break,
+            _ = tick.tick() => node.inner.rooms.sweep(std::time::Instant::now()),
+        }
+    }
+}

@@ -238,7 +238,10 @@ mod tests {
         for c in CloseCode::ALL {
             assert_eq!(CloseCode::from_code(c.code()), Some(c));
             let n = c.code();
-            assert!((1000..=1011).contains(&n) || (4000..=4099).contains(&n), "{n}");
+            assert!(
+                (1000..=1011).contains(&n) || (4000..=4099).contains(&n),
+                "{n}"
+            );
         }
         assert_eq!(CloseCode::from_code(4999), None);
     }

@@ -118,10 +118,26 @@ mod tests {
             ("[1,2]", ErrorCode::InvalidFrame, None),
             (r#"{"id":"a"}"#, ErrorCode::InvalidFrame, Some("a")),
             (r#"{"type":7,"id":"b"}"#, ErrorCode::InvalidFrame, Some("b")),
-            (r#"{"type":"nope","id":"c"}"#, ErrorCode::UnknownType, Some("c")),
-            (r#"{"type":"join","id":"d"}"#, ErrorCode::InvalidFrame, Some("d")),
-            (r#"{"type":"join","room":"","id":"e"}"#, ErrorCode::InvalidFrame, Some("e")),
-            (r#"{"type":"publish","room":"r","id":"f"}"#, ErrorCode::InvalidFrame, Some("f")),
+            (
+                r#"{"type":"nope","id":"c"}"#,
+                ErrorCode::UnknownType,
+                Some("c"),
+            ),
+            (
+                r#"{"type":"join","id":"d"}"#,
+                ErrorCode::InvalidFrame,
+                Some("d"),
+            ),
+            (
+                r#"{"type":"join","room":"","id":"e"}"#,
+                ErrorCode::InvalidFrame,
+                Some("e"),
+            ),
+            (
+                r#"{"type":"publish","room":"r","id":"f"}"#,
+                ErrorCode::InvalidFrame,
+                Some("f"),
+            ),
         ];
         for (text, code, id) in cases {
             let err = parse_client_frame(text).expect_err(text);

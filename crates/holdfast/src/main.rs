@@ -1,1 +1,178 @@
-fn main() {}
+//! `holdfast`: the gateway server binary.
+//!
+//! The only place that reads files, the environment, flags and OS signals. Everything else
+//! lives in `holdfast-gateway`, which takes its configuration, listener and shutdown future
+//! from here.
+
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use holdfast_gateway::{auth, Config, DrainOutcome};
+
+/// Holdfast: a real-time WebSocket gateway.
+#[derive(Parser)]
+#[command(name = "holdfast", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gateway until SIGTERM or SIGINT, then drains.
+    Serve {
+        /// TOML configuration file; `HOLDFAST_*` variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Prints a signed token for a user, using the configured secret (development and tests).
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Prints the effective configuration (secrets redacted), or the offending key.
+    Config {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, listen } => {
+            let mut cfg = match settings::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            if let Some(l) = listen {
+                cfg.server.listen = l;
+            }
+            serve(cfg)
+        }
+        Command::Token { user, ttl, config } => {
+            let cfg = match settings::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            if cfg.auth.hmac_secret.is_empty() {
+                return fail(
+                    "no `auth.hmac_secret` is configured: set HOLDFAST_AUTH__HMAC_SECRET or \
+                     [auth] hmac_secret in the config file (without one, `serve` prints a \
+                     development token at start-up)",
+                );
+            }
+            println!(
+                "{}",
+                auth::mint_token(&cfg.auth.hmac_secret, &user, Duration::from_secs(ttl))
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Config { config } => match settings::load(config.as_deref()) {
+            Ok(cfg) => match settings::render_redacted(&cfg) {
+                Ok(s) => {
+                    print!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            },
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("holdfast: {message}");
+    ExitCode::from(2)
+}
+
+fn serve(mut cfg: Config) -> ExitCode {
+    init_logs(&cfg);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    if cfg.auth.hmac_secret.is_empty() {
+        cfg.auth.hmac_secret = settings::random_secret();
+        let token = auth::mint_token(&cfg.auth.hmac_secret, "dev", Duration::from_secs(3600));
+        tracing::warn!(
+            "development mode: no auth.hmac_secret configured, using a random secret for this \
+             run only; set HOLDFAST_AUTH__HMAC_SECRET for production"
+        );
+        eprintln!(
+            "\nDevelopment token for user `dev` (valid 1 h, this run only):\n  {token}\n\
+             Connect with: ws://{}/ws?token=<token>\n",
+            cfg.server.listen
+        );
+    }
+    if cfg.limits.allowed_origins.is_empty() {
+        tracing::info!(
+            "limits.allowed_origins is empty: browser upgrades from every origin are accepted"
+        );
+    }
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&cfg.server.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(&format!("cannot listen on {}: {e}", cfg.server.listen)),
+        };
+        match holdfast_gateway::serve(cfg, listener, shutdown_signal()).await {
+            Ok(DrainOutcome::Complete) => ExitCode::SUCCESS,
+            Ok(DrainOutcome::GraceExpired) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.to_string()),
+        }
+    })
+}
+
+fn init_logs(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

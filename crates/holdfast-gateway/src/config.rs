@@ -1,0 +1,346 @@
+//! Gateway configuration: every tunable with its default.
+//!
+//! The gateway library never reads the environment or files: the `holdfast` binary builds a
+//! [`Config`] from TOML and `HOLDFAST_*` variables, and tests build one in code. [`Config::validate`]
+//! names the offending key of an invalid configuration.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one gateway node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener, identity and drain.
+    pub server: ServerConfig,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// WebSocket ping/pong keepalive.
+    pub heartbeat: HeartbeatConfig,
+    /// Size, rate and count limits.
+    pub limits: LimitsConfig,
+    /// Per-user session policy.
+    pub session: SessionConfig,
+    /// Room resume after a dropped connection.
+    pub reconnection: ReconnectionConfig,
+    /// Log output (used by the binary).
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the binary listens on.
+    pub listen: String,
+    /// This node's id, reported in `welcome`; random when empty.
+    pub node_id: String,
+    /// How long a drain waits for sessions to end before giving up.
+    pub drain_timeout_secs: u64,
+    /// Reconnect hint sent in `server_shutdown`, in milliseconds.
+    pub shutdown_reconnect_after_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            node_id: String::new(),
+            drain_timeout_secs: 30,
+            shutdown_reconnect_after_ms: 1000,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret shared with the application that mints tokens. Empty means development
+    /// mode: the binary generates a random secret for the run and says so.
+    pub hmac_secret: String,
+    /// How long an unauthenticated connection may wait before sending `auth`.
+    pub timeout_ms: u64,
+    /// Clock skew tolerated when checking `exp`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            hmac_secret: String::new(),
+            timeout_ms: 10_000,
+            leeway_secs: 0,
+        }
+    }
+}
+
+/// `[heartbeat]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Interval between WebSocket pings.
+    pub ping_interval_ms: u64,
+    /// How long a ping may stay unanswered before the session is closed with 4005.
+    pub pong_timeout_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            ping_interval_ms: 10_000,
+            pong_timeout_ms: 20_000,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest inbound message (and frame), in bytes; larger ones close the session with 1009.
+    pub max_message_bytes: usize,
+    /// Most concurrent WebSocket sessions on this node; further upgrades get HTTP 503.
+    pub max_connections: usize,
+    /// Most concurrent sessions from one IP address; further upgrades get HTTP 429.
+    pub max_connections_per_ip: usize,
+    /// Most rooms one session may be in.
+    pub max_rooms_per_session: usize,
+    /// Most members (connected or away) in one room.
+    pub max_members_per_room: usize,
+    /// Time allowed for a client to send its HTTP upgrade request headers.
+    pub handshake_timeout_ms: u64,
+    /// Inbound frames per second allowed per session (token bucket refill rate).
+    pub rate_limit_per_sec: u32,
+    /// Token bucket size: frames that may arrive in a burst.
+    pub rate_limit_burst: u32,
+    /// Consecutive rate-limited frames after which the session is closed with 4003.
+    pub rate_limit_strikes: u32,
+    /// Outbound queue bound per session, in messages.
+    pub send_queue_messages: usize,
+    /// Outbound queue bound per session, in bytes.
+    pub send_queue_bytes: usize,
+    /// Origins allowed to open browser WebSockets; empty allows every origin.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 64 * 1024,
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            max_rooms_per_session: 64,
+            max_members_per_room: 10_000,
+            handshake_timeout_ms: 10_000,
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 200,
+            rate_limit_strikes: 50,
+            send_queue_messages: 1_024,
+            send_queue_bytes: 4 * 1024 * 1024,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// `[session]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A new authenticated connection of a user closes the previous one with 4000 (newest wins).
+    pub single_socket: bool,
+    /// Client message ids remembered per session for publish dedupe.
+    pub dedupe_window: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            single_socket: true,
+            dedupe_window: 256,
+        }
+    }
+}
+
+/// `[reconnection]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconnectionConfig {
+    /// Whether members may resume after a drop.
+    pub enabled: bool,
+    /// How long a dropped member stays `away` and may resume.
+    pub window_secs: u64,
+    /// Room-scoped messages kept per room for replay.
+    pub event_buffer_size: usize,
+    /// Give authority back to a resuming member that held it, when nobody took it meanwhile.
+    pub restore_authority: bool,
+    /// How often expired memberships and buffers are swept.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for ReconnectionConfig {
+    fn default() -> Self {
+        ReconnectionConfig {
+            enabled: true,
+            window_secs: 300,
+            event_buffer_size: 100,
+            restore_authority: true,
+            sweep_interval_ms: 1_000,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+    /// A tracing filter directive, e.g. `info` or `holdfast_gateway=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration value out of range, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: `{key}` {message}")]
+pub struct ConfigError {
+    /// Dotted key, e.g. `heartbeat.pong_timeout_ms`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl Config {
+    /// Checks every value, naming the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &'static str, v: u64) -> Result<(), ConfigError> {
+            if v == 0 {
+                return Err(ConfigError {
+                    key,
+                    message: "must be greater than 0".into(),
+                });
+            }
+            Ok(())
+        }
+        positive("server.drain_timeout_secs", self.server.drain_timeout_secs)?;
+        positive("auth.timeout_ms", self.auth.timeout_ms)?;
+        positive(
+            "heartbeat.ping_interval_ms",
+            self.heartbeat.ping_interval_ms,
+        )?;
+        positive("heartbeat.pong_timeout_ms", self.heartbeat.pong_timeout_ms)?;
+        if self.heartbeat.pong_timeout_ms < self.heartbeat.ping_interval_ms {
+            return Err(ConfigError {
+                key: "heartbeat.pong_timeout_ms",
+                message: "must be at least heartbeat.ping_interval_ms".into(),
+            });
+        }
+        if self.limits.max_message_bytes < 256 {
+            return Err(ConfigError {
+                key: "limits.max_message_bytes",
+                message: "must be at least 256".into(),
+            });
+        }
+        positive("limits.max_connections", self.limits.max_connections as u64)?;
+        positive(
+            "limits.max_connections_per_ip",
+            self.limits.max_connections_per_ip as u64,
+        )?;
+        positive(
+            "limits.max_rooms_per_session",
+            self.limits.max_rooms_per_session as u64,
+        )?;
+        positive(
+            "limits.max_members_per_room",
+            self.limits.max_members_per_room as u64,
+        )?;
+        positive(
+            "limits.handshake_timeout_ms",
+            self.limits.handshake_timeout_ms,
+        )?;
+        positive(
+            "limits.rate_limit_per_sec",
+            self.limits.rate_limit_per_sec.into(),
+        )?;
+        positive(
+            "limits.rate_limit_burst",
+            self.limits.rate_limit_burst.into(),
+        )?;
+        positive(
+            "limits.rate_limit_strikes",
+            self.limits.rate_limit_strikes.into(),
+        )?;
+        positive(
+            "limits.send_queue_messages",
+            self.limits.send_queue_messages as u64,
+        )?;
+        if self.limits.send_queue_bytes < self.limits.max_message_bytes {
+            return Err(ConfigError {
+                key: "limits.send_queue_bytes",
+                message: "must be at least limits.max_message_bytes".into(),
+            });
+        }
+        positive("session.dedupe_window", self.session.dedupe_window as u64)?;
+        positive("reconnection.window_secs", self.reconnection.window_secs)?;
+        positive(
+            "reconnection.event_buffer_size",
+            self.reconnection.event_buffer_size as u64,
+        )?;
+        if self.reconnection.event_buffer_size > 100_000 {
+            return Err(ConfigError {
+                key: "reconnection.event_buffer_size",
+                message: "must be at most 100000".into(),
+            });
+        }
+        positive(
+            "reconnection.sweep_interval_ms",
+            self.reconnection.sweep_interval_ms,
+        )?;
+        if !matches!(self.log.format.as_str(), "human" | "json") {
+            return Err(ConfigError {
+                key: "log.format",
+                message: "must be `human` or `json`".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_documentation() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.heartbeat.ping_interval_ms, 10_000);
+        assert_eq!(c.heartbeat.pong_timeout_ms, 20_000);
+        assert_eq!(c.limits.max_message_bytes, 65_536);
+        assert!(c.session.single_socket);
+        assert_eq!(c.reconnection.window_secs, 300);
+        assert_eq!(c.reconnection.event_buffer_size, 100);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let mut c = Config::default();
+        c.heartbeat.pong_timeout_ms = 5;
+        assert_eq!(
+            c.validate().expect_err("invalid").key,
+            "heartbeat.pong_timeout_ms"
+        );
+        let mut c = Config::default();
+        c.log.format = "xml".into();
+        assert_eq!(c.validate().expect_err("invalid").key, "log.format");
+    }
+}

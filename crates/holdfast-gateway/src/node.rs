@@ -1,0 +1,184 @@
+//! The node: everything one gateway process holds, shared by its listener, HTTP handlers,
+//! sessions and sweeper.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use holdfast_protocol::CloseCode;
+use rand::RngCore;
+
+use crate::auth::Verifier;
+use crate::broker::{Broker, NodeSink};
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::room::Rooms;
+
+/// A cheap, cloneable reference to one node.
+#[derive(Clone)]
+pub struct Node {
+    /// Shared by every task of the node; an `Arc` because sessions outlive any one handler.
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+/// The node's state.
+pub struct NodeInner {
+    /// The node's id, reported in `welcome` and used by the broker.
+    pub id: Arc<str>,
+    /// Immutable after start.
+    pub config: Arc<Config>,
+    /// Token checks with the node's secret.
+    pub verifier: Verifier,
+    /// This node's metrics (never process-global).
+    pub metrics: Arc<Metrics>,
+    /// user → session.
+    pub registry: Registry,
+    /// name → room.
+    pub rooms: Rooms,
+    /// Shutdown state and the tracker of every session task.
+    pub drain: Drain,
+    /// The cross-node seam.
+    pub broker: Arc<dyn Broker>,
+    /// Open sessions, bounded by `limits.max_connections`.
+    open_sessions: AtomicUsize,
+    /// Open sessions per peer address, bounded by `limits.max_connections_per_ip`. Entries are
+    /// removed at zero, so the map is bounded by the number of open sessions.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Source of session ids.
+    next_session: AtomicU64,
+}
+
+/// Why a new session was refused before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitError {
+    /// `limits.max_connections` reached.
+    NodeFull,
+    /// `limits.max_connections_per_ip` reached for this address.
+    IpFull,
+}
+
+/// A session slot; releases its counts when dropped.
+pub struct Admission {
+    node: Arc<NodeInner>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.node.open_sessions.fetch_sub(1, Ordering::AcqRel);
+        let mut map = self.node.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Builds a node and attaches it to `broker`.
+    pub fn new(config: Config, broker: Arc<dyn Broker>) -> Node {
+        let id: Arc<str> = if config.server.node_id.is_empty() {
+            let mut b = [0u8; 4];
+            rand::rng().fill_bytes(&mut b);
+            format!("node-{}", hex::encode(b)).into()
+        } else {
+            config.server.node_id.as_str().into()
+        };
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let inner = Arc::new(NodeInner {
+            id,
+            verifier: Verifier::new(&config.auth.hmac_secret, config.auth.leeway_secs),
+            rooms: Rooms::new(config.clone(), metrics.clone()),
+            config,
+            metrics,
+            registry: Registry::default(),
+            drain: Drain::new(),
+            broker: broker.clone(),
+            open_sessions: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        });
+        let weak = Arc::downgrade(&inner);
+        broker.attach(weak);
+        Node { inner }
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.inner.drain.is_draining()
+    }
+
+    /// Number of open WebSocket sessions.
+    pub fn open_sessions(&self) -> usize {
+        self.inner.open_sessions.load(Ordering::Acquire)
+    }
+
+    /// Takes a session slot for a peer, or says which limit is reached.
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admission, AdmitError> {
+        let limits = &self.inner.config.limits;
+        let prev = self.inner.open_sessions.fetch_add(1, Ordering::AcqRel);
+        if prev >= limits.max_connections {
+            self.inner.open_sessions.fetch_sub(1, Ordering::AcqRel);
+            return Err(AdmitError::NodeFull);
+        }
+        let mut map = self.inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limits.max_connections_per_ip {
+            drop(map);
+            self.inner.open_sessions.fetch_sub(1, Ordering::AcqRel);
+            return Err(AdmitError::IpFull);
+        }
+        *n += 1;
+        Ok(Admission {
+            node: self.inner.clone(),
+            ip,
+        })
+    }
+
+    /// A fresh session id, unique on this node.
+    pub(crate) fn next_session_id(&self) -> Arc<str> {
+        let n = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.inner.id).into()
+    }
+}
+
+impl NodeSink for NodeInner {
+    fn node_id(&self) -> &str {
+        &self.id
+    }
+
+    fn close_user(&self, user: &str, code: CloseCode) {
+        if let Some(s) = self.registry.get(user) {
+            s.close(code);
+        }
+    }
+
+    fn deliver_direct(&self, user: &str, text: Utf8Bytes) -> bool {
+        match self.registry.get(user) {
+            Some(s) => s.enqueue(text, None),
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! One client session: the task that owns a WebSocket from authentication to close.
+//!
+//! The task is the only writer of its socket. Everything addressed to the session (room
+//! messages, replies, direct messages) arrives through its bounded queue and is written in
+//! batches: one flush (one write syscall in the common case) per batch of queued frames.
+//! Writes are raced against the close signal and the drain, so a client that stopped reading
+//! cannot pin its task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use holdfast_protocol::{
+    parse_client_frame, Ack, ClientFrame, CloseCode, Direct, ErrorCode, ErrorFrame, Ping,
+    ReconnectionFailed, Refreshed, ServerFrame, ServerShutdown, Welcome, PROTOCOL_VERSION,
+};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, MissedTickBehavior};
+
+use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
+use crate::node::{Admission, Node};
+use crate::registry::{Outbound, SessionHandle};
+use crate::room::{encode, ResumeRequest, Room, RoomError};
+
+/// Most frames written per flush.
+const MAX_BATCH: usize = 64;
+/// How long a close or shutdown notice may take to write before the socket is dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Frames tolerated before `auth` on a connection that must authenticate in-band.
+const MAX_PRE_AUTH_FRAMES: u32 = 8;
+
+/// How a session loop ended.
+enum Ending {
+    /// Close the socket with this code (a close frame is attempted).
+    Close(CloseCode),
+    /// The node is draining: `server_shutdown`, then 1001.
+    Drain,
+    /// The client closed, with its code (1005 when it gave none).
+    ClientClosed(u16),
+    /// The connection is gone without a close (1006).
+    Lost,
+}
+
+/// An inbound token bucket: `rate` frames per second, bursts of `burst`.
+struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> TokenBucket {
+        TokenBucket {
+            tokens: burst as f64,
+            rate: rate as f64,
+            burst: burst as f64,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
+/// with the upgrade request; otherwise the first frame must be `auth`.
+pub(crate) async fn run(
+    node: Node,
+    mut ws: WebSocket,
+    pre_auth: Option<Claims>,
+    admission: Admission,
+) {
+    let metrics = node.inner.metrics.clone();
+    metrics.connections_opened.inc();
+    metrics.connections_active.inc();
+    let code = match pre_auth {
+        Some(c) => Ok(c),
+        None => authenticate(&node, &mut ws).await,
+    };
+    let code = match code {
+        Ok(claims) => Session::start(node, claims).run(&mut ws).await,
+        Err(code) => code,
+    };
+    drop(admission);
+    metrics
+        .close_total
+        .with_label_values(&[&code.to_string()])
+        .inc();
+    metrics.connections_closed.inc();
+    metrics.connections_active.dec();
+}
+
+/// Writes one text frame directly (before the session's queue exists).
+async fn write_now(ws: &mut WebSocket, frame: &ServerFrame) {
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.send(Message::Text(encode(frame)))).await;
+}
+
+/// Sends a close frame with `code`, bounded in time.
+async fn close_with(ws: &mut WebSocket, code: CloseCode) {
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    };
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
+}
+
+fn error_frame(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> ServerFrame {
+    ServerFrame::Error(ErrorFrame {
+        code,
+        message: message.into(),
+        id,
+    })
+}
+
+/// Waits for an `auth` frame within `auth.timeout_ms`. On failure the socket is already
+/// closed and the close code is returned.
+async fn authenticate(node: &Node, ws: &mut WebSocket) -> Result<Claims, u16> {
+    let inner = &node.inner;
+    let deadline = tokio::time::sleep(Duration::from_millis(inner.config.auth.timeout_ms));
+    tokio::pin!(deadline);
+    let mut frames = 0u32;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                close_with(ws, CloseCode::AuthTimeout).await;
+                return Err(CloseCode::AuthTimeout.code());
+            }
+            _ = inner.drain.token().cancelled() => {
+                close_with(ws, CloseCode::GoingAway).await;
+                return Err(CloseCode::GoingAway.code());
+            }
+            msg = ws.recv() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(f))) => return Err(f.map(|f| f.code).unwrap_or(1005)),
+                    Some(Ok(Message::Binary(_))) => Utf8Bytes::from_static("binary"),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        if is_too_big(e) {
+                            close_with(ws, CloseCode::MessageTooBig).await;
+                            return Err(CloseCode::MessageTooBig.code());
+                        }
+                        return Err(1006);
+                    }
+                    None => return Err(1006),
+                };
+                inner.metrics.messages_received.inc();
+                frames += 1;
+                let reply = match parse_client_frame(&text) {
+                    Ok(ClientFrame::Auth(a)) => match inner.verifier.verify(&a.token) {
+                        Ok(claims) => return Ok(claims),
+                        Err(AuthError::Expired) => {
+                            write_now(ws, &error_frame(ErrorCode::TokenExpired, "token expired", None)).await;
+                            close_with(ws, CloseCode::TokenExpired).await;
+                            return Err(CloseCode::TokenExpired.code());
+                        }
+                        Err(AuthError::Invalid) => {
+                            write_now(ws, &error_frame(ErrorCode::AuthFailed, "invalid token", None)).await;
+                            close_with(ws, CloseCode::AuthFailed).await;
+                            return Err(CloseCode::AuthFailed.code());
+                        }
+                    },
+                    Ok(other) => error_frame(
+                        ErrorCode::NotAuthenticated,
+                        "send `auth` first",
+                        other.id().map(str::to_owned),
+                    ),
+                    Err(e) => error_frame(e.code, e.message, e.id),
+                };
+                write_now(ws, &reply).await;
+                if frames >= MAX_PRE_AUTH_FRAMES {
+                    close_with(ws, CloseCode::PolicyViolation).await;
+                    return Err(CloseCode::PolicyViolation.code());
+                }
+            }
+        }
+    }
+}
+
+/// Whether a read error is tungstenite's message/frame size limit.
+fn is_too_big(e: axum::Error) -> bool {
+    let inner = e.into_inner();
+    matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+fn expiry_instant(exp: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+}
+
+/// An authenticated session.
+struct Session {
+    node: Node,
+    /// What other tasks see of this session.
+    handle: Arc<SessionHandle>,
+    /// The receiving end of the bounded outbound queue.
+    rx: mpsc::Receiver<Outbound>,
+    /// Rooms this session is in: name → (room, player id). Bounded by
+    /// `limits.max_rooms_per_session`.
+    rooms: HashMap<Arc<str>, (Arc<Room>, Arc<str>)>,
+    /// Inbound rate limit.
+    bucket: TokenBucket,
+    /// Consecutive rate-limited frames.
+    strikes: u32,
+    /// When the token expires.
+    expiry: tokio::time::Instant,
+}
+
+impl Session {
+    /// Registers the session (closing the user's previous one when single socket is on) and
+    /// queues `welcome`.
+    fn start(node: Node, claims: Claims) -> Session {
+        let inner = &node.inner;
+        let limits = &inner.config.limits;
+        let (handle, rx) = SessionHandle::new(
+            node.next_session_id(),
+            claims.sub.as_str().into(),
+            limits.send_queue_messages,
+            limits.send_queue_bytes,
+            inner.metrics.clone(),
+        );
+        let previous = inner.registry.insert(handle.clone());
+        if inner.config.session.single_socket {
+            if let Some(old) = previous {
+                old.close(CloseCode::Replaced);
+            }
+            inner.broker.claim_user(&inner.id, &handle.user);
+        }
+        let welcome = ServerFrame::Welcome(Welcome {
+            protocol: PROTOCOL_VERSION,
+            user_id: claims.sub.clone(),
+            session_id: handle.id.to_string(),
+            node_id: inner.id.to_string(),
+            ping_interval_ms: inner.config.heartbeat.ping_interval_ms,
+            pong_timeout_ms: inner.config.heartbeat.pong_timeout_ms,
+            max_message_bytes: limits.max_message_bytes,
+            expires_at: claims.exp,
+        });
+        handle.enqueue(encode(&welcome), None);
+        tracing::debug!(session = %handle.id, user = %handle.user, "session started");
+        Session {
+            bucket: TokenBucket::new(limits.rate_limit_per_sec, limits.rate_limit_burst),
+            strikes: 0,
+            expiry: expiry_instant(claims.exp),
+            rooms: HashMap::new(),
+            handle,
+            rx,
+            node,
+        }
+    }
+
+    /// The session loop; returns the close code to record.
+    async fn run(mut self, ws: &mut WebSocket) -> u16 {
+        let inner = self.node.inner.clone();
+        let hb = &inner.config.heartbeat;
+        let ping_every = Duration::from_millis(hb.ping_interval_ms);
+        let pong_timeout = Duration::from_millis(hb.pong_timeout_ms);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ping_sent: Option<Instant> = None;
+        let handle = self.handle.clone();
+        let ending = loop {
+            let expiry = sleep_until(self.expiry);
+            tokio::select! {
+                biased;
+                code = handle.closed() => break Ending::Close(code),
+                _ = inner.drain.token().cancelled() => break Ending::Drain,
+                _ = expiry => break Ending::Close(CloseCode::TokenExpired),
+                out = self.rx.recv() => {
+                    let Some(out) = out else { break Ending::Close(CloseCode::InternalError) };
+                    tokio::select! {
+                        r = write_batch(ws, &mut self.rx, out, &handle, &inner.metrics) => {
+                            if r.is_err() { break Ending::Lost }
+                        }
+                        code = handle.closed() => break Ending::Close(code),
+                        _ = inner.drain.token().cancelled() => break Ending::Drain,
+                    }
+                }
+                _ = ping.tick() => {
+                    match ping_sent {
+                        Some(sent) if sent.elapsed() >= pong_timeout => {
+                            break Ending::Close(CloseCode::HeartbeatTimeout);
+                        }
+                        Some(_) => {}
+                        None => {
+                            ping_sent = Some(Instant::now());
+                            let send = ws.send(Message::Ping(bytes::Bytes::new()));
+                            tokio::select! {
+                                r = send => if r.is_err() { break Ending::Lost },
+                                code = handle.closed() => break Ending::Close(code),
+                                _ = inner.drain.token().cancelled() => break Ending::Drain,
+                            }
+                        }
+                    }
+                }
+                msg = ws.recv() => match msg {
+                    None => break Ending::Lost,
+                    Some(Err(e)) => {
+                        if is_too_big(e) {
+                            break Ending::Close(CloseCode::MessageTooBig);
+                        }
+                        break Ending::Lost;
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(code) = self.on_text(&text) {
+                            break Ending::Close(code);
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        inner.metrics.messages_received.inc();
+                        self.reply_error(ErrorCode::InvalidFrame, "binary frames are not supported; send JSON text", None);
+                    }
+                    Some(Ok(Message::Pong(_))) => {
+                        if let Some(sent) = ping_sent.take() {
+                            inner.metrics.heartbeat_rtt.observe(sent.elapsed().as_secs_f64());
+                        }
+                    }
+                    Some(Ok(Message::Ping(_))) => {}
+                    Some(Ok(Message::Close(frame))) => {
+                        break Ending::ClientClosed(frame.map(|f| f.code).unwrap_or(1005));
+                    }
+                }
+            }
+        };
+        let code = match ending {
+            Ending::Close(code) => {
+                close_with(ws, code).await;
+                code.code()
+            }
+            Ending::Drain => {
+                let notice = ServerFrame::ServerShutdown(ServerShutdown {
+                    reason: "node draining".into(),
+                    reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
+                });
+                write_now(ws, &notice).await;
+                close_with(ws, CloseCode::GoingAway).await;
+                CloseCode::GoingAway.code()
+            }
+            Ending::ClientClosed(code) => {
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.flush()).await;
+                code
+            }
+            Ending::Lost => 1006,
+        };
+        self.finish();
+        tracing::debug!(session = %handle.id, code, "session ended");
+        code
+    }
+
+    /// Leaves the registry and turns room memberships away (or removes them), then discards
+    /// whatever was still queued.
+    fn finish(mut self) {
+        let inner = &self.node.inner;
+        for (_, (room, player)) in self.rooms.drain() {
+            inner.rooms.disconnect(&room, &player, &self.handle);
+        }
+        inner.registry.remove(&self.handle);
+        self.rx.close();
+        while let Ok(out) = self.rx.try_recv() {
+            self.handle.dequeued(out.text.len());
+        }
+    }
+
+    fn reply(&self, frame: &ServerFrame) {
+        self.handle.enqueue(encode(frame), None);
+    }
+
+    fn reply_error(&self, code: ErrorCode, message: impl Into<String>, id: Option<String>) {
+        self.node
+            .inner
+            .metrics
+            .errors_total
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.reply(&error_frame(code, message, id));
+    }
+
+    fn room_error(&self, e: RoomError, id: Option<String>) {
+        self.reply_error(e.code, e.message, id);
+    }
+
+    /// Handles one text frame; returns a close code when the session must end.
+    fn on_text(&mut self, text: &str) -> Option<CloseCode> {
+        let inner = self.node.inner.clone();
+        inner.metrics.messages_received.inc();
+        if !self.bucket.take(Instant::now()) {
+            self.strikes += 1;
+            if self.strikes >= inner.config.limits.rate_limit_strikes {
+                return Some(CloseCode::RateLimited);
+            }
+            self.reply_error(
+                ErrorCode::RateLimited,
+                "rate limit exceeded; frame dropped",
+                None,
+            );
+            return None;
+        }
+        self.strikes = 0;
+        let frame = match parse_client_frame(text) {
+            Ok(f) => f,
+            Err(e) => {
+                self.reply_error(e.code, e.message, e.id);
+                return None;
+            }
+        };
+        match frame {
+            ClientFrame::Auth(_) => self.reply_error(
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+                None,
+            ),
+            ClientFrame::Join(r) => {
+                if inner.drain.is_draining() {
+                    self.reply_error(ErrorCode::Draining, "the node is draining", r.id);
+                } else if self.rooms.contains_key(r.room.as_str()) {
+                    self.reply_error(ErrorCode::AlreadyInRoom, "already in the room", r.id);
+                } else if self.rooms.len() >= inner.config.limits.max_rooms_per_session {
+                    self.reply_error(
+                        ErrorCode::TooManyRooms,
+                        "too many rooms for one session",
+                        r.id,
+                    );
+                } else {
+                    match inner.rooms.join(&r.room, &self.handle, r.id.clone()) {
+                        Ok((room, player)) => {
+                            self.rooms.insert(room.name.clone(), (room, player));
+                        }
+                        Err(e) => self.room_error(e, r.id),
+                    }
+                }
+            }
+            ClientFrame::Leave(r) => match self.rooms.get(r.room.as_str()).cloned() {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
+                Some((room, player)) => {
+                    self.rooms.remove(r.room.as_str());
+                    if let Err(e) = inner
+                        .rooms
+                        .leave(&room, &player, &self.handle, r.id.clone())
+                    {
+                        self.room_error(e, r.id);
+                    }
+                }
+            },
+            ClientFrame::Publish(p) => match self.rooms.get(p.room.as_str()) {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", p.id),
+                Some((room, player)) => {
+                    if let Err(e) = inner.rooms.publish(
+                        room,
+                        player,
+                        &self.handle,
+                        p.data,
+                        p.id.clone(),
+                        p.traceparent,
+                    ) {
+                        self.room_error(e, p.id);
+                    }
+                }
+            },
+            ClientFrame::ClaimAuthority(r) => match self.rooms.get(r.room.as_str()) {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
+                Some((room, player)) => {
+                    if let Err(e) =
+                        inner
+                            .rooms
+                            .claim_authority(room, player, &self.handle, r.id.clone())
+                    {
+                        self.room_error(e, r.id);
+                    }
+                }
+            },
+            ClientFrame::ReleaseAuthority(r) => match self.rooms.get(r.room.as_str()) {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
+                Some((room, player)) => {
+                    if let Err(e) =
+                        inner
+                            .rooms
+                            .release_authority(room, player, &self.handle, r.id.clone())
+                    {
+                        self.room_error(e, r.id);
+                    }
+                }
+            },
+            ClientFrame::Send(s) => {
+                let text = encode(&ServerFrame::Message(Direct {
+                    from: self.handle.user.to_string(),
+                    ts: unix_now_ms(),
+                    data: s.data,
+                }));
+                let delivered = match inner.registry.get(&s.to) {
+                    Some(target) => target.enqueue(text, None),
+                    None => inner.broker.route_direct(&inner.id, &s.to, text),
+                };
+                if !delivered {
+                    self.reply_error(ErrorCode::UserOffline, "the user has no live session", s.id);
+                } else if let Some(id) = s.id {
+                    self.reply(&ServerFrame::Ack(Ack {
+                        id,
+                        room: None,
+                        seq: None,
+                    }));
+                }
+            }
+            ClientFrame::Reconnect(r) => {
+                let failed = |code, message: &str| {
+                    ServerFrame::ReconnectionFailed(ReconnectionFailed {
+                        room: r.room.clone(),
+                        code,
+                        message: message.to_owned(),
+                        id: r.id.clone(),
+                    })
+                };
+                if self.rooms.contains_key(r.room.as_str()) {
+                    inner.metrics.reconnection_validation_failures.inc();
+                    self.reply(&failed(
+                        ErrorCode::ReconnectionFailed,
+                        "this session is already in the room",
+                    ));
+                } else if self.rooms.len() >= inner.config.limits.max_rooms_per_session {
+                    inner.metrics.reconnection_validation_failures.inc();
+                    self.reply(&failed(
+                        ErrorCode::TooManyRooms,
+                        "too many rooms for one session",
+                    ));
+                } else {
+                    let req = ResumeRequest {
+                        room: &r.room,
+                        player_id: &r.player_id,
+                        token: &r.token,
+                        last_sequence: r.last_sequence,
+                        id: r.id.clone(),
+                    };
+                    match inner.rooms.reconnect(req, &self.handle) {
+                        Ok(room) => {
+                            self.rooms
+                                .insert(room.name.clone(), (room, r.player_id.as_str().into()));
+                        }
+                        Err(e) => self.reply(&failed(e.code, e.message)),
+                    }
+                }
+            }
+            ClientFrame::Refresh(r) => match inner.verifier.verify(&r.token) {
+                Ok(claims) if *claims.sub == *self.handle.user => {
+                    self.expiry = expiry_instant(claims.exp);
+                    self.reply(&ServerFrame::Refreshed(Refreshed {
+                        expires_at: claims.exp,
+                        id: r.id,
+                    }));
+                }
+                Ok(_) => self.reply_error(
+                    ErrorCode::TokenUserMismatch,
+                    "the token is for another user",
+                    r.id,
+                ),
+                Err(AuthError::Expired) => {
+                    self.reply_error(ErrorCode::TokenExpired, "token expired", r.id)
+                }
+                Err(AuthError::Invalid) => {
+                    self.reply_error(ErrorCode::AuthFailed, "invalid token", r.id)
+                }
+            },
+            ClientFrame::Ping(p) => self.reply(&ServerFrame::Pong(Ping { id: p.id })),
+        }
+        None
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to [`MAX_BATCH`]) with a single flush.
+async fn write_batch(
+    ws: &mut WebSocket,
+    rx: &mut mpsc::Receiver<Outbound>,
+    first: Outbound,
+    handle: &SessionHandle,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), axum::Error> {
+    let mut emitted: [Option<Instant>; MAX_BATCH] = [None; MAX_BATCH];
+    let mut n = 0;
+    let mut out = first;
+    loop {
+        handle.dequeued(out.text.len());
+        emitted[n] = out.emitted;
+        ws.feed(Message::Text(out.text)).await?;
+        n += 1;
+        if n >= MAX_BATCH {
+            break;
+        }
+        match rx.try_recv() {
+            Ok(next) => out = next,
+            Err(_) => break,
+        }
+    }
+    ws.flush().await?;
+    metrics.messages_sent.inc_by(n as u64);
+    for t in emitted.iter().take(n).flatten() {
+        metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Loading the configuration: defaults, then a TOML file, then `HOLDFAST_*` variables
+//! (`__` separates levels: `HOLDFAST_HEARTBEAT__PING_INTERVAL_MS`).
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use holdfast_gateway::Config;
+
+/// Loads and validates the configuration; an error names the offending key.
+pub fn load(file: Option<&Path>) -> Result<Config, String> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(format!("config file {} does not exist", path.display()));
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    fig = fig.merge(Env::prefixed("HOLDFAST_").split("__"));
+    let cfg: Config = fig.extract().map_err(|e| {
+        let key = e.path.join(".");
+        if key.is_empty() {
+            format!("invalid configuration: {e}")
+        } else {
+            format!("invalid configuration: `{key}`: {}", e.kind)
+        }
+    })?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// The configuration as TOML with secrets redacted.
+pub fn render_redacted(cfg: &Config) -> Result<String, String> {
+    let mut shown = cfg.clone();
+    shown.auth.hmac_secret = if shown.auth.hmac_secret.is_empty() {
+        "(none: development mode, a random secret per run)".into()
+    } else {
+        "(redacted)".into()
+    };
+    toml::to_string(&shown).map_err(|e| format!("cannot render the configuration: {e}"))
+}
+
+/// A random 256-bit secret, hex encoded, for development mode.
+pub fn random_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
