@@ -1,0 +1,188 @@
+//! The [`Client`] handle: a cheap, cloneable front for one connection task.
+//!
+//! Every method turns into a [`Command`] on a bounded channel to the task, carrying a oneshot
+//! for the reply. The task owns the socket, the rooms and the pending requests; the handle owns
+//! nothing but the channel ends, so cloning it is an `Arc` increment.
+
+use std::sync::Arc;
+
+use holdfast_protocol::Member;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::config::ClientConfig;
+use crate::driver::Driver;
+use crate::error::{CloseError, ConnectError, RequestError};
+use crate::event::Events;
+use crate::transport;
+
+/// A room membership, as reported by `joined`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The room.
+    pub room: String,
+    /// This member's id in the room; it stays the same across resumes.
+    pub player_id: String,
+    /// Every member at the time of the join, this one included.
+    pub members: Vec<Member>,
+    /// The player id holding authority.
+    pub authority: Option<String>,
+    /// The room's sequence number at the join; events follow from the next one.
+    pub seq: u64,
+    /// The room's stream epoch.
+    pub epoch: String,
+}
+
+/// The reply channel of one request.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// A request from a handle to the connection task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// `join`.
+    Join {
+        room: String,
+        reply: Reply<Membership>,
+    },
+    /// `leave`.
+    Leave { room: String, reply: Reply<()> },
+    /// `publish`; the reply carries the event's `seq`.
+    Publish {
+        room: String,
+        data: Value,
+        reply: Reply<u64>,
+    },
+    /// `send` to one user.
+    Send {
+        to: String,
+        data: Value,
+        reply: Reply<()>,
+    },
+    /// `claim_authority` (`claim` true) or `release_authority`.
+    Authority {
+        room: String,
+        claim: bool,
+        reply: Reply<()>,
+    },
+}
+
+/// A handle to one Holdfast connection that reconnects and resumes by itself.
+///
+/// Cloning is cheap; every clone drives the same connection. The connection closes when
+/// [`Client::close`] is called or every clone has been dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Bounded: a burst of requests waits here instead of growing the task's memory.
+    commands: mpsc::Sender<Command>,
+    /// A separate wake-up for `close`, so closing works even when the command channel is full.
+    close: Arc<Notify>,
+    /// Set once, by the task, to the reason it stopped; `watch` so `close` can wait for it.
+    done: watch::Receiver<Option<CloseError>>,
+}
+
+impl Client {
+    /// Connects, waits for `welcome`, and starts the connection task.
+    ///
+    /// Only this first connection reports failure directly; after it, drops are handled by
+    /// reconnecting, and the application learns about them on the [`Events`] stream.
+    pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ConnectError> {
+        let (ws, welcome) =
+            transport::open(&config.url, &config.token, config.connect_timeout).await?;
+        let (commands_tx, commands_rx) = mpsc::channel(config.command_capacity.max(1));
+        let (events_tx, events_rx) = mpsc::channel(config.event_capacity.max(1));
+        let (done_tx, done_rx) = watch::channel(None);
+        let close = Arc::new(Notify::new());
+        let driver = Driver::new(config, commands_rx, close.clone(), events_tx, done_tx);
+        tokio::spawn(driver.run(ws, welcome));
+        let client = Client {
+            commands: commands_tx,
+            close,
+            done: done_rx,
+        };
+        Ok((client, Events::new(events_rx)))
+    }
+
+    /// Joins `room`.
+    pub async fn join(&self, room: impl Into<String>) -> Result<Membership, RequestError> {
+        let room = room.into();
+        self.request(|reply| Command::Join { room, reply }).await
+    }
+
+    /// Leaves `room`. Leaving a room the gateway no longer knows this member in succeeds.
+    pub async fn leave(&self, room: impl Into<String>) -> Result<(), RequestError> {
+        let room = room.into();
+        self.request(|reply| Command::Leave { room, reply }).await
+    }
+
+    /// Publishes `data` to `room` and returns the event's sequence number once acknowledged.
+    ///
+    /// The publish gets a unique id. If the connection drops before the `ack`, it is resent
+    /// with the same id once the room is resumed, and the gateway delivers it once.
+    pub async fn publish(&self, room: impl Into<String>, data: Value) -> Result<u64, RequestError> {
+        let room = room.into();
+        self.request(|reply| Command::Publish { room, data, reply })
+            .await
+    }
+
+    /// Sends `data` directly to user `to`. Unlike a publish, a send whose reply was lost to a
+    /// drop fails with [`RequestError::ConnectionLost`] rather than being resent.
+    pub async fn send(&self, to: impl Into<String>, data: Value) -> Result<(), RequestError> {
+        let to = to.into();
+        self.request(|reply| Command::Send { to, data, reply })
+            .await
+    }
+
+    /// Asks for the authority role in `room`.
+    pub async fn claim_authority(&self, room: impl Into<String>) -> Result<(), RequestError> {
+        let room = room.into();
+        self.request(|reply| Command::Authority {
+            room,
+            claim: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Gives up the authority role in `room`.
+    pub async fn release_authority(&self, room: impl Into<String>) -> Result<(), RequestError> {
+        let room = room.into();
+        self.request(|reply| Command::Authority {
+            room,
+            claim: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Closes the connection (close code 1000) and waits for the task to stop. Pending
+    /// requests fail with [`CloseError::ClosedByApplication`].
+    pub async fn close(&self) {
+        self.close.notify_one();
+        let mut done = self.done.clone();
+        // An error here means the task is gone, which is what we wait for anyway.
+        let _ = done.wait_for(Option::is_some).await;
+    }
+
+    /// Why the client stopped, or `None` while it is running (or reconnecting).
+    pub fn close_reason(&self) -> Option<CloseError> {
+        self.done.borrow().clone()
+    }
+
+    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(make(tx)).await.is_err() {
+            return Err(self.closed_error());
+        }
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    fn closed_error(&self) -> RequestError {
+        RequestError::Closed(
+            self.close_reason()
+                .unwrap_or(CloseError::ClosedByApplication),
+        )
+    }
+}

@@ -1,0 +1,132 @@
+//! What the application receives: [`ClientEvent`]s on a bounded [`Events`] stream.
+//!
+//! Room frames arrive exactly once and in `seq` order per room, across reconnects: replays that
+//! overlap what was already delivered are dropped, and a range that was lost for good arrives as
+//! one [`ClientEvent::Gap`] in its place.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use holdfast_protocol::{AuthorityChanged, Direct, ErrorCode, Event, Member, MemberChange};
+use tokio::sync::mpsc;
+
+use crate::error::CloseError;
+
+/// One thing that happened, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// A connection is established and authenticated (the first one, or after a reconnect).
+    Connected {
+        /// The authenticated user.
+        user_id: String,
+        /// The connection's id on its node.
+        session_id: String,
+        /// The node holding the connection.
+        node_id: String,
+    },
+    /// The connection was lost or closed.
+    Disconnected {
+        /// The WebSocket close code, or `None` when the connection dropped without one (or was
+        /// found dead by the heartbeat check).
+        code: Option<u16>,
+        /// The close reason, or a description of the drop.
+        reason: String,
+        /// Whether the client will reconnect and resume; when false, [`ClientEvent::Closed`]
+        /// follows.
+        will_reconnect: bool,
+    },
+    /// The node is draining; a disconnect follows, and the client reconnects after the delay
+    /// (plus jitter).
+    ServerShutdown {
+        /// The gateway's reason, for logs.
+        reason: String,
+        /// The gateway's suggested delay before reconnecting.
+        reconnect_after: Duration,
+    },
+    /// A room membership was resumed after a reconnect. Replayed frames (and a [`ClientEvent::Gap`]
+    /// when some were lost) follow.
+    Resumed {
+        /// The room.
+        room: String,
+        /// True when nothing was lost.
+        recovered: bool,
+        /// Every member now.
+        members: Vec<Member>,
+        /// The player id holding authority now.
+        authority: Option<String>,
+    },
+    /// A room membership could not be resumed; the application is no longer in the room.
+    ResumeFailed {
+        /// The room.
+        room: String,
+        /// Why.
+        code: ErrorCode,
+        /// The gateway's explanation.
+        message: String,
+    },
+    /// Room frames `from..=to` of `epoch` were lost and will not be delivered.
+    Gap {
+        /// The room.
+        room: String,
+        /// First lost sequence number.
+        from: u64,
+        /// Last lost sequence number.
+        to: u64,
+        /// The epoch the numbers belong to.
+        epoch: String,
+    },
+    /// Data published to a room.
+    Event(Event),
+    /// Another member joined a room.
+    MemberJoined(MemberChange),
+    /// A member left a room.
+    MemberLeft(MemberChange),
+    /// A member's connection dropped; it may come back within the reconnection window.
+    MemberDisconnected(MemberChange),
+    /// A member that had dropped came back.
+    MemberReconnected(MemberChange),
+    /// A room's authority changed hands.
+    AuthorityChanged(AuthorityChanged),
+    /// Data sent directly to this user.
+    Message(Direct),
+    /// The client stopped for good; no event follows.
+    Closed(CloseError),
+}
+
+/// The bounded stream of [`ClientEvent`]s.
+///
+/// The connection task waits when the stream is full, which stops it reading from the socket:
+/// a slow reader slows the connection down (and may eventually be disconnected by the gateway as
+/// a slow consumer, then resume) rather than losing events. Read it from its own task, not from
+/// the task that awaits requests on the handle.
+#[derive(Debug)]
+pub struct Events {
+    /// Bounded so that a stalled application pushes back on the connection instead of growing
+    /// memory without limit.
+    rx: mpsc::Receiver<ClientEvent>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: mpsc::Receiver<ClientEvent>) -> Self {
+        Events { rx }
+    }
+
+    /// The next event; `None` after [`ClientEvent::Closed`] has been received.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<ClientEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl futures_util::Stream for Events {
+    type Item = ClientEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
