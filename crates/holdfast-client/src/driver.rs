@@ -450,7 +450,10 @@ impl Driver {
             Some(_) => return true,
             None => return false,
         };
-        self.rooms.get(room).map_or(true, |r| r.live)
+        match self.rooms.get(room) {
+            Some(r) => r.live,
+            None => true,
+        }
     }
 
     /// Writes pending request `order` and marks it sent.
