@@ -2,7 +2,7 @@
 //! [`SessionHandle`] through which everything else reaches a session.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -36,6 +36,9 @@ pub struct SessionHandle {
     queued_bytes: AtomicUsize,
     /// Byte bound of the queue.
     max_queued_bytes: usize,
+    /// Set with the first close request: from then on nothing more is queued, so a session that
+    /// lost a frame never delivers a later one (no silent hole before its close).
+    closing: AtomicBool,
     /// The first close reason asked for; a std mutex because it is held for a store only.
     close: Mutex<Option<CloseCode>>,
     /// Wakes the session task when a close is asked for, even while it is blocked writing.
@@ -60,6 +63,7 @@ impl SessionHandle {
             tx,
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
+            closing: AtomicBool::new(false),
             close: Mutex::new(None),
             close_notify: Notify::new(),
             metrics,
@@ -71,6 +75,10 @@ impl SessionHandle {
     /// the slow-consumer code and returns false; the frame is dropped, and the client learns
     /// what it missed when it resumes.
     pub fn enqueue(&self, text: Utf8Bytes, emitted: Option<Instant>) -> bool {
+        if self.closing.load(Ordering::Acquire) {
+            self.metrics.messages_failed.inc();
+            return false;
+        }
         let len = text.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > self.max_queued_bytes {
@@ -109,6 +117,7 @@ impl SessionHandle {
         let mut slot = self.close.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             *slot = Some(code);
+            self.closing.store(true, Ordering::Release);
             drop(slot);
             self.close_notify.notify_one();
         }
