@@ -1,0 +1,377 @@
+//! The reconnection protocol over real sockets: tokens, replay, gaps, presence, dedupe.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Drops a client's TCP connection abruptly (no close frame).
+fn cut(c: Client) {
+    drop(c);
+}
+
+fn reconnect_frame(joined: &Value, token: &str, last: u64) -> Value {
+    json!({
+        "type": "reconnect",
+        "room": joined["room"],
+        "player_id": joined["player_id"],
+        "token": token,
+        "last_sequence": last,
+        "id": "rc",
+    })
+}
+
+#[tokio::test]
+async fn resume_replays_missed_events_and_rotates_the_token() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    let (mut a, _) = Client::connect(addr, "alice").await;
+    let (mut b, _) = Client::connect(addr, "bob").await;
+    let ja = a.join("game").await;
+    let jb = b.join("game").await;
+    a.expect("member_joined").await;
+    let token = jb["reconnection_token"].as_str().unwrap().to_owned();
+    let last = jb["seq"].as_u64().unwrap();
+    cut(b);
+    let md = a.expect("member_disconnected").await;
+    assert_eq!(md["player_id"], jb["player_id"]);
+    for i in 0..5 {
+        a.send(json!({"type":"publish","room":"game","data":i}))
+            .await;
+        a.expect("event").await;
+    }
+    let (mut b2, _) = Client::connect(addr, "bob").await;
+    b2.send(reconnect_frame(&jb, &token, last)).await;
+    let r = b2.expect("reconnected").await;
+    assert_eq!(r["player_id"], jb["player_id"]);
+    assert_eq!(r["recovered"], true);
+    assert!(r.get("gap").is_none());
+    assert_eq!(r["id"], "rc");
+    let events = r["events"].as_array().unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (last + 1..=last + 6).collect::<Vec<_>>());
+    assert_eq!(events[0]["type"], "member_disconnected");
+    assert_eq!(events[5]["data"], 4);
+    assert_ne!(r["reconnection_token"], token);
+    assert_eq!(r["authority"], ja["player_id"]);
+    let mr = a.expect("member_reconnected").await;
+    assert_eq!(mr["player_id"], jb["player_id"]);
+    assert_eq!(mr["seq"], r["seq"]);
+    // Live events continue right after the resume position.
+    a.send(json!({"type":"publish","room":"game","data":"live"}))
+        .await;
+    let e = b2.expect("event").await;
+    assert_eq!(e["seq"].as_u64().unwrap(), r["seq"].as_u64().unwrap() + 1);
+
+    // The used token is spent: a second resume with it fails without harm.
+    let r_token = r["reconnection_token"].as_str().unwrap().to_owned();
+    cut(b2);
+    a.expect("event").await;
+    a.expect("member_disconnected").await;
+    let (mut b3, _) = Client::connect(addr, "bob").await;
+    b3.send(reconnect_frame(&jb, &token, last)).await;
+    let f = b3.expect("reconnection_failed").await;
+    assert_eq!(f["code"], "reconnection_token_invalid");
+    // The current token still works after that failed attempt.
+    b3.send(reconnect_frame(&jb, &r_token, r["seq"].as_u64().unwrap()))
+        .await;
+    assert_eq!(b3.expect("reconnected").await["recovered"], true);
+    assert!(metric(addr, "reconnection_completions_total").await >= 2.0);
+    assert!(metric(addr, "reconnection_validation_failures_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn replay_beyond_the_buffer_reports_the_exact_gap() {
+    let mut cfg = test_config();
+    cfg.reconnection.event_buffer_size = 10;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut a, _) = Client::connect(addr, "a").await;
+    let (b, _) = Client::connect(addr, "b").await;
+    let mut b = b;
+    a.join("r").await;
+    let jb = b.join("r").await;
+    a.expect("member_joined").await;
+    let last = jb["seq"].as_u64().unwrap(); // 2
+    cut(b);
+    a.expect("member_disconnected").await; // 3
+    for i in 0..30 {
+        a.send(json!({"type":"publish","room":"r","data":i})).await;
+        a.expect("event").await;
+    } // 4..=33
+    let (mut b2, _) = Client::connect(addr, "b").await;
+    b2.send(reconnect_frame(
+        &jb,
+        jb["reconnection_token"].as_str().unwrap(),
+        last,
+    ))
+    .await;
+    let r = b2.expect("reconnected").await;
+    assert_eq!(r["recovered"], false);
+    assert_eq!(r["gap"]["from"], 3);
+    assert_eq!(r["gap"]["to"], 23);
+    assert_eq!(r["gap"]["epoch"], jb["epoch"]);
+    let seqs: Vec<u64> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (24..=33).collect::<Vec<_>>());
+    assert!(metric(addr, "reconnection_events_evicted_total").await >= 23.0);
+}
+
+#[tokio::test]
+async fn wrong_room_wrong_player_wrong_user_and_expired_window() {
+    let mut cfg = test_config();
+    cfg.reconnection.window_secs = 1;
+    cfg.reconnection.sweep_interval_ms = 100;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut a, _) = Client::connect(addr, "a").await;
+    let (mut b, _) = Client::connect(addr, "b").await;
+    a.join("r").await;
+    a.join("other").await;
+    let jb = b.join("r").await;
+    let token = jb["reconnection_token"].as_str().unwrap().to_owned();
+    cut(b);
+    let (mut b2, _) = Client::connect(addr, "b").await;
+    let mut wrong_room = reconnect_frame(&jb, &token, 0);
+    wrong_room["room"] = json!("other");
+    b2.send(wrong_room).await;
+    assert_eq!(
+        b2.expect("reconnection_failed").await["code"],
+        "reconnection_token_invalid"
+    );
+    let mut gone_room = reconnect_frame(&jb, &token, 0);
+    gone_room["room"] = json!("never-existed");
+    b2.send(gone_room).await;
+    assert_eq!(
+        b2.expect("reconnection_failed").await["code"],
+        "reconnection_failed"
+    );
+    let mut wrong_player = reconnect_frame(&jb, &token, 0);
+    wrong_player["player_id"] = json!("p1");
+    b2.send(wrong_player).await;
+    assert_eq!(
+        b2.expect("reconnection_failed").await["code"],
+        "reconnection_token_invalid"
+    );
+    b2.send(reconnect_frame(&jb, "not-the-token", 0)).await;
+    assert_eq!(
+        b2.expect("reconnection_failed").await["code"],
+        "reconnection_token_invalid"
+    );
+    // Another user presenting bob's token is refused.
+    let (mut mallory, _) = Client::connect(addr, "mallory").await;
+    mallory.send(reconnect_frame(&jb, &token, 0)).await;
+    assert_eq!(
+        mallory.expect("reconnection_failed").await["code"],
+        "reconnection_token_invalid"
+    );
+    // After the window, the member has left and the token has expired.
+    assert_eq!(a.until("member_left").await["player_id"], jb["player_id"]);
+    b2.send(reconnect_frame(&jb, &token, 0)).await;
+    assert_eq!(
+        b2.expect("reconnection_failed").await["code"],
+        "reconnection_expired"
+    );
+}
+
+#[tokio::test]
+async fn presence_goes_away_then_back_without_flapping() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    let (mut a, _) = Client::connect(addr, "a").await;
+    let (mut b, _) = Client::connect(addr, "b").await;
+    a.join("r").await;
+    let jb = b.join("r").await;
+    a.expect("member_joined").await;
+    cut(b);
+    a.expect("member_disconnected").await;
+    // A newcomer sees bob as away, not gone.
+    let (mut c, _) = Client::connect(addr, "c").await;
+    let jc = c.join("r").await;
+    let bob = jc["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == "b")
+        .unwrap()
+        .clone();
+    assert_eq!(bob["status"], "away");
+    a.expect("member_joined").await;
+    let (mut b2, _) = Client::connect(addr, "b").await;
+    b2.send(reconnect_frame(
+        &jb,
+        jb["reconnection_token"].as_str().unwrap(),
+        jb["seq"].as_u64().unwrap(),
+    ))
+    .await;
+    b2.expect("reconnected").await;
+    // Others see exactly away → back: no member_left, no member_joined.
+    assert_eq!(a.recv().await["type"], "member_reconnected");
+    assert_eq!(c.recv().await["type"], "member_reconnected");
+    assert_eq!(metric(addr, "reconnection_sessions_active").await, 0.0);
+}
+
+#[tokio::test]
+async fn authority_is_kept_through_a_drop_and_lost_if_taken_over() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    let (mut host, _) = Client::connect(addr, "host").await;
+    let (mut guest, _) = Client::connect(addr, "guest").await;
+    let jh = host.join("r").await;
+    guest.join("r").await;
+    assert_eq!(jh["authority"], jh["player_id"]);
+    cut(host);
+    guest.expect("member_disconnected").await;
+    let (mut host2, _) = Client::connect(addr, "host").await;
+    host2
+        .send(reconnect_frame(
+            &jh,
+            jh["reconnection_token"].as_str().unwrap(),
+            jh["seq"].as_u64().unwrap(),
+        ))
+        .await;
+    let r = host2.expect("reconnected").await;
+    assert_eq!(
+        r["authority"], jh["player_id"],
+        "the host keeps authority through a drop"
+    );
+    guest.expect("member_reconnected").await;
+
+    // Now the host drops and the guest takes authority over while it is away.
+    let token = r["reconnection_token"].as_str().unwrap().to_owned();
+    let seq = r["seq"].as_u64().unwrap();
+    cut(host2);
+    guest.expect("member_disconnected").await;
+    guest
+        .send(json!({"type":"claim_authority","room":"r","id":"c"}))
+        .await;
+    let ac = guest.expect("authority_changed").await;
+    let guest_player = ac["authority"].clone();
+    assert_ne!(guest_player, jh["player_id"]);
+    let (mut host3, _) = Client::connect(addr, "host").await;
+    host3.send(reconnect_frame(&jh, &token, seq)).await;
+    let r = host3.expect("reconnected").await;
+    assert_eq!(r["authority"], guest_player, "taken over: not restored");
+}
+
+#[tokio::test]
+async fn authority_passes_on_drop_when_restore_is_off() {
+    let mut cfg = test_config();
+    cfg.reconnection.restore_authority = false;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut host, _) = Client::connect(addr, "host").await;
+    let (mut guest, _) = Client::connect(addr, "guest").await;
+    host.join("r").await;
+    let jg = guest.join("r").await;
+    cut(host);
+    guest.expect("member_disconnected").await;
+    assert_eq!(
+        guest.expect("authority_changed").await["authority"],
+        jg["player_id"]
+    );
+}
+
+#[tokio::test]
+async fn a_retried_publish_is_delivered_once_across_a_reconnect() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    let (mut a, _) = Client::connect(addr, "a").await;
+    let (mut b, _) = Client::connect(addr, "b").await;
+    let ja = a.join("r").await;
+    b.join("r").await;
+    a.expect("member_joined").await;
+    a.send(json!({"type":"publish","room":"r","data":"once","id":"m-1"}))
+        .await;
+    let e = b.expect("event").await;
+    // The publisher drops before reading its ack, reconnects, and retries the same id.
+    cut(a);
+    b.expect("member_disconnected").await;
+    let (mut a2, _) = Client::connect(addr, "a").await;
+    a2.send(reconnect_frame(
+        &ja,
+        ja["reconnection_token"].as_str().unwrap(),
+        ja["seq"].as_u64().unwrap(),
+    ))
+    .await;
+    a2.expect("reconnected").await;
+    b.expect("member_reconnected").await;
+    a2.send(json!({"type":"publish","room":"r","data":"once","id":"m-1"}))
+        .await;
+    let ack = a2.expect("ack").await;
+    assert_eq!(ack["seq"], e["seq"], "the retry gets the original ack");
+    // Bob sees nothing new: the next frame is the next distinct publish.
+    a2.send(json!({"type":"publish","room":"r","data":"next","id":"m-2"}))
+        .await;
+    assert_eq!(b.expect("event").await["data"], "next");
+    assert_eq!(metric(addr, "dedupe_hits_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_resume_while_the_old_socket_looks_alive_replaces_it() {
+    let mut cfg = test_config();
+    cfg.session.single_socket = false;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut old, _) = Client::connect(addr, "u").await;
+    let j = old.join("r").await;
+    // The old socket is half-open from the client's view; a new connection resumes.
+    let (mut new, _) = Client::connect(addr, "u").await;
+    new.send(reconnect_frame(
+        &j,
+        j["reconnection_token"].as_str().unwrap(),
+        j["seq"].as_u64().unwrap(),
+    ))
+    .await;
+    let r = new.expect("reconnected").await;
+    assert_eq!(r["player_id"], j["player_id"]);
+    assert_eq!(old.expect_close().await, 4000);
+}
+
+#[tokio::test]
+async fn buffers_and_rooms_are_freed_when_nobody_can_resume() {
+    let mut cfg = test_config();
+    cfg.reconnection.window_secs = 1;
+    cfg.reconnection.sweep_interval_ms = 100;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut a, _) = Client::connect(addr, "a").await;
+    a.join("temp").await;
+    cut(a);
+    assert!(
+        eventually(|| async { metric(addr, "reconnection_sessions_active").await == 1.0 }).await
+    );
+    assert!(eventually(|| async { metric(addr, "rooms_active").await == 0.0 }).await);
+    assert_eq!(metric(addr, "room_members").await, 0.0);
+    assert_eq!(metric(addr, "reconnection_sessions_active").await, 0.0);
+}
+
+#[tokio::test]
+async fn reconnection_disabled_means_leave_on_drop() {
+    let mut cfg = test_config();
+    cfg.reconnection.enabled = false;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut a, _) = Client::connect(addr, "a").await;
+    let (mut b, _) = Client::connect(addr, "b").await;
+    a.join("r").await;
+    let jb = b.join("r").await;
+    assert!(jb.get("reconnection_token").is_none());
+    cut(b);
+    a.expect("member_joined").await;
+    a.expect("member_left").await;
+    let (mut b2, _) = Client::connect(addr, "b").await;
+    b2.send(reconnect_frame(&jb, "x", 0)).await;
+    assert_eq!(
+        b2.expect("reconnection_failed").await["code"],
+        "reconnection_failed"
+    );
+    let _ = Duration::ZERO;
+}
