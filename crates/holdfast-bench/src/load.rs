@@ -282,6 +282,10 @@ struct Share {
     /// The window in send-time nanoseconds: a delivery counts when its stamp is inside.
     window_start_ns: AtomicU64,
     window_end_ns: AtomicU64,
+    /// When the ramp began, and when (microseconds later) the last connection was established:
+    /// the connect rate is measured over that span, not over the polling loop.
+    ramp_started: Instant,
+    last_established_us: AtomicU64,
     established: AtomicU64,
     failed: AtomicU64,
     disconnects: AtomicU64,
@@ -373,6 +377,8 @@ async fn drive(
         storm_at: Mutex::new(None),
         window_start_ns: AtomicU64::new(0),
         window_end_ns: AtomicU64::new(u64::MAX),
+        ramp_started: Instant::now(),
+        last_established_us: AtomicU64::new(0),
         established: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
@@ -432,7 +438,10 @@ async fn drive(
         }
         sleep(PROGRESS_EVERY).await;
     }
-    let ramp_s = started.elapsed().as_secs_f64();
+    let ramp_s = match share.last_established_us.load(Ordering::Relaxed) {
+        0 => started.elapsed().as_secs_f64(),
+        us => us as f64 / 1e6,
+    };
     let _ = events.try_send(progress(&share));
     let ping = share.ping_interval_ms.load(Ordering::Relaxed);
     let _ = events
@@ -590,6 +599,10 @@ async fn connection(share: Arc<Share>, i: usize, permit: OwnedSemaphorePermit) {
         share.ping_interval_ms.store(ms, Ordering::Relaxed);
     }
     share.established.fetch_add(1, Ordering::Relaxed);
+    share.last_established_us.fetch_max(
+        share.ramp_started.elapsed().as_micros() as u64,
+        Ordering::Relaxed,
+    );
     if spec.scenario == Scenario::Storm && spec.target.resumes() {
         storm_member(share.clone(), i, ws, membership, &token, &room).await;
     } else {
