@@ -1,0 +1,532 @@
+//! End-to-end tests: real clients against a real in-process gateway over 127.0.0.1 sockets,
+//! with a TCP proxy in between where a test needs to break the network.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use holdfast_client::protocol::{CloseCode, ErrorCode};
+use holdfast_client::{
+    Client, ClientConfig, ClientEvent, CloseError, ConnectError, RequestError, TokenRefresher,
+};
+use serde_json::json;
+use support::{client_config, connect, gateway, token, url, Proxy};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn publish_is_acked_and_delivered_to_every_member() {
+    let gw = gateway(|_| {}).await;
+    let (alice, a_events) = connect(client_config(gw.local_addr(), "alice")).await;
+    let (bob, b_events) = connect(client_config(gw.local_addr(), "bob")).await;
+    a_events
+        .wait_for(
+            "connected",
+            WAIT,
+            |e| matches!(e, ClientEvent::Connected { user_id, .. } if user_id == "alice"),
+        )
+        .await;
+
+    let a = alice.join("lobby").await.unwrap();
+    assert_eq!(a.authority.as_deref(), Some(a.player_id.as_str()));
+    let b = bob.join("lobby").await.unwrap();
+    assert_eq!(b.members.len(), 2);
+    a_events
+        .wait_for(
+            "bob joined",
+            WAIT,
+            |e| matches!(e, ClientEvent::MemberJoined(m) if m.player_id == b.player_id),
+        )
+        .await;
+
+    let seq = alice.publish("lobby", json!({"n": 1})).await.unwrap();
+    assert!(seq > b.seq);
+    for events in [&a_events, &b_events] {
+        events
+            .wait_for("the event", WAIT, |e| {
+                matches!(e, ClientEvent::Event(ev) if ev.seq == seq && ev.data == json!({"n": 1}))
+            })
+            .await;
+    }
+
+    bob.send("alice", json!("hi")).await.unwrap();
+    a_events
+        .wait_for(
+            "the direct message",
+            WAIT,
+            |e| matches!(e, ClientEvent::Message(m) if m.from == "bob" && m.data == json!("hi")),
+        )
+        .await;
+    let offline = bob.send("nobody", json!("?")).await;
+    assert!(
+        matches!(
+            offline,
+            Err(RequestError::Server {
+                code: ErrorCode::UserOffline,
+                ..
+            })
+        ),
+        "{offline:?}"
+    );
+    let not_member = bob.publish("elsewhere", json!(1)).await;
+    assert!(
+        matches!(
+            not_member,
+            Err(RequestError::Server {
+                code: ErrorCode::NotInRoom,
+                ..
+            })
+        ),
+        "{not_member:?}"
+    );
+
+    alice.leave("lobby").await.unwrap();
+    b_events
+        .wait_for(
+            "alice left",
+            WAIT,
+            |e| matches!(e, ClientEvent::MemberLeft(m) if m.player_id == a.player_id),
+        )
+        .await;
+
+    alice.close().await;
+    a_events
+        .wait_for("closed", WAIT, |e| {
+            matches!(e, ClientEvent::Closed(CloseError::ClosedByApplication))
+        })
+        .await;
+    let after = alice.publish("lobby", json!(2)).await;
+    assert_eq!(
+        after,
+        Err(RequestError::Closed(CloseError::ClosedByApplication))
+    );
+    bob.close().await;
+}
+
+#[tokio::test]
+async fn abrupt_cuts_mid_stream_lose_and_duplicate_nothing() {
+    let gw = gateway(|_| {}).await;
+    let proxy = Proxy::start(gw.local_addr()).await;
+    let (alice, a_events) = connect(client_config(proxy.addr(), "alice")).await;
+    let (bob, b_events) = connect(client_config(proxy.addr(), "bob")).await;
+    alice.join("r").await.unwrap();
+    bob.join("r").await.unwrap();
+
+    const N: u64 = 300;
+    let publisher = alice.clone();
+    let publishing = tokio::spawn(async move {
+        let mut acks = Vec::new();
+        for n in 0..N {
+            let seq = publisher
+                .publish("r", json!({ "n": n }))
+                .await
+                .unwrap_or_else(|e| panic!("publish {n}: {e}"));
+            acks.push(seq);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        acks
+    });
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.cut_all();
+    }
+    let acks = tokio::time::timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("publishing finishes")
+        .expect("publisher task");
+    assert!(
+        acks.windows(2).all(|w| w[0] < w[1]),
+        "acks in order: {acks:?}"
+    );
+    let last = *acks.last().unwrap();
+
+    for (who, events) in [("alice", &a_events), ("bob", &b_events)] {
+        events
+            .wait_for(
+                "the last event",
+                WAIT,
+                |e| matches!(e, ClientEvent::Event(ev) if ev.seq == last),
+            )
+            .await;
+        let got = events.room_events("r");
+        let expected: Vec<(u64, serde_json::Value)> = acks
+            .iter()
+            .enumerate()
+            .map(|(n, seq)| (*seq, json!({ "n": n })))
+            .collect();
+        assert_eq!(
+            got, expected,
+            "{who} sees every event exactly once, in order"
+        );
+        let seqs = events.room_seqs("r");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{who}: {seqs:?}");
+        let all = events.all();
+        assert!(
+            !all.iter().any(|e| matches!(e, ClientEvent::Gap { .. })),
+            "{who}: no gap"
+        );
+        let resumed = all
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    ClientEvent::Resumed {
+                        recovered: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(resumed >= 1, "{who} resumed at least once: {all:#?}");
+        assert!(all.iter().all(|e| !matches!(
+            e,
+            ClientEvent::Disconnected {
+                will_reconnect: false,
+                ..
+            }
+        )));
+    }
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_detected_and_resumed() {
+    let gw = gateway(|_| {}).await;
+    let proxy = Proxy::start(gw.local_addr()).await;
+    let (alice, events) = connect(client_config(proxy.addr(), "alice")).await;
+    alice.join("r").await.unwrap();
+
+    let frozen_at = tokio::time::Instant::now();
+    proxy.freeze_all();
+    events
+        .wait_for("a disconnect without code", WAIT, |e| {
+            matches!(
+                e,
+                ClientEvent::Disconnected {
+                    code: None,
+                    will_reconnect: true,
+                    ..
+                }
+            )
+        })
+        .await;
+    let detected = frozen_at.elapsed();
+    // The window is ping interval + pong timeout = 600 ms.
+    assert!(detected >= Duration::from_millis(500), "{detected:?}");
+    events
+        .wait_for(
+            "the resume",
+            WAIT,
+            |e| matches!(e, ClientEvent::Resumed { room, recovered: true, .. } if room == "r"),
+        )
+        .await;
+    let seq = alice.publish("r", json!("after")).await.unwrap();
+    events
+        .wait_for(
+            "own event",
+            WAIT,
+            |e| matches!(e, ClientEvent::Event(ev) if ev.seq == seq),
+        )
+        .await;
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn authority_is_restored_on_resume() {
+    let gw = gateway(|c| c.reconnection.restore_authority = true).await;
+    let proxy = Proxy::start(gw.local_addr()).await;
+    let (alice, a_events) = connect(client_config(proxy.addr(), "alice")).await;
+    let (bob, b_events) = connect(client_config(gw.local_addr(), "bob")).await;
+    let a = alice.join("game").await.unwrap();
+    assert_eq!(a.authority.as_deref(), Some(a.player_id.as_str()));
+    bob.join("game").await.unwrap();
+
+    proxy.cut_all();
+    let resumed = a_events
+        .wait_for("the resume", WAIT, |e| {
+            matches!(e, ClientEvent::Resumed { .. })
+        })
+        .await;
+    let ClientEvent::Resumed {
+        authority, members, ..
+    } = resumed
+    else {
+        unreachable!()
+    };
+    assert_eq!(authority.as_deref(), Some(a.player_id.as_str()));
+    assert_eq!(members.len(), 2);
+    b_events
+        .wait_for(
+            "alice back",
+            WAIT,
+            |e| matches!(e, ClientEvent::MemberReconnected(m) if m.player_id == a.player_id),
+        )
+        .await;
+    assert!(
+        !b_events
+            .all()
+            .iter()
+            .any(|e| matches!(e, ClientEvent::AuthorityChanged(_))),
+        "authority never left alice: {:#?}",
+        b_events.all()
+    );
+
+    // The restored authority is real: alice can release it, and bob then holds it.
+    alice.release_authority("game").await.unwrap();
+    let claimed = alice.claim_authority("game").await;
+    assert!(
+        matches!(
+            claimed,
+            Err(RequestError::Server {
+                code: ErrorCode::AuthorityTaken,
+                ..
+            })
+        ),
+        "{claimed:?}"
+    );
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test]
+async fn a_lost_range_is_reported_as_one_gap() {
+    let gw = gateway(|c| c.reconnection.event_buffer_size = 5).await;
+    let proxy = Proxy::start(gw.local_addr()).await;
+    let (alice, a_events) = connect(client_config(gw.local_addr(), "alice")).await;
+    let (bob, b_events) = connect(client_config(proxy.addr(), "bob")).await;
+    alice.join("r").await.unwrap();
+    let b = bob.join("r").await.unwrap();
+    let first = alice.publish("r", json!(0)).await.unwrap();
+    b_events
+        .wait_for(
+            "the first event",
+            WAIT,
+            |e| matches!(e, ClientEvent::Event(ev) if ev.seq == first),
+        )
+        .await;
+
+    proxy.set_refusing(true);
+    proxy.cut_all();
+    a_events
+        .wait_for(
+            "bob away",
+            WAIT,
+            |e| matches!(e, ClientEvent::MemberDisconnected(m) if m.player_id == b.player_id),
+        )
+        .await;
+    let mut acks = vec![first];
+    for n in 1..=20 {
+        acks.push(alice.publish("r", json!(n)).await.unwrap());
+    }
+    proxy.set_refusing(false);
+    let last = *acks.last().unwrap();
+    b_events
+        .wait_for(
+            "the last event",
+            WAIT,
+            |e| matches!(e, ClientEvent::Event(ev) if ev.seq == last),
+        )
+        .await;
+
+    let all = b_events.all();
+    let gaps: Vec<_> = all
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Gap { from, to, .. } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "{all:#?}");
+    let (from, to) = gaps[0];
+    assert_eq!(from, first + 1, "the gap starts right after what bob saw");
+    assert!(
+        all.iter().any(|e| matches!(
+            e,
+            ClientEvent::Resumed {
+                recovered: false,
+                ..
+            }
+        )),
+        "{all:#?}"
+    );
+    // Everything after the gap arrives, once and in order.
+    let seqs = b_events.room_seqs("r");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let after: Vec<u64> = seqs.iter().copied().filter(|s| *s > to).collect();
+    let expected: Vec<u64> = (to + 1..=last).collect();
+    assert_eq!(after, expected, "{all:#?}");
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test]
+async fn server_shutdown_is_honoured_and_the_client_moves_on() {
+    let gw1 = gateway(|c| {
+        c.server.shutdown_reconnect_after_ms = 300;
+        c.server.drain_timeout_secs = 2;
+    })
+    .await;
+    let gw2 = gateway(|_| {}).await;
+    let proxy = Proxy::start(gw1.local_addr()).await;
+    let (alice, events) = connect(client_config(proxy.addr(), "alice")).await;
+    alice.join("r").await.unwrap();
+
+    proxy.set_target(gw2.local_addr());
+    let started = tokio::time::Instant::now();
+    let draining = tokio::spawn(gw1.shutdown());
+    let shutdown = events
+        .wait_for("server_shutdown", WAIT, |e| {
+            matches!(e, ClientEvent::ServerShutdown { .. })
+        })
+        .await;
+    assert!(matches!(
+        shutdown,
+        ClientEvent::ServerShutdown { reconnect_after, .. } if reconnect_after == Duration::from_millis(300)
+    ));
+    events
+        .wait_for("disconnect 1001", WAIT, |e| {
+            matches!(
+                e,
+                ClientEvent::Disconnected {
+                    code: Some(1001),
+                    will_reconnect: true,
+                    ..
+                }
+            )
+        })
+        .await;
+    events
+        .wait_until("a second connection", WAIT, |all| {
+            all.iter()
+                .filter(|e| matches!(e, ClientEvent::Connected { .. }))
+                .count()
+                == 2
+        })
+        .await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    // The room lived on the drained node only, so it cannot be resumed on the other one.
+    events
+        .wait_for(
+            "resume failed",
+            WAIT,
+            |e| matches!(e, ClientEvent::ResumeFailed { room, .. } if room == "r"),
+        )
+        .await;
+    tokio::time::timeout(WAIT, draining)
+        .await
+        .expect("drain finishes")
+        .expect("drain task");
+    alice.join("r").await.unwrap();
+    alice.publish("r", json!("on the new node")).await.unwrap();
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn a_replaced_connection_stops_retrying() {
+    let gw = gateway(|_| {}).await;
+    let (first, events) = connect(client_config(gw.local_addr(), "alice")).await;
+    first.join("r").await.unwrap();
+    let (second, _second_events) = connect(client_config(gw.local_addr(), "alice")).await;
+
+    events
+        .wait_for("disconnect 4000", WAIT, |e| {
+            matches!(
+                e,
+                ClientEvent::Disconnected {
+                    code: Some(4000),
+                    will_reconnect: false,
+                    ..
+                }
+            )
+        })
+        .await;
+    let closed = events
+        .wait_for("closed", WAIT, |e| matches!(e, ClientEvent::Closed(_)))
+        .await;
+    let ClientEvent::Closed(reason) = closed else {
+        unreachable!()
+    };
+    assert_eq!(reason.close_code(), Some(CloseCode::Replaced));
+    assert_eq!(first.close_reason(), Some(reason.clone()));
+    assert_eq!(
+        first.publish("r", json!(1)).await,
+        Err(RequestError::Closed(reason))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let connects = events
+        .all()
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Connected { .. }))
+        .count();
+    assert_eq!(connects, 1, "no reconnection after a terminal code");
+    second.close().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_is_a_typed_error() {
+    let gw = gateway(|_| {}).await;
+    let bad = Client::connect(ClientConfig::new(url(gw.local_addr()), "not-a-token")).await;
+    assert_eq!(bad.err(), Some(ConnectError::Unauthorized { status: 401 }));
+    let expired = holdfast_gateway::auth::mint_token_until(support::SECRET, "alice", 1);
+    let old = Client::connect(ClientConfig::new(url(gw.local_addr()), expired)).await;
+    let err = old.expect_err("refused");
+    assert_eq!(err, ConnectError::Unauthorized { status: 401 });
+    assert_eq!(
+        err.terminal(),
+        Some(CloseError::Unauthorized { status: 401 })
+    );
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_refreshed_in_place() {
+    let gw = gateway(|c| c.auth.leeway_secs = 0).await;
+    let short =
+        holdfast_gateway::auth::mint_token(support::SECRET, "alice", Duration::from_secs(2));
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let refresher = TokenRefresher::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Ok::<_, std::convert::Infallible>(token("alice")) }
+    });
+    let config = client_config(gw.local_addr(), "alice");
+    let config = ClientConfig {
+        token: short,
+        ..config
+    }
+    .with_refresher(refresher);
+    let (alice, events) = connect(config).await;
+    alice.join("r").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let all = events.all();
+    assert!(
+        !all.iter()
+            .any(|e| matches!(e, ClientEvent::Disconnected { .. })),
+        "the session outlived its first token: {all:#?}"
+    );
+    alice.publish("r", json!("still here")).await.unwrap();
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_without_refresher_is_terminal() {
+    let gw = gateway(|c| c.auth.leeway_secs = 0).await;
+    let short =
+        holdfast_gateway::auth::mint_token(support::SECRET, "alice", Duration::from_secs(1));
+    let config = ClientConfig {
+        token: short,
+        ..client_config(gw.local_addr(), "alice")
+    };
+    let (_alice, events) = connect(config).await;
+    let closed = events
+        .wait_for("closed", WAIT, |e| matches!(e, ClientEvent::Closed(_)))
+        .await;
+    assert!(
+        matches!(&closed, ClientEvent::Closed(e) if e.close_code() == Some(CloseCode::TokenExpired)),
+        "{closed:?}"
+    );
+}
