@@ -15,6 +15,10 @@
 //! 4. When the client stops for good, [`Driver::finish`] fails what is still pending and sends
 //!    [`ClientEvent::Closed`].
 //!
+//! The gateway answers a frame it dropped for the rate limit with a `rate_limited` error that
+//! names no frame; the task then resends, after a pause, every publish still awaiting its ack
+//! (the gateway dedupes them by id), so a rate-limited publish is delayed, not lost.
+//!
 //! Room frames pass through each room's [`StreamPosition`], so replays never duplicate what the
 //! application already has and losses surface as [`ClientEvent::Gap`].
 
@@ -48,6 +52,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long to wait before retrying a token refresh that failed.
 const REFRESH_RETRY: Duration = Duration::from_secs(1);
+
+/// How long to wait before resending unacknowledged publishes after the gateway dropped a
+/// frame for exceeding the rate limit. Its `rate_limited` error names no frame, so every
+/// publish still awaiting its ack is resent; the gateway dedupes by id, so the ones that did
+/// get through are not delivered twice.
+const RATE_LIMIT_RETRY: Duration = Duration::from_secs(1);
 
 /// One room this client is a member of.
 #[derive(Debug)]
@@ -121,6 +131,7 @@ enum Step {
     Dead,
     StartRefresh,
     Refreshed(Result<String, String>),
+    Retransmit,
 }
 
 /// The state of the connection task.
@@ -162,6 +173,8 @@ pub(crate) struct Driver {
     refresh_at: Option<Instant>,
     /// The reconnect delay suggested by `server_shutdown` on the current connection.
     shutdown_hint: Option<Duration>,
+    /// When to resend the unacknowledged publishes after a `rate_limited` error.
+    retransmit_at: Option<Instant>,
 }
 
 impl Driver {
@@ -192,6 +205,7 @@ impl Driver {
             expires_at: 0,
             refresh_at: None,
             shutdown_hint: None,
+            retransmit_at: None,
         }
     }
 
@@ -331,6 +345,7 @@ impl Driver {
                 () = sleep_until_opt(deadline) => Step::Dead,
                 () = sleep_until_opt(refresh_due) => Step::StartRefresh,
                 token = poll_opt(&mut refreshing) => Step::Refreshed(token),
+                () = sleep_until_opt(self.retransmit_at) => Step::Retransmit,
             };
             let result = match step {
                 Step::Inbound(Some(Ok(msg))) => {
@@ -380,6 +395,15 @@ impl Driver {
                 Step::Refreshed(token) => {
                     refreshing = None;
                     self.on_token(&mut ws, token).await
+                }
+                Step::Retransmit => {
+                    self.retransmit_at = None;
+                    for pending in self.pending.values_mut() {
+                        if matches!(pending.kind, PendingKind::Publish { .. }) {
+                            pending.sent = false;
+                        }
+                    }
+                    self.flush(&mut ws).await
                 }
             };
             if let Err(e) = result {
@@ -709,6 +733,12 @@ impl Driver {
             Some(PendingKind::Refresh) => {
                 tracing::warn!(code = %error.code, message = %error.message, "refresh refused");
             }
+            None if error.code == ErrorCode::RateLimited => {
+                tracing::warn!("the gateway dropped a frame for the rate limit");
+                if self.retransmit_at.is_none() {
+                    self.retransmit_at = Some(Instant::now() + RATE_LIMIT_RETRY);
+                }
+            }
             None => {
                 tracing::warn!(code = %error.code, message = %error.message, "gateway error");
             }
@@ -857,6 +887,7 @@ impl Driver {
             room.live = false;
         }
         self.refresh_at = None;
+        self.retransmit_at = None;
         let orders: Vec<u64> = self.pending.keys().copied().collect();
         for order in orders {
             let Some(pending) = self.pending.get_mut(&order) else {

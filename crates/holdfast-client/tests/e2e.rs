@@ -530,3 +530,46 @@ async fn an_expired_token_without_refresher_is_terminal() {
         "{closed:?}"
     );
 }
+
+#[tokio::test]
+async fn rate_limited_publishes_are_resent_not_lost() {
+    let gw = gateway(|c| {
+        c.limits.rate_limit_per_sec = 20;
+        c.limits.rate_limit_burst = 10;
+        c.limits.rate_limit_strikes = 1_000;
+    })
+    .await;
+    let (alice, events) = connect(client_config(gw.local_addr(), "alice")).await;
+    alice.join("r").await.unwrap();
+    let publishes = (0..30).map(|n| {
+        let alice = alice.clone();
+        async move { alice.publish("r", json!(n)).await }
+    });
+    let acks = tokio::time::timeout(
+        Duration::from_secs(15),
+        futures_util::future::join_all(publishes),
+    )
+    .await
+    .expect("every publish is acknowledged");
+    let mut seqs: Vec<u64> = acks.into_iter().map(Result::unwrap).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 30, "one seq per publish");
+    let last = *seqs.last().unwrap();
+    events
+        .wait_for(
+            "the last event",
+            WAIT,
+            |e| matches!(e, ClientEvent::Event(ev) if ev.seq == last),
+        )
+        .await;
+    let mut data: Vec<i64> = events
+        .room_events("r")
+        .into_iter()
+        .map(|(_, d)| d.as_i64().unwrap())
+        .collect();
+    assert_eq!(data.len(), 30, "each publish delivered once");
+    data.sort_unstable();
+    assert_eq!(data, (0..30).collect::<Vec<_>>());
+    alice.close().await;
+}

@@ -99,9 +99,11 @@ async fn twenty_clients_survive_random_cuts_without_loss_or_duplicates() {
         let expected = &published[room];
         let last = expected.last().map_or(0, |(seq, _)| *seq);
         events
-            .wait_for("the room's last event", Duration::from_secs(20), |e| {
-                matches!(e, ClientEvent::Event(ev) if ev.room == *room && ev.seq == last)
-            })
+            .wait_for(
+                "the room's last event",
+                Duration::from_secs(20),
+                |e| matches!(e, ClientEvent::Event(ev) if ev.room == *room && ev.seq == last),
+            )
             .await;
         let got = events.room_events(room);
         assert_eq!(got.len(), expected.len(), "client {i}: count");
