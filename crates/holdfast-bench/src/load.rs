@@ -475,7 +475,8 @@ async fn drive(
     share.phase.send_replace(Phase::Drain);
     let drain = match spec.scenario {
         Scenario::Storm => Duration::from_secs(3),
-        _ => Duration::from_millis(750),
+        Scenario::Idle => Duration::from_millis(250),
+        _ => Duration::from_millis(1500),
     };
     sleep(drain).await;
     share.phase.send_replace(Phase::Done);

@@ -363,6 +363,7 @@ pub fn headline(r: &RunResult) -> Vec<(&'static str, f64, &'static str, bool)> {
         rows.push(("events", s.events as f64, "", false));
         rows.push(("events lost", s.lost as f64, "", true));
         rows.push(("events duplicated", s.duplicated as f64, "", true));
+        rows.push(("resumes not recovered", s.not_recovered as f64, "", true));
         rows.push(("gap reported", s.gap_reported as f64, "", true));
     }
     rows.push(("disconnects", r.disconnects as f64, "", true));
