@@ -13,6 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// A WebSocket opened without the client, to drive raw protocol steps.
+pub type RawWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
 /// The secret every test gateway signs tokens with.
 pub const SECRET: &str = "test-secret";
 
