@@ -22,6 +22,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Room resume after a dropped connection.
     pub reconnection: ReconnectionConfig,
+    /// SSE and long-polling transports.
+    pub fallback: FallbackConfig,
     /// Log output (used by the binary).
     pub log: LogConfig,
 }
@@ -189,6 +191,33 @@ impl Default for ReconnectionConfig {
     }
 }
 
+/// `[fallback]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Whether `/sse` and `/poll` are served.
+    pub enabled: bool,
+    /// A fallback session with no attached stream and no poll for this long ends (its room
+    /// memberships turn away, as when a WebSocket drops).
+    pub session_timeout_ms: u64,
+    /// How long a long-poll request waits for frames before answering empty.
+    pub poll_timeout_ms: u64,
+    /// Frames kept per fallback session for `Last-Event-ID` replay and unacknowledged polls.
+    /// A client further behind than this is closed with 4001 and resumes its rooms.
+    pub replay_frames: usize,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            enabled: true,
+            session_timeout_ms: 30_000,
+            poll_timeout_ms: 25_000,
+            replay_frames: 256,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -304,6 +333,17 @@ impl Config {
             "reconnection.sweep_interval_ms",
             self.reconnection.sweep_interval_ms,
         )?;
+        positive(
+            "fallback.session_timeout_ms",
+            self.fallback.session_timeout_ms,
+        )?;
+        positive("fallback.poll_timeout_ms", self.fallback.poll_timeout_ms)?;
+        if self.fallback.replay_frames < 16 || self.fallback.replay_frames > 100_000 {
+            return Err(ConfigError {
+                key: "fallback.replay_frames",
+                message: "must be between 16 and 100000".into(),
+            });
+        }
         if !matches!(self.log.format.as_str(), "human" | "json") {
             return Err(ConfigError {
                 key: "log.format",

@@ -6,6 +6,8 @@
 //!   upgrade: 503 while draining or when `limits.max_connections` is reached, 403 for a
 //!   browser origin not in `limits.allowed_origins`, 429 when the peer address has
 //!   `limits.max_connections_per_ip` sessions, 401 for an invalid or expired token.
+//! - `GET /sse`, `POST /sse/send`, `GET /poll`, `POST /poll/send`: the fallback transports
+//!   (see [`crate::fallback`]); same authentication and limits as `/ws`.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 when the node accepts new sessions, 503 while draining.
@@ -18,7 +20,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -26,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::AuthError;
 use crate::node::{AdmitError, Node};
-use crate::session;
+use crate::{fallback, session};
 
 /// Most HTTP connections that have not (yet) become WebSocket sessions. Bounds what a flood of
 /// idle TCP connections can hold; each one also has `limits.handshake_timeout_ms` to send its
@@ -35,9 +37,15 @@ const MAX_PENDING_HTTP: usize = 4096;
 
 /// The node's routes.
 pub fn router(node: Node) -> Router {
-    Router::new()
-        .route("/ws", get(ws_upgrade))
-        .route("/metrics", get(metrics))
+    let mut r = Router::new().route("/ws", get(ws_upgrade));
+    if node.config().fallback.enabled {
+        r = r
+            .route("/sse", get(fallback::sse))
+            .route("/sse/send", post(fallback::send))
+            .route("/poll", get(fallback::poll))
+            .route("/poll/send", post(fallback::send));
+    }
+    r.route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(node)

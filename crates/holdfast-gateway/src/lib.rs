@@ -10,6 +10,7 @@
 //! - [`replay`]: the bounded replay ring, reconnection tokens, and the publish dedupe window.
 //! - [`session`]: the task that owns one WebSocket from authentication to close.
 //! - [`broker`]: the cross-node seam, with the embedded in-memory broker.
+//! - [`fallback`]: the SSE and long-polling transports, driving the same session core.
 //! - [`drain`]: the explicit shutdown: readiness off, notice, 1001, bounded wait.
 //! - [`metrics`]: the node's Prometheus metrics.
 //! - [`http`]: the endpoints and the accept loop.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod drain;
+pub mod fallback;
 pub mod http;
 pub mod metrics;
 pub mod node;

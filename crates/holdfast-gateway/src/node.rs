@@ -48,6 +48,8 @@ pub struct NodeInner {
     /// Open sessions per peer address, bounded by `limits.max_connections_per_ip`. Entries are
     /// removed at zero, so the map is bounded by the number of open sessions.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Sessions on the SSE and long-polling transports.
+    pub fallback: crate::fallback::FallbackSessions,
     /// Source of session ids.
     next_session: AtomicU64,
 }
@@ -103,6 +105,7 @@ impl Node {
             broker: broker.clone(),
             open_sessions: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            fallback: Default::default(),
             next_session: AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&inner);

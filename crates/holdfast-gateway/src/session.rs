@@ -198,17 +198,19 @@ fn is_too_big(e: axum::Error) -> bool {
     )
 }
 
-fn expiry_instant(exp: u64) -> tokio::time::Instant {
+pub(crate) fn expiry_instant(exp: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
 }
 
-/// An authenticated session.
-struct Session {
+/// An authenticated session, whatever its transport: the WebSocket loop below and the
+/// fallback transports (`crate::fallback`) drive the same core, so auth, single socket, rooms,
+/// replay, dedupe and limits behave identically on every transport.
+pub(crate) struct Session {
     node: Node,
     /// What other tasks see of this session.
-    handle: Arc<SessionHandle>,
+    pub(crate) handle: Arc<SessionHandle>,
     /// The receiving end of the bounded outbound queue.
-    rx: mpsc::Receiver<Outbound>,
+    pub(crate) rx: mpsc::Receiver<Outbound>,
     /// Rooms this session is in: name → (room, player id). Bounded by
     /// `limits.max_rooms_per_session`.
     rooms: HashMap<Arc<str>, (Arc<Room>, Arc<str>)>,
@@ -217,13 +219,13 @@ struct Session {
     /// Consecutive rate-limited frames.
     strikes: u32,
     /// When the token expires.
-    expiry: tokio::time::Instant,
+    pub(crate) expiry: tokio::time::Instant,
 }
 
 impl Session {
     /// Registers the session (closing the user's previous one when single socket is on) and
     /// queues `welcome`.
-    fn start(node: Node, claims: Claims) -> Session {
+    pub(crate) fn start(node: Node, claims: Claims) -> Session {
         let inner = &node.inner;
         let limits = &inner.config.limits;
         let (handle, rx) = SessionHandle::new(
@@ -364,7 +366,7 @@ impl Session {
 
     /// Leaves the registry and turns room memberships away (or removes them), then discards
     /// whatever was still queued.
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         let inner = &self.node.inner;
         for (_, (room, player)) in self.rooms.drain() {
             inner.rooms.disconnect(&room, &player, &self.handle);
@@ -395,7 +397,7 @@ impl Session {
     }
 
     /// Handles one text frame; returns a close code when the session must end.
-    fn on_text(&mut self, text: &str) -> Option<CloseCode> {
+    pub(crate) fn on_text(&mut self, text: &str) -> Option<CloseCode> {
         let inner = self.node.inner.clone();
         inner.metrics.messages_received.inc();
         if !self.bucket.take(Instant::now()) {
