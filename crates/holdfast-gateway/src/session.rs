@@ -405,10 +405,15 @@ impl Session {
             if self.strikes >= inner.config.limits.rate_limit_strikes {
                 return Some(CloseCode::RateLimited);
             }
+            // The id is still read, so the client knows which frame to retry.
+            let id = match parse_client_frame(text) {
+                Ok(f) => f.id().map(str::to_owned),
+                Err(e) => e.id,
+            };
             self.reply_error(
                 ErrorCode::RateLimited,
                 "rate limit exceeded; frame dropped",
-                None,
+                id,
             );
             return None;
         }

@@ -442,7 +442,7 @@ async fn rate_limit_errors_then_closes() {
         a.expect("pong").await;
     }
     a.send(json!({"type":"ping","id":"over"})).await;
-    a.expect_error("rate_limited").await;
+    assert_eq!(a.expect_error("rate_limited").await["id"], "over");
     for _ in 0..20 {
         a.send(json!({"type":"ping"})).await;
     }
