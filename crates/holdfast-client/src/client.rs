@@ -117,7 +117,9 @@ impl Client {
     /// Publishes `data` to `room` and returns the event's sequence number once acknowledged.
     ///
     /// The publish gets a unique id. If the connection drops before the `ack`, it is resent
-    /// with the same id once the room is resumed, and the gateway delivers it once.
+    /// with the same id once the room is resumed, and the gateway delivers it once. A publish
+    /// the gateway drops for its rate limit is resent after a pause, so under a sustained flood
+    /// publishes slow down (up to the in-flight bound) rather than fail.
     pub async fn publish(&self, room: impl Into<String>, data: Value) -> Result<u64, RequestError> {
         let room = room.into();
         self.request(|reply| Command::Publish { room, data, reply })

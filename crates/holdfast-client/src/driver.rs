@@ -15,9 +15,10 @@
 //! 4. When the client stops for good, [`Driver::finish`] fails what is still pending and sends
 //!    [`ClientEvent::Closed`].
 //!
-//! The gateway answers a frame it dropped for the rate limit with a `rate_limited` error that
-//! names no frame; the task then resends, after a pause, every publish still awaiting its ack
-//! (the gateway dedupes them by id), so a rate-limited publish is delayed, not lost.
+//! A publish the gateway dropped for the rate limit (a `rate_limited` error) is resent after a
+//! pause with the same id, so it is delayed, not lost; other requests get the error. When the
+//! error names no frame, every publish still awaiting its ack is resent (the gateway dedupes
+//! them by id).
 //!
 //! Room frames pass through each room's [`StreamPosition`], so replays never duplicate what the
 //! application already has and losses surface as [`ClientEvent::Gap`].
@@ -53,10 +54,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long to wait before retrying a token refresh that failed.
 const REFRESH_RETRY: Duration = Duration::from_secs(1);
 
-/// How long to wait before resending unacknowledged publishes after the gateway dropped a
-/// frame for exceeding the rate limit. Its `rate_limited` error names no frame, so every
-/// publish still awaiting its ack is resent; the gateway dedupes by id, so the ones that did
-/// get through are not delivered twice.
+/// How long to wait before resending publishes the gateway dropped for the rate limit; long
+/// enough for its token bucket to refill.
 const RATE_LIMIT_RETRY: Duration = Duration::from_secs(1);
 
 /// One room this client is a member of.
@@ -398,11 +397,6 @@ impl Driver {
                 }
                 Step::Retransmit => {
                     self.retransmit_at = None;
-                    for pending in self.pending.values_mut() {
-                        if matches!(pending.kind, PendingKind::Publish { .. }) {
-                            pending.sent = false;
-                        }
-                    }
                     self.flush(&mut ws).await
                 }
             };
@@ -551,8 +545,13 @@ impl Driver {
 
     /// Removes and returns the pending request a reply's `id` names.
     fn take(&mut self, id: Option<&str>) -> Option<PendingKind> {
-        let order = id?.strip_prefix(&self.id_prefix)?.parse::<u64>().ok()?;
+        let order = self.order_of(id?)?;
         self.pending.remove(&order).map(|p| p.kind)
+    }
+
+    /// The request number inside one of this client's request ids.
+    fn order_of(&self, id: &str) -> Option<u64> {
+        id.strip_prefix(&self.id_prefix)?.parse().ok()
     }
 
     /// Handles one text frame from the gateway.
@@ -721,8 +720,13 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
-            Some(PendingKind::Publish { reply, .. }) => {
-                let _ = reply.send(Err(server()));
+            Some(PendingKind::Publish { room, data, reply }) => {
+                if error.code == ErrorCode::RateLimited {
+                    // The frame was dropped unread: send it again after a pause.
+                    self.retry_publish(error.id.as_deref(), room, data, reply);
+                } else {
+                    let _ = reply.send(Err(server()));
+                }
             }
             Some(PendingKind::Send { reply, .. } | PendingKind::Authority { reply, .. }) => {
                 let _ = reply.send(Err(server()));
@@ -734,14 +738,41 @@ impl Driver {
                 tracing::warn!(code = %error.code, message = %error.message, "refresh refused");
             }
             None if error.code == ErrorCode::RateLimited => {
-                tracing::warn!("the gateway dropped a frame for the rate limit");
-                if self.retransmit_at.is_none() {
-                    self.retransmit_at = Some(Instant::now() + RATE_LIMIT_RETRY);
+                // The dropped frame is unknown: resend every publish still awaiting its ack.
+                tracing::warn!("the gateway dropped an unnamed frame for the rate limit");
+                for pending in self.pending.values_mut() {
+                    if matches!(pending.kind, PendingKind::Publish { .. }) {
+                        pending.sent = false;
+                    }
                 }
+                self.schedule_retransmit();
             }
             None => {
                 tracing::warn!(code = %error.code, message = %error.message, "gateway error");
             }
+        }
+    }
+
+    /// Puts a rate-limited publish back, unsent and under its original id, and schedules the
+    /// resend.
+    fn retry_publish(&mut self, id: Option<&str>, room: String, data: Value, reply: Reply<u64>) {
+        let Some(order) = id.and_then(|id| self.order_of(id)) else {
+            return;
+        };
+        tracing::debug!(order, "publish rate-limited; resending later");
+        self.pending.insert(
+            order,
+            Pending {
+                sent: false,
+                kind: PendingKind::Publish { room, data, reply },
+            },
+        );
+        self.schedule_retransmit();
+    }
+
+    fn schedule_retransmit(&mut self) {
+        if self.retransmit_at.is_none() {
+            self.retransmit_at = Some(Instant::now() + RATE_LIMIT_RETRY);
         }
     }
 
@@ -870,9 +901,12 @@ impl Driver {
     }
 
     /// When to renew the token: a fifth of its remaining life before it expires (between one
-    /// second and one minute), and only when there is a refresher.
+    /// second and one minute), and only when there is a refresher and an expiry.
     fn refresh_deadline(&self) -> Option<Instant> {
         self.refresher.as_ref()?;
+        if self.expires_at == 0 {
+            return None;
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -138,3 +138,37 @@ pub enum RequestError {
     #[error("the client is closed: {0}")]
     Closed(CloseError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hopeless_connect_errors_are_terminal() {
+        let closed = |code| ConnectError::Closed {
+            code: Some(code),
+            reason: "r".into(),
+        };
+        assert_eq!(
+            ConnectError::Unauthorized { status: 401 }.terminal(),
+            Some(CloseError::Unauthorized { status: 401 })
+        );
+        assert_eq!(
+            closed(4000).terminal().and_then(|e| e.close_code()),
+            Some(CloseCode::Replaced)
+        );
+        assert!(closed(4006).terminal().is_some());
+        assert!(closed(1001).terminal().is_none(), "drain: reconnect");
+        assert!(
+            closed(4001).terminal().is_none(),
+            "slow consumer: reconnect"
+        );
+        assert!(
+            closed(4999).terminal().is_none(),
+            "unknown codes: reconnect"
+        );
+        assert!(ConnectError::Rejected { status: 503 }.terminal().is_none());
+        assert!(ConnectError::Timeout.terminal().is_none());
+        assert!(ConnectError::Transport("reset".into()).terminal().is_none());
+    }
+}
