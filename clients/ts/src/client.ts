@@ -1,0 +1,910 @@
+/**
+ * The Holdfast client: one session with a gateway, kept alive across drops.
+ *
+ * # Life of a client
+ * 1. `connect()` opens a connection on the current transport (WebSocket first). The session
+ *    starts at `welcome`: the client resumes every room it is in with `reconnect` (its latest
+ *    reconnection token and the last `seq` it delivered), then sends the requests that waited.
+ * 2. While connected it sends an application `ping` every `ping_interval_ms` and presumes the
+ *    connection dead after `ping_interval_ms + pong_timeout_ms` without any inbound traffic.
+ * 3. When the connection ends, pending requests are sorted: publishes and leaves are kept and
+ *    resent with the same id (the gateway dedupes publishes), joins, direct sends and authority
+ *    requests that were on the wire fail with `connection_lost` because they may or may not
+ *    have been applied. Unless the close code is terminal, the client reconnects after a
+ *    backoff with full jitter (or the hint of `server_shutdown`).
+ * 4. When a transport fails to reach a session `fallbackAfter` times in a row, the client moves
+ *    to the next one (WebSocket, then SSE, then long-polling) and reports it as `transport`.
+ *
+ * Room frames pass through each room's {@link StreamPosition}, so replays never reach the
+ * application twice and losses surface as `gap` events.
+ */
+
+import { Backoff, type BackoffOptions } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import { HoldfastError } from "./errors.js";
+import { CloseCode, shouldReconnect, type ErrorCode } from "./generated.js";
+import { StreamPosition } from "./position.js";
+import {
+  isRoomFrame,
+  type AckFrame,
+  type AuthorityChangedFrame,
+  type ClientFrame,
+  type ErrorFrame,
+  type EventFrame,
+  type JoinedFrame,
+  type LeftFrame,
+  type Member,
+  type MemberDisconnectedFrame,
+  type MemberJoinedFrame,
+  type MemberLeftFrame,
+  type MemberReconnectedFrame,
+  type MessageFrame,
+  type ReconnectedFrame,
+  type ReconnectionFailedFrame,
+  type RoomFrame,
+  type ServerFrame,
+  type WelcomeFrame,
+} from "./protocol.js";
+import { pollingTransport } from "./transports/polling.js";
+import { sseTransport } from "./transports/sse.js";
+import type {
+  CloseInfo,
+  Connection,
+  FetchLike,
+  Transport,
+  TransportName,
+  WebSocketConstructor,
+} from "./transports/transport.js";
+import { websocketTransport } from "./transports/websocket.js";
+
+/** Where the client stands. */
+export type ClientState = "disconnected" | "connecting" | "connected";
+
+/** A token, or a function that returns a fresh one for every connection attempt and refresh. */
+export type TokenSource = string | (() => string | Promise<string>);
+
+/** Settings of a {@link HoldfastClient}. */
+export interface ClientOptions {
+  /**
+   * The gateway's base URL, for example `https://chat.example.com` (a `ws:`/`wss:` URL is also
+   * accepted). The endpoints are `/ws`, `/sse` and `/poll` under it unless given below.
+   */
+  url: string;
+  /**
+   * The token. With a function, the client asks for a new token before every reconnection and
+   * before the current one expires (sending `refresh`), and it reconnects after close 4002.
+   */
+  token: TokenSource;
+  /** The transports to use, in order of preference (default: all three, WebSocket first). */
+  transports?: TransportName[];
+  /** Failed attempts in a row on one transport before the next one is tried (default 2). */
+  fallbackAfter?: number;
+  /** Overrides the WebSocket endpoint (default `<url>/ws` with a `ws:`/`wss:` scheme). */
+  websocketUrl?: string;
+  /** Overrides the SSE stream endpoint (default `<url>/sse`); frames go to `<sseUrl>/send`. */
+  sseUrl?: string;
+  /** Overrides the long-polling endpoint (default `<url>/poll`); frames go to `<pollUrl>/send`. */
+  pollUrl?: string;
+  /** The reconnection backoff (default 250 ms doubling up to 30 s, full jitter). */
+  backoff?: BackoffOptions;
+  /** How long an attempt may take to reach `welcome`, in milliseconds (default 10000). */
+  connectTimeoutMs?: number;
+  /** How long one long-poll may take before it is presumed lost, in milliseconds (default 40000). */
+  pollTimeoutMs?: number;
+  /** The WebSocket implementation (default the global `WebSocket`). */
+  WebSocket?: WebSocketConstructor;
+  /** The `fetch` implementation for SSE and long-polling (default the global `fetch`). */
+  fetch?: FetchLike;
+  /** The source of randomness for jitter and request ids (default `Math.random`). */
+  random?: () => number;
+}
+
+/** A room membership as reported by `joined`. */
+export interface Membership {
+  room: string;
+  playerId: string;
+  members: Member[];
+  authority: string | null;
+  seq: number;
+  epoch: string;
+}
+
+/** The events of a {@link HoldfastClient}, by name. */
+export interface ClientEvents {
+  /** The client's state changed. */
+  state: ClientState;
+  /** The client chose a transport for its next attempts (first at `connect()`, then on fallback). */
+  transport: { transport: TransportName; reason: string };
+  /** A session started (`welcome`). */
+  connected: { userId: string; sessionId: string; nodeId: string; transport: TransportName };
+  /** The connection ended; `willReconnect` tells whether the client will try again. */
+  disconnected: { code?: number; reason: string; willReconnect: boolean };
+  /** The client stopped for good. */
+  closed: { code?: number; reason: string };
+  /** A room event, once and in order. */
+  event: EventFrame;
+  member_joined: MemberJoinedFrame;
+  member_left: MemberLeftFrame;
+  /** A member dropped and is away for the reconnection window (not gone). */
+  member_disconnected: MemberDisconnectedFrame;
+  member_reconnected: MemberReconnectedFrame;
+  authority_changed: AuthorityChangedFrame;
+  /** Data sent directly to this user. */
+  message: MessageFrame;
+  /** Room frames `from..=to` of `epoch` are lost; fetch them from the application's store. */
+  gap: { room: string; from: number; to: number; epoch: string };
+  /** A room was resumed after a reconnect; its members and authority as they are now. */
+  resumed: { room: string; recovered: boolean; members: Member[]; authority: string | null; seq: number; epoch: string };
+  /** A room could not be resumed; the client is no longer in it. */
+  resume_failed: { room: string; code: ErrorCode; message: string };
+  /** The gateway is draining; the client reconnects after `reconnectAfterMs` plus jitter. */
+  server_shutdown: { reason: string; reconnectAfterMs: number };
+  /** An `error` frame that answered no pending request. */
+  error: ErrorFrame;
+  /** Every frame in either direction, for logs and debugging. */
+  frame: { direction: "in" | "out"; frame: ServerFrame | ClientFrame };
+}
+
+/** The pause before resending unacknowledged publishes after an anonymous `rate_limited` error. */
+const RATE_LIMIT_RETRY_MS = 1000;
+/** The pause before retrying a token refresh that failed. */
+const REFRESH_RETRY_MS = 1000;
+
+/** One room the client is a member of. */
+interface Room {
+  /** The member's id in the room, needed to resume it. */
+  playerId: string;
+  /** The latest reconnection token; single-use, so replaced on every resume. */
+  token: string | undefined;
+  /** What the application has seen of the room's stream. */
+  position: StreamPosition;
+  /** Whether the membership is live on the current connection; room requests wait otherwise. */
+  live: boolean;
+}
+
+/** A request waiting for its reply. */
+type Pending =
+  | { kind: "join"; room: string; sent: boolean; resolve: (m: Membership) => void; reject: (e: HoldfastError) => void }
+  | { kind: "leave"; room: string; sent: boolean; resolve: () => void; reject: (e: HoldfastError) => void }
+  | { kind: "publish"; room: string; data: unknown; sent: boolean; resolve: (seq: number) => void; reject: (e: HoldfastError) => void }
+  | { kind: "send"; to: string; data: unknown; sent: boolean; resolve: () => void; reject: (e: HoldfastError) => void }
+  | { kind: "authority"; room: string; claim: boolean; sent: boolean; resolve: () => void; reject: (e: HoldfastError) => void }
+  | { kind: "resume"; room: string; sent: boolean }
+  | { kind: "refresh"; sent: boolean };
+
+/** A client of one Holdfast gateway. */
+export class HoldfastClient extends Emitter<ClientEvents> {
+  private readonly options: ClientOptions;
+  private readonly backoff: Backoff;
+  private readonly transports: { name: TransportName; open: Transport }[];
+  private readonly fallbackAfter: number;
+  private readonly random: () => number;
+  /** Random per-client prefix of request ids, so ids stay unique across clients of one user. */
+  private readonly idPrefix: string;
+  private nextOrder = 0;
+
+  private _state: ClientState = "disconnected";
+  /** The index of the transport in use in `transports`. */
+  private transportIndex = 0;
+  /** Attempts in a row on the current transport that did not reach `welcome`. */
+  private transportFailures = 0;
+  /** Reconnection attempts since the last connection that stayed up; drives the backoff. */
+  private attempts = 0;
+  /** The live connection, if any. */
+  private connection: Connection | undefined;
+  /** The `welcome` of the live connection, once received. */
+  private welcome: WelcomeFrame | undefined;
+  /** When the live connection was welcomed, to tell a stable connection from a flapping one. */
+  private welcomedAt = 0;
+  /** The current token's expiry (Unix seconds) from `welcome` or `refreshed`. */
+  private expiresAt = 0;
+  /** The reconnect delay hinted by `server_shutdown` on the current connection. */
+  private shutdownHintMs: number | undefined;
+  /** Set until `connect()` and again by `close()` or a terminal close code: no reconnects. */
+  private stopped = true;
+  /** Set when the client stopped after running; new requests fail until `connect()`. */
+  private finished = false;
+  /** Bumped on every new attempt, so callbacks of an abandoned attempt are ignored. */
+  private generation = 0;
+
+  private readonly rooms = new Map<string, Room>();
+  /** Requests awaiting replies, by id, in the order they were made. */
+  private readonly pending = new Map<string, Pending>();
+
+  private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private deadTimer: ReturnType<typeof setTimeout> | undefined;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private retransmitTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the last inbound traffic arrived (`Date.now()`). */
+  private lastActivity = 0;
+
+  constructor(options: ClientOptions) {
+    super();
+    this.options = options;
+    this.random = options.random ?? Math.random;
+    this.backoff = new Backoff(options.backoff, this.random);
+    this.fallbackAfter = Math.max(1, options.fallbackAfter ?? 2);
+    this.idPrefix = `${Math.floor(this.random() * 36 ** 8).toString(36).padStart(8, "0")}-`;
+    const base = new URL(options.url);
+    const http = new URL(base.href);
+    if (http.protocol === "ws:") http.protocol = "http:";
+    if (http.protocol === "wss:") http.protocol = "https:";
+    const ws = new URL(http.href);
+    ws.protocol = http.protocol === "https:" ? "wss:" : "ws:";
+    const under = (u: URL, path: string) => `${u.origin}${u.pathname.replace(/\/$/, "")}${path}`;
+    const wsUrl = options.websocketUrl ?? under(ws, "/ws");
+    const sseUrl = options.sseUrl ?? under(http, "/sse");
+    const pollUrl = options.pollUrl ?? under(http, "/poll");
+    const fetchImpl: FetchLike = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    const names = options.transports ?? ["websocket", "sse", "polling"];
+    if (names.length === 0) throw new RangeError("at least one transport is required");
+    this.transports = names.map((name) => {
+      switch (name) {
+        case "websocket": {
+          const impl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+          if (!impl) throw new Error("no WebSocket implementation: pass one as `WebSocket`");
+          return { name, open: websocketTransport(wsUrl, impl) };
+        }
+        case "sse":
+          return { name, open: sseTransport(sseUrl, `${sseUrl}/send`, fetchImpl) };
+        case "polling":
+          return { name, open: pollingTransport(pollUrl, `${pollUrl}/send`, fetchImpl, options.pollTimeoutMs ?? 40_000) };
+      }
+    });
+  }
+
+  /** Where the client stands. */
+  get state(): ClientState {
+    return this._state;
+  }
+
+  /** The transport the client uses (or will use for its next attempt). */
+  get transport(): TransportName {
+    return this.transports[this.transportIndex]!.name;
+  }
+
+  /** The live session's `welcome`, when connected. */
+  get session(): WelcomeFrame | undefined {
+    return this.welcome;
+  }
+
+  /** The rooms the client is in, with their player id and last delivered position. */
+  roomsSnapshot(): { room: string; playerId: string; seq: number; epoch: string; live: boolean }[] {
+    return [...this.rooms].map(([room, r]) => ({ room, playerId: r.playerId, seq: r.position.seq, epoch: r.position.epoch, live: r.live }));
+  }
+
+  /** Starts connecting (no effect when already started). */
+  connect(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.finished = false;
+    this.attempts = 0;
+    this.transportFailures = 0;
+    this.emit("transport", { transport: this.transport, reason: "connect" });
+    void this.open();
+  }
+
+  /** Stops for good: closes the connection and fails every pending request with `closed`. */
+  close(): void {
+    if (this.stopped) return;
+    this.connection?.close(1000, "");
+    this.finish(undefined, "closed by the application");
+  }
+
+  /**
+   * Cuts the current connection as a network failure would, without a close handshake where
+   * the transport allows it; the client then reconnects and resumes its rooms. Meant for demos
+   * and tests of the resume path.
+   */
+  dropConnection(): void {
+    const connection = this.connection;
+    if (!connection) return;
+    connection.drop();
+    this.onClose(this.generation, { reason: "dropped by the application" });
+  }
+
+  /** Joins `room`; resolves with the membership. */
+  join(room: string): Promise<Membership> {
+    return new Promise((resolve, reject) => this.request({ kind: "join", room, sent: false, resolve, reject }));
+  }
+
+  /** Leaves `room`. Leaving a room the gateway no longer has this client in succeeds. */
+  leave(room: string): Promise<void> {
+    return new Promise((resolve, reject) => this.request({ kind: "leave", room, sent: false, resolve, reject }));
+  }
+
+  /**
+   * Publishes `data` to every member of `room`; resolves with the event's `seq`. A publish that
+   * was not acknowledged before a drop is resent with the same id after the room is resumed,
+   * and the gateway delivers it once.
+   */
+  publish(room: string, data: unknown): Promise<number> {
+    return new Promise((resolve, reject) => this.request({ kind: "publish", room, data, sent: false, resolve, reject }));
+  }
+
+  /** Sends `data` directly to user `to`, on whichever node it is connected. */
+  send(to: string, data: unknown): Promise<void> {
+    return new Promise((resolve, reject) => this.request({ kind: "send", to, data, sent: false, resolve, reject }));
+  }
+
+  /** Claims the authority role of `room`. */
+  claimAuthority(room: string): Promise<void> {
+    return new Promise((resolve, reject) => this.request({ kind: "authority", room, claim: true, sent: false, resolve, reject }));
+  }
+
+  /** Gives up the authority role of `room`. */
+  releaseAuthority(room: string): Promise<void> {
+    return new Promise((resolve, reject) => this.request({ kind: "authority", room, claim: false, sent: false, resolve, reject }));
+  }
+
+  // Connection management.
+
+  private setState(state: ClientState): void {
+    if (this._state === state) return;
+    this._state = state;
+    this.emit("state", state);
+  }
+
+  private async resolveToken(): Promise<string> {
+    const source = this.options.token;
+    if (typeof source === "string") return source;
+    return await source();
+  }
+
+  /** Opens a connection on the current transport. */
+  private async open(): Promise<void> {
+    const generation = ++this.generation;
+    this.setState("connecting");
+    let token: string;
+    try {
+      token = await this.resolveToken();
+    } catch (error) {
+      if (generation !== this.generation || this.stopped) return;
+      this.emit("disconnected", { reason: `the token source failed: ${String(error)}`, willReconnect: true });
+      this.scheduleReconnect();
+      return;
+    }
+    if (generation !== this.generation || this.stopped) return;
+    const { open } = this.transports[this.transportIndex]!;
+    this.welcome = undefined;
+    this.connection = open({
+      token,
+      handlers: {
+        onFrame: (frame) => {
+          if (generation === this.generation) this.onFrame(frame);
+        },
+        onActivity: () => {
+          if (generation === this.generation) this.lastActivity = Date.now();
+        },
+        onClose: (info) => this.onClose(generation, info),
+      },
+    });
+    const timeout = this.options.connectTimeoutMs ?? 10_000;
+    this.connectTimer = setTimeout(() => {
+      if (generation !== this.generation || this.welcome) return;
+      this.connection?.drop();
+      this.onClose(generation, { reason: `no welcome within ${timeout} ms` });
+    }, timeout);
+  }
+
+  /** The current connection ended (or was dropped or timed out). */
+  private onClose(generation: number, info: CloseInfo): void {
+    if (generation !== this.generation || this.stopped) return;
+    this.generation += 1;
+    const welcomed = this.welcome !== undefined;
+    this.clearConnectionTimers();
+    this.connection = undefined;
+    if (welcomed) {
+      if (Date.now() - this.welcomedAt >= this.idleWindow()) this.attempts = 0;
+      this.onConnectionLost();
+    }
+    this.welcome = undefined;
+    const terminal = this.isTerminal(info.code);
+    this.emit("disconnected", { code: info.code, reason: info.reason, willReconnect: !terminal });
+    if (terminal) {
+      this.finish(info.code, info.reason);
+      return;
+    }
+    if (!welcomed) {
+      this.transportFailures += 1;
+      if (this.transportFailures >= this.fallbackAfter && this.transports.length > 1) {
+        const from = this.transport;
+        this.transportIndex = (this.transportIndex + 1) % this.transports.length;
+        this.transportFailures = 0;
+        this.emit("transport", {
+          transport: this.transport,
+          reason: `${from} failed ${this.fallbackAfter} times in a row before a session started (last: ${info.reason})`,
+        });
+      }
+    }
+    this.setState("connecting");
+    this.scheduleReconnect();
+  }
+
+  /** Whether a close with `code` ends the client. */
+  private isTerminal(code: number | undefined): boolean {
+    if (code === undefined) return false;
+    // An expired token is curable when the application can supply a new one.
+    if (code === CloseCode.TokenExpired) return typeof this.options.token === "string";
+    return shouldReconnect(code) === false;
+  }
+
+  private scheduleReconnect(): void {
+    let delay: number;
+    if (this.shutdownHintMs !== undefined) {
+      delay = this.backoff.jitterHint(this.shutdownHintMs);
+      this.shutdownHintMs = undefined;
+      this.attempts = 0;
+    } else {
+      delay = this.backoff.delay(this.attempts);
+    }
+    this.attempts += 1;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (!this.stopped) void this.open();
+    }, delay);
+  }
+
+  /** How long the connection may stay silent before it is presumed dead. */
+  private idleWindow(): number {
+    const w = this.welcome;
+    return w && w.ping_interval_ms > 0 ? w.ping_interval_ms + w.pong_timeout_ms : 10_000;
+  }
+
+  private clearConnectionTimers(): void {
+    for (const timer of [this.connectTimer, this.deadTimer, this.refreshTimer, this.retransmitTimer]) clearTimeout(timer);
+    clearInterval(this.pingTimer);
+    this.connectTimer = this.deadTimer = this.refreshTimer = this.retransmitTimer = this.pingTimer = undefined;
+  }
+
+  /** Stops for good. */
+  private finish(code: number | undefined, reason: string): void {
+    this.stopped = true;
+    this.finished = true;
+    this.generation += 1;
+    this.clearConnectionTimers();
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.connection = undefined;
+    this.welcome = undefined;
+    for (const room of this.rooms.values()) room.live = false;
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) fail(p, new HoldfastError("closed", `the client closed: ${reason}`));
+    this.setState("disconnected");
+    this.emit("closed", { code, reason });
+  }
+
+  /** Arms the dead-connection timer for the silence window after the last inbound traffic. */
+  private armDeadTimer(): void {
+    const generation = this.generation;
+    const idle = this.idleWindow();
+    const wait = Math.max(0, this.lastActivity + idle - Date.now());
+    this.deadTimer = setTimeout(() => {
+      if (generation !== this.generation) return;
+      if (Date.now() - this.lastActivity >= idle) {
+        this.connection?.drop();
+        this.onClose(generation, { reason: `no traffic from the gateway for ${idle} ms` });
+      } else {
+        this.armDeadTimer();
+      }
+    }, wait);
+  }
+
+  // Sending.
+
+  private write(frame: ClientFrame): boolean {
+    const connection = this.connection;
+    if (!connection || !this.welcome) return false;
+    this.emit("frame", { direction: "out", frame });
+    connection.send(frame);
+    return true;
+  }
+
+  private request(p: Pending): void {
+    if (this.finished) {
+      fail(p, new HoldfastError("closed", "the client is closed"));
+      return;
+    }
+    const id = `${this.idPrefix}${++this.nextOrder}`;
+    this.pending.set(id, p);
+    if (this.sendable(p)) this.sendPending(id, p);
+  }
+
+  /** Whether a pending request may go out now: room requests other than `leave` wait for their room to be live. */
+  private sendable(p: Pending): boolean {
+    if (!this.welcome || p.sent) return false;
+    if (p.kind === "publish" || p.kind === "authority") {
+      const room = this.rooms.get(p.room);
+      return room ? room.live : true;
+    }
+    return p.kind !== "resume" && p.kind !== "refresh";
+  }
+
+  private sendPending(id: string, p: Pending): void {
+    let frame: ClientFrame;
+    switch (p.kind) {
+      case "join":
+        frame = { type: "join", room: p.room, id };
+        break;
+      case "leave":
+        frame = { type: "leave", room: p.room, id };
+        break;
+      case "publish":
+        frame = { type: "publish", room: p.room, data: p.data, id };
+        break;
+      case "send":
+        frame = { type: "send", to: p.to, data: p.data, id };
+        break;
+      case "authority":
+        frame = p.claim ? { type: "claim_authority", room: p.room, id } : { type: "release_authority", room: p.room, id };
+        break;
+      default:
+        return;
+    }
+    const max = this.welcome?.max_message_bytes ?? Infinity;
+    const size = new TextEncoder().encode(JSON.stringify(frame)).length;
+    if (size > max) {
+      // The gateway would close the whole session with 1009 for this frame.
+      this.pending.delete(id);
+      fail(p, new HoldfastError("message_too_big", `the frame is ${size} bytes; the gateway accepts ${max}`));
+      return;
+    }
+    p.sent = true;
+    this.write(frame);
+  }
+
+  /** Sends, in order, every pending request that may go out now. */
+  private flush(): void {
+    for (const [id, p] of [...this.pending]) {
+      if (this.pending.get(id) === p && this.sendable(p)) this.sendPending(id, p);
+    }
+  }
+
+  /** Removes and returns the pending request a reply's `id` names. */
+  private take(id: string | undefined): Pending | undefined {
+    if (id === undefined) return undefined;
+    const p = this.pending.get(id);
+    if (p) this.pending.delete(id);
+    return p;
+  }
+
+  /** Sorts the pending requests after the connection was lost. */
+  private onConnectionLost(): void {
+    for (const room of this.rooms.values()) room.live = false;
+    for (const [id, p] of [...this.pending]) {
+      switch (p.kind) {
+        case "publish":
+        case "leave":
+          // Publishes are resent with the same id (the gateway dedupes them); a leave is idempotent.
+          p.sent = false;
+          break;
+        case "resume":
+        case "refresh":
+          this.pending.delete(id);
+          break;
+        default:
+          if (p.sent) {
+            this.pending.delete(id);
+            p.reject(new HoldfastError("connection_lost", `the connection dropped before the ${p.kind} was answered`));
+          }
+      }
+    }
+  }
+
+  // Receiving.
+
+  private onFrame(frame: ServerFrame): void {
+    this.lastActivity = Date.now();
+    this.emit("frame", { direction: "in", frame });
+    switch (frame.type) {
+      case "welcome":
+        this.onWelcome(frame);
+        break;
+      case "joined":
+        this.onJoined(frame);
+        break;
+      case "left":
+        this.onLeft(frame);
+        break;
+      case "event":
+      case "member_joined":
+      case "member_left":
+      case "member_disconnected":
+      case "member_reconnected":
+      case "authority_changed":
+        this.judge(frame);
+        break;
+      case "ack":
+        this.onAck(frame);
+        break;
+      case "message":
+        this.emit("message", frame);
+        break;
+      case "refreshed":
+        this.take(frame.id);
+        this.expiresAt = frame.expires_at;
+        this.scheduleRefresh();
+        break;
+      case "reconnected":
+        this.onReconnected(frame);
+        break;
+      case "reconnection_failed":
+        this.onReconnectionFailed(frame);
+        break;
+      case "error":
+        this.onError(frame);
+        break;
+      case "pong":
+        break;
+      case "server_shutdown":
+        this.shutdownHintMs = frame.reconnect_after_ms;
+        this.emit("server_shutdown", { reason: frame.reason, reconnectAfterMs: frame.reconnect_after_ms });
+        break;
+      default: {
+        // A frame type from a newer protocol version is ignored.
+        const unknown: never = frame;
+        void unknown;
+      }
+    }
+  }
+
+  private onWelcome(welcome: WelcomeFrame): void {
+    if (this.welcome) {
+      if (this.welcome.session_id === welcome.session_id) return;
+      // The transport reattached to a fresh session (the old one expired): everything that
+      // was on the old session is treated as lost, then resumed like after a reconnect.
+      this.clearConnectionTimers();
+      this.onConnectionLost();
+      this.emit("disconnected", { reason: "the session expired while the transport reattached", willReconnect: true });
+    }
+    clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.welcome = welcome;
+    this.welcomedAt = Date.now();
+    this.transportFailures = 0;
+    this.shutdownHintMs = undefined;
+    this.expiresAt = welcome.expires_at;
+    this.setState("connected");
+    this.emit("connected", {
+      userId: welcome.user_id,
+      sessionId: welcome.session_id,
+      nodeId: welcome.node_id,
+      transport: this.connection?.transport ?? this.transport,
+    });
+    if (welcome.ping_interval_ms > 0) {
+      const generation = this.generation;
+      this.pingTimer = setInterval(() => {
+        if (generation === this.generation) this.write({ type: "ping" });
+      }, welcome.ping_interval_ms);
+      this.lastActivity = Date.now();
+      this.armDeadTimer();
+    }
+    this.scheduleRefresh();
+    // Resume every room, in name order, then send what waited for a connection.
+    for (const name of [...this.rooms.keys()].sort()) {
+      const room = this.rooms.get(name)!;
+      if (room.token === undefined) {
+        this.loseRoom(name, "reconnection_failed", "the gateway issued no reconnection token");
+        continue;
+      }
+      const id = `${this.idPrefix}${++this.nextOrder}`;
+      this.pending.set(id, { kind: "resume", room: name, sent: true });
+      this.write({ type: "reconnect", room: name, player_id: room.playerId, token: room.token, last_sequence: room.position.seq, id });
+    }
+    this.flush();
+  }
+
+  /** Passes one room frame through its room's position and emits what the application should see. */
+  private judge(frame: RoomFrame): void {
+    const room = this.rooms.get(frame.room);
+    if (room) {
+      const verdict = room.position.observe(frame.seq, frame.epoch);
+      if (verdict.kind === "duplicate") return;
+      if (verdict.kind === "gap") this.emit("gap", { room: frame.room, from: verdict.from, to: verdict.to, epoch: frame.epoch });
+    }
+    // A frame for a room this client does not track (it raced a leave) is still delivered.
+    this.emitRoomFrame(frame);
+  }
+
+  private emitRoomFrame(frame: RoomFrame): void {
+    switch (frame.type) {
+      case "event":
+        this.emit("event", frame);
+        break;
+      case "member_joined":
+        this.emit("member_joined", frame);
+        break;
+      case "member_left":
+        this.emit("member_left", frame);
+        break;
+      case "member_disconnected":
+        this.emit("member_disconnected", frame);
+        break;
+      case "member_reconnected":
+        this.emit("member_reconnected", frame);
+        break;
+      case "authority_changed":
+        this.emit("authority_changed", frame);
+        break;
+    }
+  }
+
+  private onJoined(joined: JoinedFrame): void {
+    const p = this.take(joined.id);
+    this.rooms.set(joined.room, {
+      playerId: joined.player_id,
+      token: joined.reconnection_token,
+      position: new StreamPosition(joined.seq, joined.epoch),
+      live: true,
+    });
+    if (p?.kind === "join") {
+      p.resolve({
+        room: joined.room,
+        playerId: joined.player_id,
+        members: joined.members,
+        authority: joined.authority,
+        seq: joined.seq,
+        epoch: joined.epoch,
+      });
+    }
+    this.flush();
+  }
+
+  private onLeft(left: LeftFrame): void {
+    this.rooms.delete(left.room);
+    const p = this.take(left.id);
+    if (p?.kind === "leave") p.resolve();
+  }
+
+  private onAck(ack: AckFrame): void {
+    const p = this.take(ack.id);
+    if (!p) return;
+    switch (p.kind) {
+      case "publish":
+        if (ack.seq === undefined) p.reject(new HoldfastError("protocol", "publish ack without seq"));
+        else p.resolve(ack.seq);
+        break;
+      case "send":
+      case "authority":
+      case "leave":
+        p.resolve();
+        break;
+      case "join":
+        p.reject(new HoldfastError("protocol", "join answered by ack"));
+        break;
+      default:
+        break;
+    }
+  }
+
+  private onError(error: ErrorFrame): void {
+    const limited = error.id !== undefined ? this.pending.get(error.id) : undefined;
+    if (error.code === "rate_limited" && (limited?.kind === "publish" || limited?.kind === "leave")) {
+      // The gateway dropped this frame for the rate limit: send it again after a pause, with
+      // the same id, so it is delayed rather than lost.
+      limited.sent = false;
+      this.scheduleRetransmit();
+      return;
+    }
+    const p = this.take(error.id);
+    if (!p) {
+      if (error.code === "rate_limited" && error.id === undefined) {
+        // An older gateway names no frame when it drops one for the rate limit: resend every
+        // unacknowledged publish after a pause; it dedupes the ones that did get through.
+        for (const q of this.pending.values()) if (q.kind === "publish") q.sent = false;
+        this.scheduleRetransmit();
+      }
+      this.emit("error", error);
+      return;
+    }
+    const failure = new HoldfastError(error.code, error.message);
+    switch (p.kind) {
+      case "leave":
+        // Leaving a room the gateway no longer has this member in is a success.
+        if (error.code === "not_in_room") {
+          this.rooms.delete(p.room);
+          p.resolve();
+        } else {
+          p.reject(failure);
+        }
+        break;
+      case "resume":
+        this.loseRoom(p.room, error.code, error.message);
+        break;
+      case "refresh":
+        this.emit("error", error);
+        break;
+      default:
+        p.reject(failure);
+    }
+  }
+
+  /** Sends the requests marked unsent again after a pause (see `RATE_LIMIT_RETRY_MS`). */
+  private scheduleRetransmit(): void {
+    if (this.retransmitTimer !== undefined) return;
+    const generation = this.generation;
+    this.retransmitTimer = setTimeout(() => {
+      this.retransmitTimer = undefined;
+      if (generation === this.generation) this.flush();
+    }, RATE_LIMIT_RETRY_MS);
+  }
+
+  private onReconnected(resumed: ReconnectedFrame): void {
+    this.take(resumed.id);
+    const room = this.rooms.get(resumed.room);
+    if (!room) return;
+    room.playerId = resumed.player_id;
+    room.token = resumed.reconnection_token;
+    room.live = true;
+    this.emit("resumed", {
+      room: resumed.room,
+      recovered: resumed.recovered,
+      members: resumed.members,
+      authority: resumed.authority,
+      seq: resumed.seq,
+      epoch: resumed.epoch,
+    });
+    if (resumed.gap) {
+      const lost = room.position.skipGap(resumed.gap.from, resumed.gap.to, resumed.gap.epoch);
+      if (lost) this.emit("gap", { room: resumed.room, from: lost.from, to: lost.to, epoch: resumed.gap.epoch });
+    }
+    for (const frame of resumed.events) if (isRoomFrame(frame)) this.judge(frame);
+    // The resume's own frames (member_reconnected, perhaps authority_changed) are not sent to
+    // the resuming member; its position continues after them.
+    room.position.catchUp(resumed.seq, resumed.epoch);
+    this.flush();
+  }
+
+  private onReconnectionFailed(failed: ReconnectionFailedFrame): void {
+    this.take(failed.id);
+    this.loseRoom(failed.room, failed.code, failed.message);
+  }
+
+  /** Forgets a room that could not be resumed and fails the requests that waited for it. */
+  private loseRoom(name: string, code: ErrorCode, message: string): void {
+    if (!this.rooms.delete(name)) return;
+    for (const [id, p] of [...this.pending]) {
+      if ((p.kind === "publish" || p.kind === "authority") && p.room === name) {
+        this.pending.delete(id);
+        p.reject(new HoldfastError("room_lost", `room ${name} could not be resumed: ${message}`, code));
+      }
+    }
+    this.emit("resume_failed", { room: name, code, message });
+  }
+
+  // Token refresh.
+
+  /** Renews the token a fifth of its remaining life before expiry (1 s to 60 s ahead), with a token function only. */
+  private scheduleRefresh(): void {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    const source = this.options.token;
+    if (typeof source === "string" || !this.expiresAt) return;
+    const remaining = Math.max(0, this.expiresAt - Date.now() / 1000);
+    const lead = Math.min(60, Math.max(1, remaining / 5));
+    const generation = this.generation;
+    this.refreshTimer = setTimeout(() => void this.refresh(generation), Math.max(0, remaining - lead) * 1000);
+  }
+
+  private async refresh(generation: number): Promise<void> {
+    let token: string;
+    try {
+      token = await this.resolveToken();
+    } catch {
+      if (generation === this.generation) this.refreshTimer = setTimeout(() => void this.refresh(generation), REFRESH_RETRY_MS);
+      return;
+    }
+    if (generation !== this.generation) return;
+    const id = `${this.idPrefix}${++this.nextOrder}`;
+    this.pending.set(id, { kind: "refresh", sent: true });
+    this.write({ type: "refresh", token, id });
+  }
+}
+
+/** Rejects a pending request with `error` (resumes and refreshes have nobody waiting). */
+function fail(p: Pending, error: HoldfastError): void {
+  if (p.kind !== "resume" && p.kind !== "refresh") p.reject(error);
+}
