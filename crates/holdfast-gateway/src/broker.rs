@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex, Weak};
 use axum::extract::ws::Utf8Bytes;
 use holdfast_protocol::CloseCode;
 
+use crate::store::BoxFuture;
+
 /// What a broker needs from a node to deliver to it.
 pub trait NodeSink: Send + Sync {
     /// The node's id.
     fn node_id(&self) -> &str;
-    /// Closes this node's session of `user`, if any, with `code`.
-    fn close_user(&self, user: &str, code: CloseCode);
+    /// Closes this node's session of `user` with `code`: any session of the user, or only the
+    /// one with id `session` when given.
+    fn close_user(&self, user: &str, session: Option<&str>, code: CloseCode);
     /// Queues a directed frame to this node's session of `user`; false when there is none.
     fn deliver_direct(&self, user: &str, text: Utf8Bytes) -> bool;
 }
@@ -30,11 +33,25 @@ pub trait NodeSink: Send + Sync {
 pub trait Broker: Send + Sync {
     /// Registers a node so it can be reached. The broker keeps a weak reference only.
     fn attach(&self, node: Weak<dyn NodeSink>);
-    /// `user` now has a session on node `from`: every other node closes its session of `user`.
-    fn claim_user(&self, from: &str, user: &str);
+    /// `user` now has session `session` on node `from`: every other node closes its session of
+    /// `user` with `replaced`. Runs in the background; newest claim wins.
+    fn claim_user(&self, from: &str, user: &str, session: &str);
+    /// Session `session` of `user` on node `from` ended; forget its ownership if it still holds it.
+    fn release_user(&self, from: &str, user: &str, session: &str) {
+        let _ = (from, user, session);
+    }
     /// Delivers a directed frame to the node (other than `from`) that holds `user`'s session.
-    /// Returns whether some node took it.
-    fn route_direct(&self, from: &str, user: &str, text: Utf8Bytes) -> bool;
+    /// Resolves to whether some node took it.
+    fn route_direct<'a>(
+        &'a self,
+        from: &'a str,
+        user: &'a str,
+        text: Utf8Bytes,
+    ) -> BoxFuture<'a, bool>;
+    /// Whether the broker can currently reach the rest of the cluster (`/readyz` reports it).
+    fn is_healthy(&self) -> bool {
+        true
+    }
 }
 
 /// The in-process broker: nodes of one process reach each other by direct calls.
@@ -70,15 +87,22 @@ impl Broker for MemoryBroker {
             .push(node);
     }
 
-    fn claim_user(&self, from: &str, user: &str) {
+    fn claim_user(&self, from: &str, user: &str, _session: &str) {
         for node in self.others(from) {
-            node.close_user(user, CloseCode::Replaced);
+            node.close_user(user, None, CloseCode::Replaced);
         }
     }
 
-    fn route_direct(&self, from: &str, user: &str, text: Utf8Bytes) -> bool {
-        self.others(from)
+    fn route_direct<'a>(
+        &'a self,
+        from: &'a str,
+        user: &'a str,
+        text: Utf8Bytes,
+    ) -> BoxFuture<'a, bool> {
+        let delivered = self
+            .others(from)
             .into_iter()
-            .any(|node| node.deliver_direct(user, text.clone()))
+            .any(|node| node.deliver_direct(user, text.clone()));
+        Box::pin(std::future::ready(delivered))
     }
 }

@@ -306,7 +306,7 @@ async fn drive(
             }
             text = inbound.recv() => {
                 let Some(text) = text else { break CloseCode::InternalError };
-                if let Some(code) = session.on_text(&text) {
+                if let Some(code) = session.on_text(&text).await {
                     break code;
                 }
             }
@@ -324,7 +324,7 @@ async fn drive(
         push(fs, out.text, capacity);
     }
     close_outbox(fs, code);
-    session.finish();
+    session.finish().await;
     code
 }
 

@@ -65,6 +65,8 @@ async fn healthz() -> &'static str {
 async fn readyz(State(node): State<Node>) -> Response {
     if node.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !node.inner.broker.is_healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable\n").into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
     }

@@ -7,6 +7,7 @@
 //! - [`registry`]: user → live session, single-socket enforcement, and the session handle with
 //!   its bounded outbound queue.
 //! - [`room`]: members, authority, and the ordered per-room stream of messages.
+//! - [`store`]: where room state lives: this process, or a store shared by a cluster.
 //! - [`replay`]: the bounded replay ring, reconnection tokens, and the publish dedupe window.
 //! - [`session`]: the task that owns one WebSocket from authentication to close.
 //! - [`broker`]: the cross-node seam, with the embedded in-memory broker.
@@ -31,6 +32,7 @@ pub mod registry;
 pub mod replay;
 pub mod room;
 mod session;
+pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,12 +83,23 @@ impl Gateway {
         listener: TcpListener,
         broker: Arc<dyn Broker>,
     ) -> Result<Gateway, StartError> {
+        Gateway::start_with(config, listener, broker, None).await
+    }
+
+    /// Starts a node on `listener` with `broker` and, when given, an external room store shared
+    /// by a cluster (as `holdfast-redis` provides).
+    pub async fn start_with(
+        config: Config,
+        listener: TcpListener,
+        broker: Arc<dyn Broker>,
+        store: Option<Arc<dyn store::RoomStore>>,
+    ) -> Result<Gateway, StartError> {
         config.validate()?;
         if config.auth.hmac_secret.is_empty() {
             return Err(StartError::NoSecret);
         }
         let addr = listener.local_addr()?;
-        let node = Node::new(config, broker);
+        let node = Node::new(config, broker, store);
         let accept = tokio::spawn(http::accept_loop(listener, node.clone()));
         let sweeper = tokio::spawn(sweep_loop(node.clone()));
         Ok(Gateway {
@@ -124,7 +137,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainOutcome, StartError> {
-    let gateway = Gateway::start(config, listener).await?;
+    serve_with(config, listener, MemoryBroker::new(), None, shutdown).await
+}
+
+/// Like [`serve`], with a given broker and room store (a cluster's).
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    broker: Arc<dyn Broker>,
+    store: Option<Arc<dyn store::RoomStore>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<DrainOutcome, StartError> {
+    let gateway = Gateway::start_with(config, listener, broker, store).await?;
     tracing::info!(addr = %gateway.local_addr(), node = gateway.node().id(), "holdfast listening");
     shutdown.await;
     tracing::info!("draining");
@@ -141,7 +165,11 @@ async fn sweep_loop(node: Node) {
     loop {
         tokio::select! {
             _ = node.inner.drain.token().cancelled() => break,
-            _ = tick.tick() => node.inner.rooms.sweep(std::time::Instant::now()),
+            _ = tick.tick() => {
+                if let store::Store::Memory(rooms) = &node.inner.store {
+                    rooms.sweep(std::time::Instant::now());
+                }
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::room::Rooms;
+use crate::store::{RoomStore, Store};
 
 /// A cheap, cloneable reference to one node.
 #[derive(Clone)]
@@ -37,8 +38,8 @@ pub struct NodeInner {
     pub metrics: Arc<Metrics>,
     /// user → session.
     pub registry: Registry,
-    /// name → room.
-    pub rooms: Rooms,
+    /// Room state: in this process, or shared by a cluster.
+    pub store: Store,
     /// Shutdown state and the tracker of every session task.
     pub drain: Drain,
     /// The cross-node seam.
@@ -83,8 +84,9 @@ impl Drop for Admission {
 }
 
 impl Node {
-    /// Builds a node and attaches it to `broker`.
-    pub fn new(config: Config, broker: Arc<dyn Broker>) -> Node {
+    /// Builds a node and attaches it to `broker`. Without an external `store`, rooms live in
+    /// this process.
+    pub fn new(config: Config, broker: Arc<dyn Broker>, store: Option<Arc<dyn RoomStore>>) -> Node {
         let id: Arc<str> = if config.server.node_id.is_empty() {
             let mut b = [0u8; 4];
             rand::rng().fill_bytes(&mut b);
@@ -97,7 +99,10 @@ impl Node {
         let inner = Arc::new(NodeInner {
             id,
             verifier: Verifier::new(&config.auth.hmac_secret, config.auth.leeway_secs),
-            rooms: Rooms::new(config.clone(), metrics.clone()),
+            store: match store {
+                Some(s) => Store::External(s),
+                None => Store::Memory(Rooms::new(config.clone(), metrics.clone())),
+            },
             config,
             metrics,
             registry: Registry::default(),
@@ -172,9 +177,11 @@ impl NodeSink for NodeInner {
         &self.id
     }
 
-    fn close_user(&self, user: &str, code: CloseCode) {
+    fn close_user(&self, user: &str, session: Option<&str>, code: CloseCode) {
         if let Some(s) = self.registry.get(user) {
-            s.close(code);
+            if session.is_none_or(|id| *s.id == *id) {
+                s.close(code);
+            }
         }
     }
 

@@ -159,15 +159,23 @@ impl Registry {
         map.insert(session.user.clone(), session)
     }
 
-    /// Removes `session` if it is still its user's registered one.
-    pub fn remove(&self, session: &Arc<SessionHandle>) {
+    /// Removes `session` if it is still its user's registered one; returns whether it was.
+    pub fn remove(&self, session: &Arc<SessionHandle>) -> bool {
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if map
             .get(&session.user)
             .is_some_and(|current| Arc::ptr_eq(current, session))
         {
             map.remove(&session.user);
+            return true;
         }
+        false
+    }
+
+    /// Every registered session (a snapshot).
+    pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
     }
 
     /// The live session of `user`, if any.

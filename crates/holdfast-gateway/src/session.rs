@@ -22,7 +22,8 @@ use tokio::time::{sleep_until, MissedTickBehavior};
 use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
 use crate::node::{Admission, Node};
 use crate::registry::{Outbound, SessionHandle};
-use crate::room::{encode, ResumeRequest, Room, RoomError};
+use crate::room::{encode, RoomError};
+use crate::store::{Membership, Resume};
 
 /// Most frames written per flush.
 const MAX_BATCH: usize = 64;
@@ -213,7 +214,7 @@ pub(crate) struct Session {
     pub(crate) rx: mpsc::Receiver<Outbound>,
     /// Rooms this session is in: name → (room, player id). Bounded by
     /// `limits.max_rooms_per_session`.
-    rooms: HashMap<Arc<str>, (Arc<Room>, Arc<str>)>,
+    rooms: HashMap<Arc<str>, Membership>,
     /// Inbound rate limit.
     bucket: TokenBucket,
     /// Consecutive rate-limited frames.
@@ -240,7 +241,7 @@ impl Session {
             if let Some(old) = previous {
                 old.close(CloseCode::Replaced);
             }
-            inner.broker.claim_user(&inner.id, &handle.user);
+            inner.broker.claim_user(&inner.id, &handle.user, &handle.id);
         }
         let welcome = ServerFrame::Welcome(Welcome {
             protocol: PROTOCOL_VERSION,
@@ -319,7 +320,7 @@ impl Session {
                         break Ending::Lost;
                     }
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(code) = self.on_text(&text) {
+                        if let Some(code) = self.on_text(&text).await {
                             break Ending::Close(code);
                         }
                     }
@@ -359,19 +360,23 @@ impl Session {
             }
             Ending::Lost => 1006,
         };
-        self.finish();
+        self.finish().await;
         tracing::debug!(session = %handle.id, code, "session ended");
         code
     }
 
     /// Leaves the registry and turns room memberships away (or removes them), then discards
     /// whatever was still queued.
-    pub(crate) fn finish(mut self) {
-        let inner = &self.node.inner;
-        for (_, (room, player)) in self.rooms.drain() {
-            inner.rooms.disconnect(&room, &player, &self.handle);
+    pub(crate) async fn finish(mut self) {
+        let inner = self.node.inner.clone();
+        for (_, m) in self.rooms.drain() {
+            inner.store.disconnect(&m, &self.handle).await;
         }
-        inner.registry.remove(&self.handle);
+        if inner.registry.remove(&self.handle) {
+            inner
+                .broker
+                .release_user(&inner.id, &self.handle.user, &self.handle.id);
+        }
         self.rx.close();
         while let Ok(out) = self.rx.try_recv() {
             self.handle.dequeued(out.text.len());
@@ -397,7 +402,7 @@ impl Session {
     }
 
     /// Handles one text frame; returns a close code when the session must end.
-    pub(crate) fn on_text(&mut self, text: &str) -> Option<CloseCode> {
+    pub(crate) async fn on_text(&mut self, text: &str) -> Option<CloseCode> {
         let inner = self.node.inner.clone();
         inner.metrics.messages_received.inc();
         if !self.bucket.take(Instant::now()) {
@@ -443,61 +448,54 @@ impl Session {
                         r.id,
                     );
                 } else {
-                    match inner.rooms.join(&r.room, &self.handle, r.id.clone()) {
-                        Ok((room, player)) => {
-                            self.rooms.insert(room.name.clone(), (room, player));
+                    match inner.store.join(&r.room, &self.handle, r.id.clone()).await {
+                        Ok(m) => {
+                            self.rooms.insert(m.room.clone(), m);
                         }
                         Err(e) => self.room_error(e, r.id),
                     }
                 }
             }
-            ClientFrame::Leave(r) => match self.rooms.get(r.room.as_str()).cloned() {
+            ClientFrame::Leave(r) => match self.rooms.remove(r.room.as_str()) {
                 None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
-                Some((room, player)) => {
-                    self.rooms.remove(r.room.as_str());
-                    if let Err(e) = inner
-                        .rooms
-                        .leave(&room, &player, &self.handle, r.id.clone())
-                    {
+                Some(m) => {
+                    if let Err(e) = inner.store.leave(&m, &self.handle, r.id.clone()).await {
                         self.room_error(e, r.id);
                     }
                 }
             },
             ClientFrame::Publish(p) => match self.rooms.get(p.room.as_str()) {
                 None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", p.id),
-                Some((room, player)) => {
-                    if let Err(e) = inner.rooms.publish(
-                        room,
-                        player,
-                        &self.handle,
-                        p.data,
-                        p.id.clone(),
-                        p.traceparent,
-                    ) {
+                Some(m) => {
+                    let r = inner
+                        .store
+                        .publish(m, &self.handle, p.data, p.id.clone(), p.traceparent)
+                        .await;
+                    if let Err(e) = r {
                         self.room_error(e, p.id);
                     }
                 }
             },
             ClientFrame::ClaimAuthority(r) => match self.rooms.get(r.room.as_str()) {
                 None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
-                Some((room, player)) => {
-                    if let Err(e) =
-                        inner
-                            .rooms
-                            .claim_authority(room, player, &self.handle, r.id.clone())
-                    {
+                Some(m) => {
+                    let res = inner
+                        .store
+                        .claim_authority(m, &self.handle, r.id.clone())
+                        .await;
+                    if let Err(e) = res {
                         self.room_error(e, r.id);
                     }
                 }
             },
             ClientFrame::ReleaseAuthority(r) => match self.rooms.get(r.room.as_str()) {
                 None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
-                Some((room, player)) => {
-                    if let Err(e) =
-                        inner
-                            .rooms
-                            .release_authority(room, player, &self.handle, r.id.clone())
-                    {
+                Some(m) => {
+                    let res = inner
+                        .store
+                        .release_authority(m, &self.handle, r.id.clone())
+                        .await;
+                    if let Err(e) = res {
                         self.room_error(e, r.id);
                     }
                 }
@@ -510,7 +508,7 @@ impl Session {
                 }));
                 let delivered = match inner.registry.get(&s.to) {
                     Some(target) => target.enqueue(text, None),
-                    None => inner.broker.route_direct(&inner.id, &s.to, text),
+                    None => inner.broker.route_direct(&inner.id, &s.to, text).await,
                 };
                 if !delivered {
                     self.reply_error(ErrorCode::UserOffline, "the user has no live session", s.id);
@@ -544,17 +542,16 @@ impl Session {
                         "too many rooms for one session",
                     ));
                 } else {
-                    let req = ResumeRequest {
-                        room: &r.room,
-                        player_id: &r.player_id,
-                        token: &r.token,
+                    let req = Resume {
+                        room: r.room.clone(),
+                        player_id: r.player_id.clone(),
+                        token: r.token.clone(),
                         last_sequence: r.last_sequence,
                         id: r.id.clone(),
                     };
-                    match inner.rooms.reconnect(req, &self.handle) {
-                        Ok(room) => {
-                            self.rooms
-                                .insert(room.name.clone(), (room, r.player_id.as_str().into()));
+                    match inner.store.reconnect(req, &self.handle).await {
+                        Ok(m) => {
+                            self.rooms.insert(m.room.clone(), m);
                         }
                         Err(e) => self.reply(&failed(e.code, e.message)),
                     }
