@@ -636,3 +636,27 @@ async fn a_resume_whose_reply_was_lost_can_be_retried() {
         serde_json::to_string(&reply).unwrap()
     );
 }
+
+#[tokio::test]
+async fn reconnects_present_a_fresh_token() {
+    let gw = gateway(|_| {}).await;
+    let proxy = Proxy::start(gw.local_addr()).await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let refresher = TokenRefresher::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Ok::<_, std::convert::Infallible>(token("alice")) }
+    });
+    let (alice, events) =
+        connect(client_config(proxy.addr(), "alice").with_refresher(refresher)).await;
+    alice.join("r").await.unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    proxy.cut_all();
+    events
+        .wait_for("the resume", WAIT, |e| {
+            matches!(e, ClientEvent::Resumed { .. })
+        })
+        .await;
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    alice.close().await;
+}
