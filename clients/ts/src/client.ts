@@ -133,7 +133,10 @@ export interface ClientEvents {
   message: MessageFrame;
   /** Room frames `from..=to` of `epoch` are lost; fetch them from the application's store. */
   gap: { room: string; from: number; to: number; epoch: string };
-  /** A room was resumed after a reconnect; its members and authority as they are now. */
+  /**
+   * A room was resumed after a reconnect, emitted after the `gap` (if any) and the replayed
+   * frames; its members and authority as they are now.
+   */
   resumed: { room: string; recovered: boolean; members: Member[]; authority: string | null; seq: number; epoch: string };
   /** A room could not be resumed; the client is no longer in it. */
   resume_failed: { room: string; code: ErrorCode; message: string };
@@ -839,14 +842,6 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     room.playerId = resumed.player_id;
     room.token = resumed.reconnection_token;
     room.live = true;
-    this.emit("resumed", {
-      room: resumed.room,
-      recovered: resumed.recovered,
-      members: resumed.members,
-      authority: resumed.authority,
-      seq: resumed.seq,
-      epoch: resumed.epoch,
-    });
     if (resumed.gap) {
       const lost = room.position.skipGap(resumed.gap.from, resumed.gap.to, resumed.gap.epoch);
       if (lost) this.emit("gap", { room: resumed.room, from: lost.from, to: lost.to, epoch: resumed.gap.epoch });
@@ -855,6 +850,16 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     // The resume's own frames (member_reconnected, perhaps authority_changed) are not sent to
     // the resuming member; its position continues after them.
     room.position.catchUp(resumed.seq, resumed.epoch);
+    // Announced after the replay, so the snapshot of members and authority (which is current)
+    // overrides what the replayed member frames implied.
+    this.emit("resumed", {
+      room: resumed.room,
+      recovered: resumed.recovered,
+      members: resumed.members,
+      authority: resumed.authority,
+      seq: resumed.seq,
+      epoch: resumed.epoch,
+    });
     this.flush();
   }
 
