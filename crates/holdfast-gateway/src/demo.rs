@@ -39,7 +39,10 @@ async fn page() -> impl IntoResponse {
 async fn client() -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         CLIENT_JS,
