@@ -577,7 +577,6 @@ async fn rate_limited_publishes_are_resent_not_lost() {
 /// Raw protocol steps, to pin down what the gateway does when the reply to a `reconnect` is
 /// lost: the token the client still holds was spent by the resume it never heard about.
 #[tokio::test]
-#[ignore = "gateway: a resume whose `reconnected` reply is lost spends the only token the client holds"]
 async fn a_resume_whose_reply_was_lost_can_be_retried() {
     use futures_util::{SinkExt, StreamExt};
     use holdfast_client::protocol::ServerFrame;

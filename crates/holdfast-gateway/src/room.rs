@@ -60,6 +60,10 @@ struct MemberEntry {
     away_until: Option<Instant>,
     /// SHA-256 of the current reconnection token; the token itself is never stored.
     token_hash: Option<[u8; 32]>,
+    /// SHA-256 of the token whose resume issued the current one. It stays redeemable until the
+    /// current token is used, so a client whose `reconnected` reply was lost with its
+    /// connection can retry with the token it still holds.
+    prev_token_hash: Option<[u8; 32]>,
     /// Whether the member held authority when it dropped (to restore it on resume).
     held_authority: bool,
     /// Recent publish ids of this member, kept across a resume.
@@ -414,6 +418,7 @@ impl Rooms {
                 session: Some(session.clone()),
                 away_until: None,
                 token_hash: None,
+                prev_token_hash: None,
                 held_authority: false,
                 dedupe: DedupeWindow::default(),
             });
@@ -699,11 +704,21 @@ impl Rooms {
             };
         };
         let m = &st.members[idx];
-        let token_ok = m
+        // Both comparisons always run, so timing does not tell which token matched.
+        let current = m
             .token_hash
             .as_ref()
             .is_some_and(|h| token_matches(req.token, h));
-        if !token_ok || m.user_id != session.user {
+        let previous = m
+            .prev_token_hash
+            .as_ref()
+            .is_some_and(|h| token_matches(req.token, h));
+        let used_hash = if current {
+            m.token_hash
+        } else {
+            m.prev_token_hash
+        };
+        if !(current || previous) || m.user_id != session.user {
             return fail(
                 ErrorCode::ReconnectionTokenInvalid,
                 "the token is not valid for this user, room and player",
@@ -741,6 +756,7 @@ impl Rooms {
             m.held_authority = false;
         }
         let token = st.issue_token(idx, self).unwrap_or_default();
+        st.members[idx].prev_token_hash = used_hash;
         let (p, u) = (
             st.members[idx].player_id.clone(),
             st.members[idx].user_id.clone(),

@@ -66,19 +66,43 @@ async fn resume_replays_missed_events_and_rotates_the_token() {
     let e = b2.expect("event").await;
     assert_eq!(e["seq"].as_u64().unwrap(), r["seq"].as_u64().unwrap() + 1);
 
-    // The used token is spent: a second resume with it fails without harm.
+    // The reply of a resume may be lost with its connection: the token used for it stays
+    // redeemable until the token it issued is used.
     let r_token = r["reconnection_token"].as_str().unwrap().to_owned();
     cut(b2);
     a.expect("event").await;
     a.expect("member_disconnected").await;
     let (mut b3, _) = Client::connect(addr, "bob").await;
     b3.send(reconnect_frame(&jb, &token, last)).await;
-    let f = b3.expect("reconnection_failed").await;
-    assert_eq!(f["code"], "reconnection_token_invalid");
-    // The current token still works after that failed attempt.
-    b3.send(reconnect_frame(&jb, &r_token, r["seq"].as_u64().unwrap()))
+    let r3 = b3.expect("reconnected").await;
+    assert_eq!(r3["player_id"], jb["player_id"]);
+    a.expect("member_reconnected").await;
+    // Using the newest token spends every older one.
+    let t3 = r3["reconnection_token"].as_str().unwrap().to_owned();
+    assert_ne!(t3, r_token);
+    cut(b3);
+    a.expect("member_disconnected").await;
+    let (mut b4, _) = Client::connect(addr, "bob").await;
+    b4.send(reconnect_frame(&jb, &t3, r3["seq"].as_u64().unwrap()))
         .await;
-    assert_eq!(b3.expect("reconnected").await["recovered"], true);
+    let r4 = b4.expect("reconnected").await;
+    a.expect("member_reconnected").await;
+    cut(b4);
+    a.expect("member_disconnected").await;
+    let (mut b5, _) = Client::connect(addr, "bob").await;
+    for spent in [&token, &r_token] {
+        b5.send(reconnect_frame(&jb, spent, last)).await;
+        let f = b5.expect("reconnection_failed").await;
+        assert_eq!(f["code"], "reconnection_token_invalid");
+    }
+    // The current token still works after those failed attempts.
+    b5.send(reconnect_frame(
+        &jb,
+        r4["reconnection_token"].as_str().unwrap(),
+        r4["seq"].as_u64().unwrap(),
+    ))
+    .await;
+    assert_eq!(b5.expect("reconnected").await["recovered"], true);
     assert!(metric(addr, "reconnection_completions_total").await >= 2.0);
     assert!(metric(addr, "reconnection_validation_failures_total").await >= 1.0);
 }
