@@ -574,8 +574,8 @@ async fn rate_limited_publishes_are_resent_not_lost() {
     alice.close().await;
 }
 
-/// Raw protocol steps, to pin down what the gateway does when the reply to a `reconnect` is
-/// lost: the token the client still holds was spent by the resume it never heard about.
+/// Raw protocol steps: when the reply to a `reconnect` is lost with its connection, the token
+/// the client still holds stays redeemable, so the membership is not lost.
 #[tokio::test]
 async fn a_resume_whose_reply_was_lost_can_be_retried() {
     use futures_util::{SinkExt, StreamExt};

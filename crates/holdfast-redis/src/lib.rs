@@ -1,0 +1,1 @@
+//! Redis broker and room store for Holdfast clusters (being built).
