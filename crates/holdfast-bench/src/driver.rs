@@ -120,7 +120,7 @@ struct Handle {
     events: mpsc::Receiver<ShareEvent>,
     commands: mpsc::Sender<Command>,
     /// Kept so the child is killed if the run is abandoned (`kill_on_drop`).
-    _child: Option<Child>,
+    child: Option<Child>,
 }
 
 fn start_in_process(spec: ShareSpec) -> Handle {
@@ -130,7 +130,7 @@ fn start_in_process(spec: ShareSpec) -> Handle {
     Handle {
         events: ev_rx,
         commands: cmd_tx,
-        _child: None,
+        child: None,
     }
 }
 
@@ -180,7 +180,7 @@ fn start_child(spec: &ShareSpec) -> anyhow::Result<Handle> {
     Ok(Handle {
         events: ev_rx,
         commands: cmd_tx,
-        _child: Some(child),
+        child: Some(child),
     })
 }
 
@@ -295,10 +295,25 @@ pub async fn run(plan: &Plan, probe: Option<&ServerProbe>) -> anyhow::Result<Run
     sleep(Duration::from_secs_f64(plan.settle_s)).await;
     let loaded = sample(probe)?;
 
+    // The load generator's own CPU (this process and its children), to tell a saturated load
+    // generator from a slow server.
+    let load_probes: Vec<ServerProbe> = std::iter::once(std::process::id())
+        .chain(handles.iter().filter_map(|h| h.child.as_ref()?.id()))
+        .filter_map(|pid| ServerProbe::new(pid).ok())
+        .collect();
+    let load_cpu = |probes: &[ServerProbe]| -> u64 {
+        probes
+            .iter()
+            .filter_map(|p| p.sample().ok())
+            .map(|s| s.cpu_us)
+            .sum()
+    };
+
     // Window.
     for h in &handles {
         let _ = h.commands.send(Command::Go).await;
     }
+    let load_cpu_start = load_cpu(&load_probes);
     let window_start = sample(probe)?;
     let started = Instant::now();
     if plan.progress {
@@ -307,6 +322,7 @@ pub async fn run(plan: &Plan, probe: Option<&ServerProbe>) -> anyhow::Result<Run
     sleep(Duration::from_secs_f64(plan.duration_s)).await;
     let window_end = sample(probe)?;
     let window_s = started.elapsed().as_secs_f64();
+    let load_cores = load_cpu(&load_probes).saturating_sub(load_cpu_start) as f64 / 1e6 / window_s;
     for h in &handles {
         let _ = h.commands.send(Command::Stop).await;
     }
@@ -365,7 +381,9 @@ pub async fn run(plan: &Plan, probe: Option<&ServerProbe>) -> anyhow::Result<Run
         ping_interval_ms,
         window_s,
     };
-    Ok(aggregate(meta, &reports, readings))
+    let mut result = aggregate(meta, &reports, readings);
+    result.load_cores = load_cores;
+    Ok(result)
 }
 
 /// A server started by the tool, killed when dropped.

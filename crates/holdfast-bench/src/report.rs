@@ -42,6 +42,10 @@ pub struct RunResult {
     pub storm: Option<StormSummary>,
     /// Established connections the server closed during the run.
     pub disconnects: u64,
+    /// Cores used by the load generator itself during the window: when it nears the machine's
+    /// core count, latency figures measure the load generator, not the server.
+    #[serde(default)]
+    pub load_cores: f64,
     /// The first distinct errors seen by any share.
     pub errors: Vec<String>,
 }
@@ -306,6 +310,7 @@ pub fn aggregate(
         churn,
         storm,
         disconnects: sum(|s| s.disconnects),
+        load_cores: 0.0,
         errors,
     }
 }
@@ -367,6 +372,7 @@ pub fn headline(r: &RunResult) -> Vec<(&'static str, f64, &'static str, bool)> {
         rows.push(("gap reported", s.gap_reported as f64, "", true));
     }
     rows.push(("disconnects", r.disconnects as f64, "", true));
+    rows.push(("load generator CPU", r.load_cores * 100.0, "%", true));
     rows
 }
 
