@@ -6,12 +6,16 @@
  * go offline while the other stays online.
  */
 
+import { existsSync } from "node:fs";
 import { chromium, type Browser } from "playwright-core";
 
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 /** Launches headless Chromium with the project's flags. */
 export function launchBrowser(): Promise<Browser> {
+  if (!existsSync(CHROMIUM_PATH)) {
+    throw new Error(`Chromium not found at ${CHROMIUM_PATH}; install it (Debian: apt-get install -y chromium) or set CHROMIUM_PATH`);
+  }
   return chromium.launch({
     executablePath: CHROMIUM_PATH,
     headless: true,
