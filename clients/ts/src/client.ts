@@ -372,18 +372,24 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     if (generation !== this.generation || this.stopped) return;
     const { open } = this.transports[this.transportIndex]!;
     this.welcome = undefined;
-    this.connection = open({
-      token,
-      handlers: {
-        onFrame: (frame) => {
-          if (generation === this.generation) this.onFrame(frame);
+    try {
+      this.connection = open({
+        token,
+        handlers: {
+          onFrame: (frame) => {
+            if (generation === this.generation) this.onFrame(frame);
+          },
+          onActivity: () => {
+            if (generation === this.generation) this.lastActivity = Date.now();
+          },
+          onClose: (info) => this.onClose(generation, info),
         },
-        onActivity: () => {
-          if (generation === this.generation) this.lastActivity = Date.now();
-        },
-        onClose: (info) => this.onClose(generation, info),
-      },
-    });
+      });
+    } catch (error) {
+      // For example a WebSocket URL the browser refuses: an attempt that failed before opening.
+      this.onClose(generation, { reason: `the ${this.transport} transport could not start: ${String(error)}` });
+      return;
+    }
     const timeout = this.options.connectTimeoutMs ?? 10_000;
     this.connectTimer = setTimeout(() => {
       if (generation !== this.generation || this.welcome) return;

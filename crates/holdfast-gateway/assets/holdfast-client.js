@@ -859,18 +859,23 @@ var HoldfastClient = class extends Emitter {
     if (generation !== this.generation || this.stopped) return;
     const { open } = this.transports[this.transportIndex];
     this.welcome = void 0;
-    this.connection = open({
-      token,
-      handlers: {
-        onFrame: (frame) => {
-          if (generation === this.generation) this.onFrame(frame);
-        },
-        onActivity: () => {
-          if (generation === this.generation) this.lastActivity = Date.now();
-        },
-        onClose: (info) => this.onClose(generation, info)
-      }
-    });
+    try {
+      this.connection = open({
+        token,
+        handlers: {
+          onFrame: (frame) => {
+            if (generation === this.generation) this.onFrame(frame);
+          },
+          onActivity: () => {
+            if (generation === this.generation) this.lastActivity = Date.now();
+          },
+          onClose: (info) => this.onClose(generation, info)
+        }
+      });
+    } catch (error) {
+      this.onClose(generation, { reason: `the ${this.transport} transport could not start: ${String(error)}` });
+      return;
+    }
     const timeout = this.options.connectTimeoutMs ?? 1e4;
     this.connectTimer = setTimeout(() => {
       if (generation !== this.generation || this.welcome) return;
