@@ -337,8 +337,18 @@ impl Share {
         lock(&self.latency[i % SHARDS]).record_ns(elapsed);
     }
 
-    fn payload(&self) -> String {
-        stamped_payload(now_ns(), self.spec.size)
+    /// A stamped payload for a message that should produce `deliveries` deliveries. It is
+    /// counted as published (and its deliveries as expected) only when its stamp falls inside
+    /// the window, by the same rule [`Share::observe`] applies to what arrives.
+    fn stamp(&self, deliveries: u64) -> String {
+        let sent = now_ns();
+        let start = self.window_start_ns.load(Ordering::Relaxed);
+        let end = self.window_end_ns.load(Ordering::Relaxed);
+        if start != 0 && sent >= start && sent < end {
+            self.publishes.fetch_add(1, Ordering::Relaxed);
+            self.expected.fetch_add(deliveries, Ordering::Relaxed);
+        }
+        stamped_payload(sent, self.spec.size)
     }
 }
 
@@ -660,7 +670,7 @@ async fn steady(share: Arc<Share>, i: usize, mut ws: Ws, user: &str, room: &str)
                             ticker = publish_ticker(&share, MissedTickBehavior::Burst);
                         }
                         if echo && !in_flight {
-                            send = Some(target.echo_frame(user, &share.payload()));
+                            send = Some(target.echo_frame(user, &share.stamp(1)));
                         }
                     }
                     Phase::Drain => ticker = None,
@@ -676,7 +686,7 @@ async fn steady(share: Arc<Share>, i: usize, mut ws: Ws, user: &str, room: &str)
                         if echo {
                             in_flight = false;
                             if phase == Phase::Measure {
-                                send = Some(target.echo_frame(user, &share.payload()));
+                                send = Some(target.echo_frame(user, &share.stamp(1)));
                             }
                         }
                     } else if target == Target::Socketio && text == "2" {
@@ -692,16 +702,12 @@ async fn steady(share: Arc<Share>, i: usize, mut ws: Ws, user: &str, room: &str)
                 Some(Ok(_)) => {}
             },
             _ = tick(&mut ticker) => {
-                share.publishes.fetch_add(1, Ordering::Relaxed);
-                share.expected.fetch_add(room_size, Ordering::Relaxed);
-                send = Some(target.publish_frame(room, &share.payload()));
+                send = Some(target.publish_frame(room, &share.stamp(room_size)));
             }
         }
         if let Some(frame) = send {
             if echo && frame != "3" {
                 in_flight = true;
-                share.publishes.fetch_add(1, Ordering::Relaxed);
-                share.expected.fetch_add(1, Ordering::Relaxed);
             }
             if let Err(e) = ws.send(Message::text(frame)).await {
                 share.note_error(format!("send: {e}"));
@@ -810,9 +816,7 @@ async fn storm_member(
                 },
                 _ = tick(&mut ticker) => {
                     published += 1;
-                    share.publishes.fetch_add(1, Ordering::Relaxed);
-                    share.expected.fetch_add(room_size, Ordering::Relaxed);
-                    let data = share.payload();
+                    let data = share.stamp(room_size);
                     send = Some(format!(
                         r#"{{"type":"publish","room":"{room}","data":{data},"id":"p{i}-{published}"}}"#
                     ));

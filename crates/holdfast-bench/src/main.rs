@@ -259,8 +259,17 @@ fn read_result(path: &PathBuf) -> anyhow::Result<RunResult> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Idle(a) => load(Scenario::Idle, a).await,
         Cmd::Fanout(a) => load(Scenario::Fanout, a).await,
