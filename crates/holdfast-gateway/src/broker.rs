@@ -34,8 +34,13 @@ pub trait Broker: Send + Sync {
     /// Registers a node so it can be reached. The broker keeps a weak reference only.
     fn attach(&self, node: Weak<dyn NodeSink>);
     /// `user` now has session `session` on node `from`: every other node closes its session of
-    /// `user` with `replaced`. Runs in the background; newest claim wins.
-    fn claim_user(&self, from: &str, user: &str, session: &str);
+    /// `user` with `replaced`. Resolves once the claim is recorded; the newest claim wins.
+    fn claim_user<'a>(
+        &'a self,
+        from: &'a str,
+        user: &'a str,
+        session: &'a str,
+    ) -> BoxFuture<'a, ()>;
     /// Session `session` of `user` on node `from` ended; forget its ownership if it still holds it.
     fn release_user(&self, from: &str, user: &str, session: &str) {
         let _ = (from, user, session);
@@ -87,10 +92,16 @@ impl Broker for MemoryBroker {
             .push(node);
     }
 
-    fn claim_user(&self, from: &str, user: &str, _session: &str) {
+    fn claim_user<'a>(
+        &'a self,
+        from: &'a str,
+        user: &'a str,
+        _session: &'a str,
+    ) -> BoxFuture<'a, ()> {
         for node in self.others(from) {
             node.close_user(user, None, CloseCode::Replaced);
         }
+        Box::pin(std::future::ready(()))
     }
 
     fn route_direct<'a>(

@@ -24,6 +24,8 @@ pub struct Config {
     pub reconnection: ReconnectionConfig,
     /// SSE and long-polling transports.
     pub fallback: FallbackConfig,
+    /// The cluster broker (used by the binary to pick one).
+    pub broker: BrokerConfig,
     /// Log output (used by the binary).
     pub log: LogConfig,
 }
@@ -218,6 +220,28 @@ impl Default for FallbackConfig {
     }
 }
 
+/// `[broker]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Redis URL (`redis://host:port/db`). Empty: the embedded in-memory broker (one node).
+    pub url: String,
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    pub key_prefix: String,
+    /// How long `serve` keeps retrying an unreachable Redis at start before giving up.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            url: String::new(),
+            key_prefix: "holdfast".into(),
+            connect_timeout_secs: 60,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -342,6 +366,20 @@ impl Config {
             return Err(ConfigError {
                 key: "fallback.replay_frames",
                 message: "must be between 16 and 100000".into(),
+            });
+        }
+        let url = &self.broker.url;
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(ConfigError {
+                key: "broker.url",
+                message: "must start with redis:// (or be empty for the in-memory broker)".into(),
+            });
+        }
+        if self.broker.key_prefix.is_empty() || self.broker.key_prefix.contains(char::is_whitespace)
+        {
+            return Err(ConfigError {
+                key: "broker.key_prefix",
+                message: "must be non-empty without spaces".into(),
             });
         }
         if !matches!(self.log.format.as_str(), "human" | "json") {

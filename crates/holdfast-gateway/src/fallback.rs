@@ -169,7 +169,7 @@ fn request_claims(
 }
 
 /// Creates a fallback session and its task.
-fn open(
+async fn open(
     node: &Node,
     claims: Claims,
     peer: std::net::IpAddr,
@@ -189,7 +189,7 @@ fn open(
             ))
         }
     };
-    let session = Session::start(node.clone(), claims);
+    let session = Session::start(node.clone(), claims).await;
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (changed, _) = watch::channel(0);
     let fs = Arc::new(FallbackSession {
@@ -369,7 +369,7 @@ pub async fn sse(
     }
     let (fs, after) = match start {
         Some(x) => x,
-        None => match open(&node, claims, peer.ip()) {
+        None => match open(&node, claims, peer.ip()).await {
             Ok(fs) => (fs, 0),
             Err(r) => return r.into_response(),
         },
@@ -520,7 +520,7 @@ pub async fn poll(
         Err(r) => return r.into_response(),
     };
     let Some(sid) = q.session else {
-        let fs = match open(&node, claims, peer.ip()) {
+        let fs = match open(&node, claims, peer.ip()).await {
             Ok(fs) => fs,
             Err(r) => return r.into_response(),
         };

@@ -10,7 +10,9 @@
 //!   (see [`crate::fallback`]); same authentication and limits as `/ws`.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /healthz`: 200 while the process serves requests.
-//! - `GET /readyz`: 200 when the node accepts new sessions, 503 while draining.
+//! - `GET /readyz`: 200 when the node accepts new sessions, 503 while draining or while the
+//!   cluster broker is unreachable.
+//! - `GET /demo`, `GET /demo/holdfast.js`: the demo page and the bundled TypeScript client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +50,7 @@ pub fn router(node: Node) -> Router {
     r.route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::demo::router())
         .with_state(node)
 }
 

@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+mod demo;
 pub mod drain;
 pub mod fallback;
 pub mod http;

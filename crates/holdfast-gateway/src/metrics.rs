@@ -200,6 +200,11 @@ impl Metrics {
         m
     }
 
+    /// Registers another collector (a store's or broker's own metrics) in this node's registry.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        self.registry.register(c)
+    }
+
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -17,7 +17,7 @@ use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::room::Rooms;
-use crate::store::{RoomStore, Store};
+use crate::store::{RoomStore, Store, StoreContext};
 
 /// A cheap, cloneable reference to one node.
 #[derive(Clone)]
@@ -96,6 +96,15 @@ impl Node {
         };
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
+        let drain = Drain::new();
+        if let Some(s) = &store {
+            s.attach(StoreContext {
+                node_id: id.clone(),
+                config: config.clone(),
+                metrics: metrics.clone(),
+                shutdown: drain.token().clone(),
+            });
+        }
         let inner = Arc::new(NodeInner {
             id,
             verifier: Verifier::new(&config.auth.hmac_secret, config.auth.leeway_secs),
@@ -106,7 +115,7 @@ impl Node {
             config,
             metrics,
             registry: Registry::default(),
-            drain: Drain::new(),
+            drain,
             broker: broker.clone(),
             open_sessions: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),

@@ -91,7 +91,7 @@ pub(crate) async fn run(
         None => authenticate(&node, &mut ws).await,
     };
     let code = match code {
-        Ok(claims) => Session::start(node, claims).run(&mut ws).await,
+        Ok(claims) => Session::start(node, claims).await.run(&mut ws).await,
         Err(code) => code,
     };
     drop(admission);
@@ -226,7 +226,7 @@ pub(crate) struct Session {
 impl Session {
     /// Registers the session (closing the user's previous one when single socket is on) and
     /// queues `welcome`.
-    pub(crate) fn start(node: Node, claims: Claims) -> Session {
+    pub(crate) async fn start(node: Node, claims: Claims) -> Session {
         let inner = &node.inner;
         let limits = &inner.config.limits;
         let (handle, rx) = SessionHandle::new(
@@ -241,7 +241,10 @@ impl Session {
             if let Some(old) = previous {
                 old.close(CloseCode::Replaced);
             }
-            inner.broker.claim_user(&inner.id, &handle.user, &handle.id);
+            inner
+                .broker
+                .claim_user(&inner.id, &handle.user, &handle.id)
+                .await;
         }
         let welcome = ServerFrame::Welcome(Welcome {
             protocol: PROTOCOL_VERSION,

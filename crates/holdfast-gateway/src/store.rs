@@ -49,8 +49,23 @@ pub struct Resume {
     pub id: Option<String>,
 }
 
+/// What a store gets from the node it serves, once, before the node accepts sessions.
+#[derive(Debug, Clone)]
+pub struct StoreContext {
+    /// The node's id.
+    pub node_id: Arc<str>,
+    /// The node's configuration.
+    pub config: Arc<crate::Config>,
+    /// The node's metrics; a store registers its own metrics there too.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cancelled when the node drains: background tasks stop.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 /// Room state kept outside the process, shared by the nodes of a cluster.
 pub trait RoomStore: Send + Sync {
+    /// Binds the store to its node (config, metrics, shutdown) and starts its background work.
+    fn attach(&self, ctx: StoreContext);
     /// Joins `session` to `room`; queues `joined` to it at its position.
     fn join(
         &self,

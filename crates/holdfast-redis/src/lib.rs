@@ -1,1 +1,214 @@
-//! Redis broker and room store for Holdfast clusters (being built).
+//! Redis broker and room store for Holdfast clusters.
+//!
+//! With `broker.url` set, every node of a cluster keeps its room state in one Redis: a room has
+//! one stream (one `seq` per room across the cluster, its bounded history, and its members,
+//! authority, away state, reconnection token hashes and publish dedupe ids), so a member can
+//! resume on any node with replay, and a user's newest connection wins on any node.
+//!
+//! # Layout
+//! - [`connect`]: opens the command connection (auto-reconnecting) and returns the
+//!   [`Cluster`]: the [`RedisBroker`] and the [`RedisRooms`] store to give to
+//!   `holdfast_gateway::Gateway::start_with`.
+//! - `scripts`: one Lua script per operation; each allocates the seq, appends to the history
+//!   (`XADD MAXLEN`), changes membership and `PUBLISH`es in one atomic step.
+//! - `rooms`: the store and the node's local mirror of each room it has members in: pub/sub
+//!   delivery in seq order, refetching from the history when a seq is skipped.
+//! - `broker`: user ownership (single socket, directed messages).
+//!
+//! # Keys (prefix `P`, room `R`, user `U`)
+//! - `P:r:{R}:m` hash: `epoch`, `seq`, `auth`, `np`; `P:r:{R}:p` hash: members;
+//!   `P:r:{R}:s` stream: history, entry id `<seq>-1`, trimmed to `reconnection.event_buffer_size`;
+//!   `P:r:{R}:t` hash: tombstones of expired members; `P:r:{R}:m:d:<player>` and `...:dl:<player>`:
+//!   publish dedupe. All with a TTL refreshed while the room is used.
+//! - `P:away` sorted set: away members by window end, swept by every node.
+//! - `P:u:{U}` hash: the node and session owning the user, and the ownership epoch.
+//! - Channels: `P:ch:r:R` (room stream), `P:ch:n:<node>` (kicks and directed messages).
+//!
+//! Pub/sub is at most once: a node that sees a room's seq jump fetches the missing range from
+//! the history before delivering; when the range is gone (or the epoch changed because Redis
+//! lost the stream), the affected sessions are closed with 1011 so their clients resume and are
+//! told the exact gap. Nothing is delivered out of order or with a silent hole.
+
+mod broker;
+mod rooms;
+mod scripts;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use holdfast_gateway::broker::NodeSink;
+use holdfast_gateway::store::StoreContext;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+
+pub use broker::RedisBroker;
+pub use rooms::RedisRooms;
+
+/// The Redis side of one node.
+pub struct Cluster {
+    /// Give to the gateway as its broker.
+    pub broker: Arc<RedisBroker>,
+    /// Give to the gateway as its room store.
+    pub store: Arc<RedisRooms>,
+}
+
+/// Metrics of the Redis connection, registered in the node's registry.
+pub(crate) struct RedisMetrics {
+    /// 1 while the pub/sub connection is up.
+    pub connected: IntGauge,
+    /// Script round trips.
+    pub op_seconds: Histogram,
+    /// From an event's publication to its arrival on this node.
+    pub pubsub_lag: Histogram,
+    /// History fetches after a skipped seq or a reconnection.
+    pub resyncs: IntCounter,
+    /// Operations that failed because Redis could not be reached.
+    pub errors: IntCounter,
+}
+
+impl RedisMetrics {
+    fn new() -> RedisMetrics {
+        RedisMetrics {
+            connected: IntGauge::new("redis_connected", "1 while the pub/sub connection is up")
+                .expect("valid metric"),
+            op_seconds: Histogram::with_opts(
+                HistogramOpts::new("redis_op_seconds", "Redis script round trips").buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+                ]),
+            )
+            .expect("valid metric"),
+            pubsub_lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "redis_pubsub_lag_seconds",
+                    "Room event publication to arrival on this node",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                ]),
+            )
+            .expect("valid metric"),
+            resyncs: IntCounter::new(
+                "redis_resyncs_total",
+                "History fetches after a skipped seq or a reconnection",
+            )
+            .expect("valid metric"),
+            errors: IntCounter::new("redis_errors_total", "Redis operations that failed")
+                .expect("valid metric"),
+        }
+    }
+
+    fn register(&self, m: &holdfast_gateway::metrics::Metrics) {
+        let _ = m.register(Box::new(self.connected.clone()));
+        let _ = m.register(Box::new(self.op_seconds.clone()));
+        let _ = m.register(Box::new(self.pubsub_lag.clone()));
+        let _ = m.register(Box::new(self.resyncs.clone()));
+        let _ = m.register(Box::new(self.errors.clone()));
+    }
+}
+
+/// A subscription request to the pub/sub task.
+pub(crate) enum SubCmd {
+    Subscribe(String, tokio::sync::oneshot::Sender<bool>),
+    Unsubscribe(String),
+}
+
+/// State shared by the broker and the store of one node.
+pub(crate) struct Shared {
+    /// To open the pub/sub connection (again).
+    client: redis::Client,
+    /// The command connection; reconnects by itself. Cloning it is cheap.
+    pub conn: ConnectionManager,
+    /// Key prefix, so several clusters (or tests) can share one Redis.
+    pub prefix: String,
+    /// The scripts.
+    pub scripts: scripts::Scripts,
+    /// Whether the pub/sub connection is up (`/readyz`).
+    pub healthy: AtomicBool,
+    /// The node's context, set at attach.
+    pub ctx: OnceLock<StoreContext>,
+    /// The node, for kicks and directed messages, set at attach.
+    pub sink: OnceLock<Weak<dyn NodeSink>>,
+    /// Commands to the pub/sub task; bounded.
+    pub sub_tx: mpsc::Sender<SubCmd>,
+    /// Taken by the pub/sub task when it starts.
+    sub_rx: Mutex<Option<mpsc::Receiver<SubCmd>>>,
+    /// Redis metrics.
+    pub metrics: RedisMetrics,
+}
+
+impl Shared {
+    pub fn room_key(&self, room: &str, part: &str) -> String {
+        format!("{}:r:{{{room}}}:{part}", self.prefix)
+    }
+    pub fn room_channel(&self, room: &str) -> String {
+        format!("{}:ch:r:{room}", self.prefix)
+    }
+    pub fn node_channel_prefix(&self) -> String {
+        format!("{}:ch:n:", self.prefix)
+    }
+    pub fn user_key(&self, user: &str) -> String {
+        format!("{}:u:{{{user}}}", self.prefix)
+    }
+    pub fn away_key(&self) -> String {
+        format!("{}:away", self.prefix)
+    }
+    pub fn set_healthy(&self, up: bool) {
+        self.healthy.store(up, Ordering::Release);
+        self.metrics.connected.set(i64::from(up));
+    }
+}
+
+/// Opens a connection to Redis at `url` for one node. Fails when Redis cannot be reached now;
+/// see [`connect_with_retry`].
+pub async fn connect(url: &str, prefix: &str) -> Result<Cluster, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(2))
+        .set_number_of_retries(2)
+        .set_max_delay(1000);
+    let conn = client.get_connection_manager_with_config(cfg).await?;
+    let (sub_tx, sub_rx) = mpsc::channel(1024);
+    let shared = Arc::new(Shared {
+        client,
+        conn,
+        prefix: prefix.to_owned(),
+        scripts: scripts::Scripts::new(),
+        healthy: AtomicBool::new(false),
+        ctx: OnceLock::new(),
+        sink: OnceLock::new(),
+        sub_tx,
+        sub_rx: Mutex::new(Some(sub_rx)),
+        metrics: RedisMetrics::new(),
+    });
+    Ok(Cluster {
+        broker: Arc::new(RedisBroker::new(shared.clone())),
+        store: Arc::new(RedisRooms::new(shared)),
+    })
+}
+
+/// Connects, retrying with exponential backoff (100 ms doubling to 5 s) and a logged error
+/// naming the URL on each failure, for at most `give_up_after`.
+pub async fn connect_with_retry(
+    url: &str,
+    prefix: &str,
+    give_up_after: Duration,
+) -> Result<Cluster, redis::RedisError> {
+    let deadline = tokio::time::Instant::now() + give_up_after;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match connect(url, prefix).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                if tokio::time::Instant::now() + delay > deadline {
+                    return Err(e);
+                }
+                tracing::error!(url, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach Redis; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -133,7 +133,33 @@ fn serve(mut cfg: Config) -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(&format!("cannot listen on {}: {e}", cfg.server.listen)),
         };
-        match holdfast_gateway::serve(cfg, listener, shutdown_signal()).await {
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let result = if cfg.broker.url.is_empty() {
+            holdfast_gateway::serve(cfg, listener, shutdown).await
+        } else {
+            let url = cfg.broker.url.clone();
+            let shown = settings::redact_url(&url);
+            let wait = Duration::from_secs(cfg.broker.connect_timeout_secs);
+            let cluster = tokio::select! {
+                c = holdfast_redis::connect_with_retry(&url, &cfg.broker.key_prefix, wait) => c,
+                _ = &mut shutdown => return ExitCode::SUCCESS,
+            };
+            let cluster = match cluster {
+                Ok(c) => c,
+                Err(e) => return fail(&format!("cannot reach Redis at {shown}: {e}")),
+            };
+            tracing::info!(redis = %shown, "cluster mode: rooms and users live in Redis");
+            holdfast_gateway::serve_with(
+                cfg,
+                listener,
+                cluster.broker,
+                Some(cluster.store),
+                shutdown,
+            )
+            .await
+        };
+        match result {
             Ok(DrainOutcome::Complete) => ExitCode::SUCCESS,
             Ok(DrainOutcome::GraceExpired) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string()),

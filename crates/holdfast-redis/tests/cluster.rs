@@ -1,0 +1,270 @@
+//! Several gateway nodes on one real Redis.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn fanout_across_nodes_with_one_seq_per_room() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let n1 = node(&redis, config("n1")).await;
+    let (mut a, _) = Client::connect(n0.local_addr(), "alice").await;
+    let (mut b, _) = Client::connect(n1.local_addr(), "bob").await;
+    let ja = a.join_room("r").await;
+    let jb = b.join_room("r").await;
+    assert_eq!(jb["seq"], 2);
+    assert_eq!(jb["epoch"], ja["epoch"]);
+    assert_eq!(jb["members"].as_array().unwrap().len(), 2);
+    assert_eq!(jb["authority"], ja["player_id"]);
+    let mj = a.expect("member_joined").await;
+    assert_eq!(mj["seq"], 2);
+    for i in 0..20 {
+        a.send(json!({"type":"publish","room":"r","data":{"from":"a","i":i},"id":format!("a{i}")}))
+            .await;
+        b.send(json!({"type":"publish","room":"r","data":{"from":"b","i":i},"id":format!("b{i}")}))
+            .await;
+    }
+    // Both members see the same 40 events, in the same gapless order.
+    let mut seen = Vec::new();
+    for c in [&mut a, &mut b] {
+        let mut seqs = Vec::new();
+        let mut datas = Vec::new();
+        while seqs.len() < 40 {
+            let v = c.recv().await;
+            match v["type"].as_str().unwrap() {
+                "event" => {
+                    seqs.push(v["seq"].as_u64().unwrap());
+                    datas.push(v["data"].clone());
+                }
+                "ack" => {}
+                other => panic!("unexpected {other}: {v}"),
+            }
+        }
+        assert_eq!(seqs, (3..43).collect::<Vec<u64>>());
+        seen.push(datas);
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[tokio::test]
+async fn acks_follow_the_publishers_own_copy() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut a, _) = Client::connect(n0.local_addr(), "a").await;
+    a.join_room("r").await;
+    for i in 0..10 {
+        a.send(json!({"type":"publish","room":"r","data":i,"id":format!("m{i}")}))
+            .await;
+        let e = a.expect("event").await;
+        let ack = a.expect("ack").await;
+        assert_eq!(ack["seq"], e["seq"]);
+    }
+    // A retried id is not delivered again: the original ack comes back.
+    a.send(json!({"type":"publish","room":"r","data":0,"id":"m0"}))
+        .await;
+    let ack = a.expect("ack").await;
+    assert_eq!(ack["seq"], 2);
+}
+
+#[tokio::test]
+async fn single_socket_and_direct_send_across_nodes() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let n1 = node(&redis, config("n1")).await;
+    let (mut old, _) = Client::connect(n0.local_addr(), "u").await;
+    let (mut new, _) = Client::connect(n1.local_addr(), "u").await;
+    assert_eq!(old.expect_close().await, 4000);
+    let (mut other, _) = Client::connect(n0.local_addr(), "sender").await;
+    // Ownership is recorded asynchronously; retry until it is there.
+    let mut delivered = false;
+    for i in 0..50 {
+        other
+            .send(json!({"type":"send","to":"u","data":i,"id":format!("d{i}")}))
+            .await;
+        let r = other.recv().await;
+        if r["type"] == "ack" {
+            delivered = true;
+            assert_eq!(new.expect("message").await["from"], "sender");
+            break;
+        }
+        assert_eq!(r["code"], "user_offline");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(delivered);
+    other
+        .send(json!({"type":"send","to":"nobody","data":1,"id":"x"}))
+        .await;
+    assert_eq!(other.expect("error").await["code"], "user_offline");
+}
+
+#[tokio::test]
+async fn resume_on_another_node_with_replay() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let n1 = node(&redis, config("n1")).await;
+    let (mut a, _) = Client::connect(n0.local_addr(), "a").await;
+    let (mut b, _) = Client::connect(n1.local_addr(), "b").await;
+    a.join_room("r").await;
+    let jb = b.join_room("r").await;
+    a.expect("member_joined").await;
+    drop(b); // cut, no close frame
+    a.expect("member_disconnected").await;
+    for i in 0..5 {
+        a.send(json!({"type":"publish","room":"r","data":i})).await;
+        a.expect("event").await;
+    }
+    // Bob comes back on the other node.
+    let (mut b2, _) = Client::connect(n0.local_addr(), "b").await;
+    b2.send(
+        json!({"type":"reconnect","room":"r","player_id":jb["player_id"],
+        "token":jb["reconnection_token"],"last_sequence":jb["seq"]}),
+    )
+    .await;
+    let r = b2.expect("reconnected").await;
+    assert_eq!(r["recovered"], true, "{r}");
+    let seqs: Vec<u64> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![3, 4, 5, 6, 7, 8]);
+    assert_eq!(r["player_id"], jb["player_id"]);
+    assert_eq!(a.expect("member_reconnected").await["seq"], r["seq"]);
+    a.send(json!({"type":"publish","room":"r","data":"live"}))
+        .await;
+    let e = b2.expect("event").await;
+    assert_eq!(e["seq"].as_u64().unwrap(), r["seq"].as_u64().unwrap() + 1);
+}
+
+#[tokio::test]
+async fn gap_is_exact_when_history_was_trimmed() {
+    let redis = Redis::start();
+    let mut cfg = config("n0");
+    cfg.reconnection.event_buffer_size = 5;
+    let n0 = node(&redis, cfg).await;
+    let (mut a, _) = Client::connect(n0.local_addr(), "a").await;
+    let (mut b, _) = Client::connect(n0.local_addr(), "b").await;
+    a.join_room("r").await;
+    let jb = b.join_room("r").await;
+    a.expect("member_joined").await;
+    drop(b);
+    a.expect("member_disconnected").await; // 3
+    for i in 0..10 {
+        a.send(json!({"type":"publish","room":"r","data":i})).await;
+        a.expect("event").await;
+    } // 4..=13
+    let (mut b2, _) = Client::connect(n0.local_addr(), "b").await;
+    b2.send(
+        json!({"type":"reconnect","room":"r","player_id":jb["player_id"],
+        "token":jb["reconnection_token"],"last_sequence":2}),
+    )
+    .await;
+    let r = b2.expect("reconnected").await;
+    assert_eq!(r["recovered"], false);
+    assert_eq!(r["gap"]["from"], 3);
+    assert_eq!(r["gap"]["to"], 8);
+    let seqs: Vec<u64> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![9, 10, 11, 12, 13]);
+}
+
+#[tokio::test]
+async fn presence_expiry_and_authority_hand_over_across_nodes() {
+    let redis = Redis::start();
+    let mut c0 = config("n0");
+    c0.reconnection.window_secs = 1;
+    let mut c1 = config("n1");
+    c1.reconnection.window_secs = 1;
+    let n0 = node(&redis, c0).await;
+    let n1 = node(&redis, c1).await;
+    let (mut host, _) = Client::connect(n0.local_addr(), "host").await;
+    let (mut guest, _) = Client::connect(n1.local_addr(), "guest").await;
+    let jh = host.join_room("r").await;
+    let jg = guest.join_room("r").await;
+    assert_eq!(jg["authority"], jh["player_id"]);
+    drop(host);
+    assert_eq!(
+        guest.expect("member_disconnected").await["player_id"],
+        jh["player_id"]
+    );
+    // The window passes: the host leaves for good and authority passes to the guest.
+    assert_eq!(
+        guest.expect("member_left").await["player_id"],
+        jh["player_id"]
+    );
+    assert_eq!(
+        guest.expect("authority_changed").await["authority"],
+        jg["player_id"]
+    );
+    let (mut late, _) = Client::connect(n0.local_addr(), "host").await;
+    late.send(
+        json!({"type":"reconnect","room":"r","player_id":jh["player_id"],
+        "token":jh["reconnection_token"],"last_sequence":2}),
+    )
+    .await;
+    assert_eq!(
+        late.expect("reconnection_failed").await["code"],
+        "reconnection_expired"
+    );
+}
+
+#[tokio::test]
+async fn redis_outage_reports_not_ready_and_errors_then_recovers() {
+    let mut redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let addr = n0.local_addr();
+    let (mut a, _) = Client::connect(addr, "a").await;
+    a.join_room("r").await;
+    redis.stop();
+    assert!(eventually(|| async { http_status(addr, "/readyz").await == 503 }).await);
+    a.send(json!({"type":"publish","room":"r","data":1,"id":"p"}))
+        .await;
+    let e = a.until("error").await;
+    assert_eq!(e["code"], "broker_unavailable");
+    assert_eq!(e["id"], "p");
+    // Redis comes back empty: the room's stream is gone, so the member is told (closed with
+    // 1011 to resume), never left silently on a dead stream.
+    redis.restart();
+    assert!(eventually(|| async { http_status(addr, "/readyz").await == 200 }).await);
+    assert_eq!(a.expect_close().await, 1011);
+    let (mut b, _) = Client::connect(addr, "b").await;
+    let j = b.join_room("r").await;
+    assert_eq!(j["seq"], 1, "a fresh stream with a new epoch");
+}
+
+#[tokio::test]
+async fn unreachable_redis_at_start_is_a_clear_error_after_retries() {
+    let port = free_port();
+    let started = std::time::Instant::now();
+    let r = holdfast_redis::connect_with_retry(
+        &format!("redis://127.0.0.1:{port}/"),
+        "t",
+        std::time::Duration::from_millis(700),
+    )
+    .await;
+    let e = r.err().expect("no Redis there");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "it retried"
+    );
+    assert!(!e.to_string().is_empty());
+}
+
+trait JoinExt {
+    async fn join_room(&mut self, room: &str) -> serde_json::Value;
+}
+
+impl JoinExt for Client {
+    async fn join_room(&mut self, room: &str) -> serde_json::Value {
+        self.send(json!({"type":"join","room":room})).await;
+        self.expect("joined").await
+    }
+}
