@@ -27,6 +27,9 @@ pub trait NodeSink: Send + Sync {
     fn close_user(&self, user: &str, session: Option<&str>, code: CloseCode);
     /// Queues a directed frame to this node's session of `user`; false when there is none.
     fn deliver_direct(&self, user: &str, text: Utf8Bytes) -> bool;
+    /// `(user, session id)` of every session registered on this node, so a broker that may have
+    /// missed kicks (after an outage) can check who still owns each user.
+    fn sessions(&self) -> Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>;
 }
 
 /// The cross-node seam of a gateway.

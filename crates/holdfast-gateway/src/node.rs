@@ -194,6 +194,14 @@ impl NodeSink for NodeInner {
         }
     }
 
+    fn sessions(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        self.registry
+            .sessions()
+            .into_iter()
+            .map(|s| (s.user.clone(), s.id.clone()))
+            .collect()
+    }
+
     fn deliver_direct(&self, user: &str, text: Utf8Bytes) -> bool {
         match self.registry.get(user) {
             Some(s) => s.enqueue(text, None),

@@ -531,9 +531,11 @@ impl RedisRooms {
         }
     }
 
-    /// After the pub/sub connection came back: check each room's epoch and fetch what was
-    /// published meanwhile.
+    /// After the pub/sub connection came back: close local sessions whose user was claimed by
+    /// a newer connection meanwhile (the kick may have been lost), check each room's epoch and
+    /// fetch what was published meanwhile.
     async fn resync_all(&self) {
+        self.fence_sessions().await;
         let rooms: Vec<(String, Option<String>, Option<u64>)> = self
             .mirror()
             .iter()
@@ -556,6 +558,28 @@ impl RedisRooms {
             }
             if let Some(d) = delivered {
                 self.fetch(&room, d + 1, u64::MAX).await;
+            }
+        }
+    }
+
+    /// Closes local sessions that no longer own their user in Redis.
+    async fn fence_sessions(&self) {
+        let Some(sink) = self.shared.sink.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let sessions = sink.sessions();
+        for chunk in sessions.chunks(512) {
+            let mut pipe = redis::pipe();
+            for (user, _) in chunk {
+                pipe.cmd("HGET").arg(self.shared.user_key(user)).arg("s");
+            }
+            let mut conn = self.shared.conn.clone();
+            let owners: redis::RedisResult<Vec<Option<String>>> = pipe.query_async(&mut conn).await;
+            let Ok(owners) = owners else { return };
+            for ((user, session), owner) in chunk.iter().zip(owners) {
+                if owner.is_some_and(|o| *o != **session) {
+                    sink.close_user(user, Some(session), CloseCode::Replaced);
+                }
             }
         }
     }

@@ -268,3 +268,36 @@ impl JoinExt for Client {
         self.expect("joined").await
     }
 }
+
+#[tokio::test]
+async fn a_kick_lost_during_an_outage_is_applied_after_reconnecting() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut u, w) = Client::connect(n0.local_addr(), "u").await;
+    let session = w["session_id"].as_str().unwrap().to_owned();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let owner: Option<String> = redis::cmd("HGET")
+        .arg("t:u:{u}")
+        .arg("s")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(owner.as_deref(), Some(session.as_str()));
+    // A newer connection elsewhere claimed the user, and its kick never reached this node.
+    let _: () = redis::cmd("HSET")
+        .arg("t:u:{u}")
+        .arg("s")
+        .arg("elsewhere-1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(u.expect_close().await, 4000);
+}
