@@ -293,9 +293,7 @@ async fn drive(
                 break CloseCode::GoingAway;
             }
             _ = expiry => break CloseCode::TokenExpired,
-            out = session.rx.recv() => {
-                let Some(out) = out else { break CloseCode::InternalError };
-                session.handle.dequeued(out.text.len());
+            out = handle.next() => {
                 if let Some(t) = out.emitted {
                     inner.metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
                 }
@@ -319,8 +317,7 @@ async fn drive(
         }
     };
     // Frames already queued before the close are still handed to the client.
-    while let Ok(out) = session.rx.try_recv() {
-        session.handle.dequeued(out.text.len());
+    while let Some(out) = handle.try_pop() {
         push(fs, out.text, capacity);
     }
     close_outbox(fs, code);

@@ -158,7 +158,9 @@ async fn ws_upgrade(
     let tracker_token = node.inner.drain.tracker().token();
     let session_node = node.clone();
     upgrade
-        .read_buffer_size(4 * 1024)
+        // Small: it is allocated for every connection, idle or not, and grows on demand for a
+        // larger frame. Client frames are mostly a few hundred bytes.
+        .read_buffer_size(512)
         .write_buffer_size(write_buffer)
         .max_write_buffer_size(max_write)
         .max_message_size(max)

@@ -1,14 +1,14 @@
 //! The connection registry: user → live session, with single-socket enforcement, and the
 //! [`SessionHandle`] through which everything else reaches a session.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use holdfast_protocol::CloseCode;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
@@ -21,6 +21,18 @@ pub struct Outbound {
     pub emitted: Option<Instant>,
 }
 
+/// The frames waiting for a session's task.
+#[derive(Debug, Default)]
+struct Queue {
+    /// Oldest first. A `VecDeque` that allocates only while frames wait and is released once
+    /// drained, so an idle session holds no queue memory.
+    items: VecDeque<Outbound>,
+    /// Bytes of the queued frames.
+    bytes: usize,
+    /// Set when the session task has finished: nothing more is accepted.
+    closed: bool,
+}
+
 /// The part of a session that other tasks may touch: its identity, its bounded outbound queue
 /// and its close signal. The session task owns the socket; nobody else writes to it.
 #[derive(Debug)]
@@ -29,11 +41,13 @@ pub struct SessionHandle {
     pub id: Arc<str>,
     /// The authenticated user.
     pub user: Arc<str>,
-    /// Bounded queue to the session task: fan-out `try_send`s and never waits on a client.
-    tx: mpsc::Sender<Outbound>,
-    /// Bytes currently queued, bounded by `limits.send_queue_bytes`; atomic because producers
-    /// on many tasks add while the session task subtracts.
-    queued_bytes: AtomicUsize,
+    /// Bounded outbound queue: fan-out pushes without waiting and never waits on a client. A
+    /// std mutex held for one push or pop, never across an await.
+    queue: Mutex<Queue>,
+    /// Wakes the session task when frames are queued (a stored permit, so no wake is lost).
+    ready: Notify,
+    /// Message bound of the queue.
+    max_messages: usize,
     /// Byte bound of the queue.
     max_queued_bytes: usize,
     /// Set with the first close request: from then on nothing more is queued, so a session that
@@ -48,27 +62,30 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// A handle and the receiving end of its queue.
+    /// A handle with an empty queue bounded by `queue_messages` and `max_queued_bytes`.
     pub fn new(
         id: Arc<str>,
         user: Arc<str>,
         queue_messages: usize,
         max_queued_bytes: usize,
         metrics: Arc<Metrics>,
-    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue_messages.max(1));
-        let handle = Arc::new(SessionHandle {
+    ) -> Arc<SessionHandle> {
+        Arc::new(SessionHandle {
             id,
             user,
-            tx,
-            queued_bytes: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            max_messages: queue_messages.max(1),
             max_queued_bytes,
             closing: AtomicBool::new(false),
             close: Mutex::new(None),
             close_notify: Notify::new(),
             metrics,
-        });
-        (handle, rx)
+        })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a frame without waiting. A full queue (by count or bytes) closes the session with
@@ -80,36 +97,59 @@ impl SessionHandle {
             return false;
         }
         let len = text.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before + len > self.max_queued_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let mut q = self.queue();
+        if q.closed {
+            drop(q);
+            self.metrics.messages_failed.inc();
+            return false;
+        }
+        if q.items.len() >= self.max_messages || q.bytes + len > self.max_queued_bytes {
+            drop(q);
             self.metrics.messages_failed.inc();
             self.close(CloseCode::SlowConsumer);
             return false;
         }
-        match self.tx.try_send(Outbound { text, emitted }) {
-            Ok(()) => {
-                self.metrics.send_buffer_bytes.add(len as i64);
-                true
+        q.items.push_back(Outbound { text, emitted });
+        q.bytes += len;
+        drop(q);
+        self.metrics.send_buffer_bytes.add(len as i64);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Takes the oldest queued frame, if any.
+    pub fn try_pop(&self) -> Option<Outbound> {
+        let mut q = self.queue();
+        let out = q.items.pop_front()?;
+        q.bytes -= out.text.len();
+        if q.items.is_empty() {
+            // Drained: give the memory back, so idle sessions hold no queue allocation.
+            q.items = VecDeque::new();
+        }
+        drop(q);
+        self.metrics.send_buffer_bytes.sub(out.text.len() as i64);
+        Some(out)
+    }
+
+    /// Waits for the next queued frame.
+    pub async fn next(&self) -> Outbound {
+        loop {
+            if let Some(out) = self.try_pop() {
+                return out;
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                self.metrics.messages_failed.inc();
-                self.close(CloseCode::SlowConsumer);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                self.metrics.messages_failed.inc();
-                false
-            }
+            self.ready.notified().await;
         }
     }
 
-    /// Called by the session task for each frame it takes off the queue.
-    pub fn dequeued(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        self.metrics.send_buffer_bytes.sub(len as i64);
+    /// Stops accepting frames and discards what is still queued (the session ended).
+    pub fn shut_queue(&self) {
+        let mut q = self.queue();
+        q.closed = true;
+        let bytes = q.bytes;
+        q.items = VecDeque::new();
+        q.bytes = 0;
+        drop(q);
+        self.metrics.send_buffer_bytes.sub(bytes as i64);
     }
 
     /// Asks the session to close with `code`. The first reason wins.
@@ -136,11 +176,6 @@ impl SessionHandle {
             }
             self.close_notify.notified().await;
         }
-    }
-
-    /// Whether the session task has gone (its queue receiver dropped).
-    pub fn is_gone(&self) -> bool {
-        self.tx.is_closed()
     }
 }
 

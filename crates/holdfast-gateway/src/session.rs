@@ -6,7 +6,6 @@
 //! Writes are raced against the close signal and the drain, so a client that stopped reading
 //! cannot pin its task.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,14 +15,38 @@ use holdfast_protocol::{
     parse_client_frame, Ack, ClientFrame, CloseCode, Direct, ErrorCode, ErrorFrame, Ping,
     ReconnectionFailed, Refreshed, ServerFrame, ServerShutdown, Welcome, PROTOCOL_VERSION,
 };
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, MissedTickBehavior};
+use tokio::time::sleep_until;
 
 use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
 use crate::node::{Admission, Node};
 use crate::registry::{Outbound, SessionHandle};
 use crate::room::{encode, RoomError};
 use crate::store::{Membership, Resume};
+
+/// The rooms of one session.
+#[derive(Default)]
+struct Rooms(Vec<Membership>);
+
+impl Rooms {
+    fn get(&self, room: &str) -> Option<&Membership> {
+        self.0.iter().find(|m| &*m.room == room)
+    }
+    fn contains_key(&self, room: &str) -> bool {
+        self.get(room).is_some()
+    }
+    fn remove(&mut self, room: &str) -> Option<Membership> {
+        let i = self.0.iter().position(|m| &*m.room == room)?;
+        Some(self.0.swap_remove(i))
+    }
+    fn insert(&mut self, _room: Arc<str>, m: Membership) {
+        // Most sessions are in one or two rooms: grow one slot at a time.
+        self.0.reserve_exact(1);
+        self.0.push(m);
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 /// Most frames written per flush.
 const MAX_BATCH: usize = 64;
@@ -86,12 +109,17 @@ pub(crate) async fn run(
     let metrics = node.inner.metrics.clone();
     metrics.connections_opened.inc();
     metrics.connections_active.inc();
+    // The phases are boxed so the task keeps only the state of the phase it is in: an idle
+    // session's task stays small.
     let code = match pre_auth {
         Some(c) => Ok(c),
-        None => authenticate(&node, &mut ws).await,
+        None => Box::pin(authenticate(&node, &mut ws)).await,
     };
     let code = match code {
-        Ok(claims) => Session::start(node, claims).await.run(&mut ws).await,
+        Ok(claims) => {
+            let session = Box::pin(Session::start(node, claims)).await;
+            Box::pin(session.run(&mut ws)).await
+        }
         Err(code) => code,
     };
     drop(admission);
@@ -210,11 +238,9 @@ pub(crate) struct Session {
     node: Node,
     /// What other tasks see of this session.
     pub(crate) handle: Arc<SessionHandle>,
-    /// The receiving end of the bounded outbound queue.
-    pub(crate) rx: mpsc::Receiver<Outbound>,
-    /// Rooms this session is in: name → (room, player id). Bounded by
-    /// `limits.max_rooms_per_session`.
-    rooms: HashMap<Arc<str>, Membership>,
+    /// Rooms this session is in, bounded by `limits.max_rooms_per_session` (a short list: a
+    /// scan is cheaper than a map and holds less memory per session).
+    rooms: Rooms,
     /// Inbound rate limit.
     bucket: TokenBucket,
     /// Consecutive rate-limited frames.
@@ -229,7 +255,7 @@ impl Session {
     pub(crate) async fn start(node: Node, claims: Claims) -> Session {
         let inner = &node.inner;
         let limits = &inner.config.limits;
-        let (handle, rx) = SessionHandle::new(
+        let handle = SessionHandle::new(
             node.next_session_id(),
             claims.sub.as_str().into(),
             limits.send_queue_messages,
@@ -262,9 +288,8 @@ impl Session {
             bucket: TokenBucket::new(limits.rate_limit_per_sec, limits.rate_limit_burst),
             strikes: 0,
             expiry: expiry_instant(claims.exp),
-            rooms: HashMap::new(),
+            rooms: Rooms::default(),
             handle,
-            rx,
             node,
         }
     }
@@ -275,43 +300,52 @@ impl Session {
         let hb = &inner.config.heartbeat;
         let ping_every = Duration::from_millis(hb.ping_interval_ms);
         let pong_timeout = Duration::from_millis(hb.pong_timeout_ms);
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut ping_sent: Option<Instant> = None;
+        // One timer serves the ping cadence, the pong deadline and the token expiry, so an idle
+        // session holds no timer allocation of its own.
+        let mut next_ping = tokio::time::Instant::now() + ping_every;
+        let mut ping_sent: Option<tokio::time::Instant> = None;
         let handle = self.handle.clone();
         let ending = loop {
-            let expiry = sleep_until(self.expiry);
+            let timer = match ping_sent {
+                Some(sent) => sent + pong_timeout,
+                None => next_ping,
+            }
+            .min(self.expiry);
             tokio::select! {
                 biased;
                 code = handle.closed() => break Ending::Close(code),
                 _ = inner.drain.token().cancelled() => break Ending::Drain,
-                _ = expiry => break Ending::Close(CloseCode::TokenExpired),
-                out = self.rx.recv() => {
-                    let Some(out) = out else { break Ending::Close(CloseCode::InternalError) };
+                out = handle.next() => {
+                    // Boxed: the write state exists only while a batch is being written.
+                    let write = Box::pin(write_batch(ws, out, &handle, &inner.metrics));
                     tokio::select! {
-                        r = write_batch(ws, &mut self.rx, out, &handle, &inner.metrics) => {
+                        r = write => {
                             if r.is_err() { break Ending::Lost }
                         }
                         code = handle.closed() => break Ending::Close(code),
                         _ = inner.drain.token().cancelled() => break Ending::Drain,
                     }
                 }
-                _ = ping.tick() => {
+                _ = sleep_until(timer) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= self.expiry {
+                        break Ending::Close(CloseCode::TokenExpired);
+                    }
                     match ping_sent {
-                        Some(sent) if sent.elapsed() >= pong_timeout => {
+                        Some(sent) if now >= sent + pong_timeout => {
                             break Ending::Close(CloseCode::HeartbeatTimeout);
                         }
                         Some(_) => {}
-                        None => {
-                            ping_sent = Some(Instant::now());
-                            let send = ws.send(Message::Ping(bytes::Bytes::new()));
+                        None if now >= next_ping => {
+                            ping_sent = Some(now);
+                            let send = Box::pin(ws.send(Message::Ping(bytes::Bytes::new())));
                             tokio::select! {
                                 r = send => if r.is_err() { break Ending::Lost },
                                 code = handle.closed() => break Ending::Close(code),
                                 _ = inner.drain.token().cancelled() => break Ending::Drain,
                             }
                         }
+                        None => {}
                     }
                 }
                 msg = ws.recv() => match msg {
@@ -323,7 +357,8 @@ impl Session {
                         break Ending::Lost;
                     }
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(code) = self.on_text(&text).await {
+                        // Boxed for the same reason: frame handling state is transient.
+                        if let Some(code) = Box::pin(self.on_text(&text)).await {
                             break Ending::Close(code);
                         }
                     }
@@ -334,6 +369,7 @@ impl Session {
                     Some(Ok(Message::Pong(_))) => {
                         if let Some(sent) = ping_sent.take() {
                             inner.metrics.heartbeat_rtt.observe(sent.elapsed().as_secs_f64());
+                            next_ping = sent + ping_every;
                         }
                     }
                     Some(Ok(Message::Ping(_))) => {}
@@ -343,27 +379,30 @@ impl Session {
                 }
             }
         };
-        let code = match ending {
-            Ending::Close(code) => {
-                close_with(ws, code).await;
-                code.code()
+        let code = Box::pin(async {
+            match ending {
+                Ending::Close(code) => {
+                    close_with(ws, code).await;
+                    code.code()
+                }
+                Ending::Drain => {
+                    let notice = ServerFrame::ServerShutdown(ServerShutdown {
+                        reason: "node draining".into(),
+                        reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
+                    });
+                    write_now(ws, &notice).await;
+                    close_with(ws, CloseCode::GoingAway).await;
+                    CloseCode::GoingAway.code()
+                }
+                Ending::ClientClosed(code) => {
+                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.flush()).await;
+                    code
+                }
+                Ending::Lost => 1006,
             }
-            Ending::Drain => {
-                let notice = ServerFrame::ServerShutdown(ServerShutdown {
-                    reason: "node draining".into(),
-                    reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
-                });
-                write_now(ws, &notice).await;
-                close_with(ws, CloseCode::GoingAway).await;
-                CloseCode::GoingAway.code()
-            }
-            Ending::ClientClosed(code) => {
-                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.flush()).await;
-                code
-            }
-            Ending::Lost => 1006,
-        };
-        self.finish().await;
+        })
+        .await;
+        Box::pin(self.finish()).await;
         tracing::debug!(session = %handle.id, code, "session ended");
         code
     }
@@ -372,7 +411,7 @@ impl Session {
     /// whatever was still queued.
     pub(crate) async fn finish(mut self) {
         let inner = self.node.inner.clone();
-        for (_, m) in self.rooms.drain() {
+        for m in self.rooms.0.drain(..) {
             inner.store.disconnect(&m, &self.handle).await;
         }
         if inner.registry.remove(&self.handle) {
@@ -380,10 +419,7 @@ impl Session {
                 .broker
                 .release_user(&inner.id, &self.handle.user, &self.handle.id);
         }
-        self.rx.close();
-        while let Ok(out) = self.rx.try_recv() {
-            self.handle.dequeued(out.text.len());
-        }
+        self.handle.shut_queue();
     }
 
     fn reply(&self, frame: &ServerFrame) {
@@ -589,31 +625,29 @@ impl Session {
 /// Writes `first` and whatever else is queued (up to [`MAX_BATCH`]) with a single flush.
 async fn write_batch(
     ws: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Outbound>,
     first: Outbound,
     handle: &SessionHandle,
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), axum::Error> {
-    let mut emitted: [Option<Instant>; MAX_BATCH] = [None; MAX_BATCH];
-    let mut n = 0;
+    let mut n = 0u64;
     let mut out = first;
     loop {
-        handle.dequeued(out.text.len());
-        emitted[n] = out.emitted;
+        // Fan-out lag is taken as the frame goes to the socket's write buffer; the flush below
+        // follows within the same batch.
+        if let Some(t) = out.emitted {
+            metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
+        }
         ws.feed(Message::Text(out.text)).await?;
         n += 1;
-        if n >= MAX_BATCH {
+        if n >= MAX_BATCH as u64 {
             break;
         }
-        match rx.try_recv() {
-            Ok(next) => out = next,
-            Err(_) => break,
+        match handle.try_pop() {
+            Some(next) => out = next,
+            None => break,
         }
     }
     ws.flush().await?;
-    metrics.messages_sent.inc_by(n as u64);
-    for t in emitted.iter().take(n).flatten() {
-        metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
-    }
+    metrics.messages_sent.inc_by(n);
     Ok(())
 }
