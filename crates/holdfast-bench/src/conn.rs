@@ -101,9 +101,25 @@ pub struct Dialer {
     pub target: Target,
     /// Where to connect.
     pub endpoint: Endpoint,
+    /// More nodes of the same cluster: each user connects to one of `endpoint` and these.
+    pub extra: Vec<Endpoint>,
 }
 
 impl Dialer {
+    /// The node a user connects to: spread by a hash of the user id.
+    fn pick(&self, user: &str) -> &Endpoint {
+        if self.extra.is_empty() {
+            return &self.endpoint;
+        }
+        let h = user
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        match (h % (self.extra.len() as u64 + 1)) as usize {
+            0 => &self.endpoint,
+            i => &self.extra[i - 1],
+        }
+    }
+
     /// Opens a connection from `source` as `user` (with `token`) and joins `room`.
     pub async fn open(
         &self,
@@ -113,7 +129,9 @@ impl Dialer {
         room: &str,
     ) -> anyhow::Result<(Ws, Membership)> {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let mut ws = self.upgrade(source, room, token, deadline).await?;
+        let mut ws = self
+            .upgrade(self.pick(user), source, room, token, deadline)
+            .await?;
         let membership = match self.target {
             Target::Holdfast => {
                 let welcome = expect_frame(&mut ws, deadline, "welcome").await?;
@@ -150,7 +168,9 @@ impl Dialer {
         last_sequence: u64,
     ) -> anyhow::Result<(Ws, Envelope)> {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let mut ws = self.upgrade(source, room, token, deadline).await?;
+        let mut ws = self
+            .upgrade(self.pick(player_id), source, room, token, deadline)
+            .await?;
         expect_frame(&mut ws, deadline, "welcome").await?;
         let frame = serde_json::json!({
             "type": "reconnect",
@@ -166,14 +186,15 @@ impl Dialer {
 
     async fn upgrade(
         &self,
+        endpoint: &Endpoint,
         source: Ipv4Addr,
         room: &str,
         token: &str,
         deadline: Instant,
     ) -> anyhow::Result<Ws> {
-        let url = self.target.connect_url(&self.endpoint, room, token);
+        let url = self.target.connect_url(endpoint, room, token);
         let open = async {
-            let tcp = connect_from(source, self.endpoint.socket_addr())
+            let tcp = connect_from(source, endpoint.socket_addr())
                 .await
                 .context("tcp connect")?;
             let (ws, _) =

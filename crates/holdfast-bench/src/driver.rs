@@ -34,6 +34,8 @@ pub struct Plan {
     pub target: Target,
     /// Where the server listens.
     pub endpoint: Endpoint,
+    /// Other nodes of the same cluster; connections are spread over all of them.
+    pub extra_endpoints: Vec<Endpoint>,
     /// Shared secret for Holdfast tokens.
     pub secret: String,
     /// Free-form label stored in the result.
@@ -88,6 +90,7 @@ impl Plan {
                     scenario: self.scenario,
                     target: self.target,
                     endpoint: self.endpoint.clone(),
+                    extra_endpoints: self.extra_endpoints.clone(),
                     secret: self.secret.clone(),
                     run_tag: run_tag.to_owned(),
                     index: p,
@@ -442,6 +445,7 @@ mod tests {
             scenario,
             target: Target::Holdfast,
             endpoint: "ws://127.0.0.1:1/ws".parse().unwrap(),
+            extra_endpoints: Vec::new(),
             secret: "s".into(),
             label: String::new(),
             connections,

@@ -60,6 +60,9 @@ pub struct ShareSpec {
     pub target: Target,
     /// Where the server listens (validated loopback).
     pub endpoint: Endpoint,
+    /// Other nodes of the same cluster (validated loopback).
+    #[serde(default)]
+    pub extra_endpoints: Vec<Endpoint>,
     /// Shared secret for Holdfast tokens.
     pub secret: String,
     /// Tag making this run's user and room names unique.
@@ -379,6 +382,7 @@ async fn drive(
         dialer: Dialer {
             target: spec.target,
             endpoint: spec.endpoint.clone(),
+            extra: spec.extra_endpoints.clone(),
         },
         minter: TokenMinter::new(&spec.secret, Duration::from_secs(24 * 3600)),
         sources: SourceAddrs::loopback(spec.source_addrs),
@@ -1002,6 +1006,7 @@ mod tests {
             scenario: Scenario::Fanout,
             target: Target::Holdfast,
             endpoint: "ws://127.0.0.1:1/ws".parse().unwrap(),
+            extra_endpoints: Vec::new(),
             secret: "s".into(),
             run_tag: "t".into(),
             index: 0,

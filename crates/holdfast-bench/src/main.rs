@@ -78,6 +78,10 @@ struct LoadArgs {
     /// WebSocket URL of the server (loopback only); defaults to the target's usual port.
     #[arg(long)]
     url: Option<String>,
+    /// More nodes of the same cluster (loopback only): connections are spread over `--url` and
+    /// these by user, so one room's members sit on several nodes.
+    #[arg(long = "also-url")]
+    also_url: Vec<String>,
     /// Shared HMAC secret used to sign tokens (Holdfast).
     #[arg(
         long,
@@ -162,6 +166,11 @@ fn defaults(scenario: Scenario) -> (usize, usize, f64, f64) {
 fn plan(scenario: Scenario, a: &LoadArgs) -> anyhow::Result<Plan> {
     let url = a.url.as_deref().unwrap_or(a.target.default_url());
     let endpoint: Endpoint = url.parse()?;
+    let extra_endpoints = a
+        .also_url
+        .iter()
+        .map(|u| u.parse::<Endpoint>())
+        .collect::<Result<Vec<_>, _>>()?;
     if scenario == Scenario::Storm && !a.target.resumes() {
         bail!("storm needs a server that resumes sessions; only --target holdfast does");
     }
@@ -186,6 +195,7 @@ fn plan(scenario: Scenario, a: &LoadArgs) -> anyhow::Result<Plan> {
         scenario,
         target: a.target,
         endpoint,
+        extra_endpoints,
         secret: a.secret.clone(),
         label: a.label.clone(),
         connections,

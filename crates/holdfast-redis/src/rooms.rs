@@ -153,13 +153,13 @@ impl LocalRoom {
     fn add_sub(&mut self, session: Arc<SessionHandle>, player: Arc<str>, seq: u64) -> bool {
         match self.delivered {
             None => {
-                self.delivered = Some(seq);
+                // No message has arrived since the subscription yet: this member's messages
+                // start after `seq`, and the first arrival sets the mirror's position.
                 self.subs.push(Sub {
                     session,
                     player,
                     after: seq,
                 });
-                self.drain_early();
                 true
             }
             Some(d) if d > seq => {
@@ -187,6 +187,36 @@ impl LocalRoom {
                     after: seq,
                 });
                 true
+            }
+        }
+    }
+
+    /// Takes one message of the stream: delivers it when it is next, holds it otherwise.
+    /// Returns the range to fetch from the history when a jump was seen.
+    fn receive(&mut self, seq: u64, held: Held) -> Option<(u64, u64)> {
+        if self.delivered.is_none() {
+            // The first message since subscribing: every later one will arrive (pub/sub keeps
+            // order), and every member placed here so far starts at or after the earliest
+            // `after`. Start just before whichever comes first; a jump is fetched below.
+            let earliest = self.subs.iter().map(|s| s.after).min().unwrap_or(seq - 1);
+            self.delivered = Some(earliest.min(seq - 1));
+        }
+        match self.delivered {
+            None => None,
+            Some(d) if seq <= d => None,
+            Some(d) if seq == d + 1 => {
+                self.fanout(seq, held);
+                self.drain_early();
+                None
+            }
+            Some(d) => {
+                self.hold(seq, held);
+                if self.fetching {
+                    None
+                } else {
+                    self.fetching = true;
+                    Some((d + 1, seq - 1))
+                }
             }
         }
     }
@@ -458,26 +488,9 @@ impl RedisRooms {
                 _ => {}
             }
         }
-        match lr.delivered {
-            None => {
-                lr.hold(seq, held);
-                After::Nothing
-            }
-            Some(d) if seq <= d => After::Nothing,
-            Some(d) if seq == d + 1 => {
-                lr.fanout(seq, held);
-                lr.drain_early();
-                After::Nothing
-            }
-            Some(d) => {
-                lr.hold(seq, held);
-                if lr.fetching {
-                    After::Nothing
-                } else {
-                    lr.fetching = true;
-                    After::Fetch(room.to_owned(), d + 1, seq - 1)
-                }
-            }
+        match lr.receive(seq, held) {
+            Some((from, to)) => After::Fetch(room.to_owned(), from, to),
+            None => After::Nothing,
         }
     }
 
@@ -1086,5 +1099,73 @@ impl RedisRooms {
                 session.enqueue(ack, None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use holdfast_gateway::metrics::Metrics;
+
+    fn session(id: &str) -> Arc<SessionHandle> {
+        SessionHandle::new(
+            id.into(),
+            id.into(),
+            1024,
+            1 << 20,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn held(seq: u64) -> Held {
+        Held {
+            kick: None,
+            text: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+        }
+    }
+
+    fn drained(s: &SessionHandle) -> Vec<String> {
+        std::iter::from_fn(|| s.try_pop().map(|o| o.text.to_string())).collect()
+    }
+
+    /// Joins whose scripts returned in one order may be placed in the other; nobody misses a
+    /// message after its own position, whatever has or has not arrived yet.
+    #[test]
+    fn members_placed_out_of_order_each_get_everything_after_their_position() {
+        let mut lr = LocalRoom::default();
+        let (x, y) = (session("x"), session("y"));
+        // y's join (seq 10) is placed before x's (seq 5); nothing has arrived yet.
+        assert!(lr.add_sub(y.clone(), "py".into(), 10));
+        assert!(lr.add_sub(x.clone(), "px".into(), 5));
+        for seq in 6..=12 {
+            assert_eq!(lr.receive(seq, held(seq)), None);
+        }
+        let want = |r: std::ops::RangeInclusive<u64>| -> Vec<String> {
+            r.map(|s| format!("{{\"seq\":{s}}}")).collect()
+        };
+        assert_eq!(drained(&x), want(6..=12));
+        assert_eq!(drained(&y), want(11..=12));
+        // A member placed after messages arrived catches up from the recent ones.
+        let z = session("z");
+        assert!(lr.add_sub(z.clone(), "pz".into(), 9));
+        assert_eq!(drained(&z), want(10..=12));
+    }
+
+    #[test]
+    fn a_jump_asks_for_the_missing_range_and_holds_what_came_early() {
+        let mut lr = LocalRoom::default();
+        let x = session("x");
+        assert!(lr.add_sub(x.clone(), "px".into(), 1));
+        assert_eq!(lr.receive(2, held(2)), None);
+        assert_eq!(lr.receive(5, held(5)), Some((3, 4)));
+        assert_eq!(drained(&x).len(), 1);
+        lr.fetching = false;
+        assert_eq!(lr.receive(3, held(3)), None);
+        assert_eq!(lr.receive(4, held(4)), None);
+        assert_eq!(
+            drained(&x),
+            vec!["{\"seq\":3}", "{\"seq\":4}", "{\"seq\":5}"]
+        );
     }
 }

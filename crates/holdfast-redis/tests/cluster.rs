@@ -301,3 +301,93 @@ async fn a_kick_lost_during_an_outage_is_applied_after_reconnecting() {
         .unwrap();
     assert_eq!(u.expect_close().await, 4000);
 }
+
+#[tokio::test]
+async fn many_members_joining_one_room_at_once_all_get_their_place() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let n1 = node(&redis, config("n1")).await;
+    // Everyone connects first, then all joins go out at once, so many joins of the same room
+    // are in flight on one node together.
+    let mut clients = Vec::new();
+    for i in 0..120 {
+        let addr = if i % 4 == 0 {
+            n1.local_addr()
+        } else {
+            n0.local_addr()
+        };
+        clients.push(Client::connect(addr, &format!("u{i}")).await.0);
+    }
+    for c in clients.iter_mut() {
+        c.send(json!({"type":"join","room":"crowd"})).await;
+    }
+    let mut placed = Vec::new();
+    for mut c in clients {
+        let j = c.expect("joined").await;
+        placed.push((c, j["seq"].as_u64().unwrap()));
+    }
+    let mut clients = placed;
+    let (publisher, _) = &mut clients[0];
+    publisher
+        .send(json!({"type":"publish","room":"crowd","data":"all here?"}))
+        .await;
+    // Every member sees every room message after its own join, in order, then the event.
+    for (c, joined_at) in clients.iter_mut() {
+        let mut expect = *joined_at + 1;
+        loop {
+            let v = c.recv().await;
+            let seq = v["seq"].as_u64().unwrap();
+            assert_eq!(seq, expect, "gapless after joining: {v}");
+            expect += 1;
+            if v["type"] == "event" {
+                assert_eq!(v["data"], "all here?");
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_publish_costs_one_redis_round_trip() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut a, _) = Client::connect(n0.local_addr(), "a").await;
+    a.join_room("r").await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        a.send(json!({"type":"publish","room":"r","data":i,"id":format!("m{i}")}))
+            .await;
+        a.expect("event").await;
+        a.expect("ack").await;
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Successful calls of a command issued by clients (commands run inside scripts are counted
+    // under their own names, so only the script commands are looked at).
+    let calls = |name: &str| -> u64 {
+        let Some(line) = info
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+        else {
+            return 0;
+        };
+        let field = |key: &str| -> u64 {
+            line.split([':', ','])
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        field("calls") - field("failed_calls")
+    };
+    // One script per publish, and the publish path issues nothing else of its own.
+    assert_eq!(calls("evalsha") + calls("eval"), 100, "{info}");
+}
