@@ -25,6 +25,7 @@ fn plan(scenario: Scenario, url: &str, connections: usize, group: usize) -> Plan
         scenario,
         target: Target::Tungstenite,
         endpoint: url.parse().unwrap(),
+        extra_endpoints: Vec::new(),
         secret: "unused".into(),
         label: "test".into(),
         connections,
