@@ -129,7 +129,7 @@ fn serve(mut cfg: Config) -> ExitCode {
         );
     }
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&cfg.server.listen).await {
+        let listener = match listen(&cfg.server.listen).await {
             Ok(l) => l,
             Err(e) => return fail(&format!("cannot listen on {}: {e}", cfg.server.listen)),
         };
@@ -165,6 +165,24 @@ fn serve(mut cfg: Config) -> ExitCode {
             Err(e) => fail(&e.to_string()),
         }
     })
+}
+
+/// Binds with a deep accept queue: when every client of a node reconnects at once (after a
+/// network blip or a neighbour's drain), the default of 1,024 overflows and late clients wait
+/// for the kernel's SYN retry.
+async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
 }
 
 fn init_logs(cfg: &Config) {
