@@ -32,6 +32,15 @@ pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
 }
 
+/// The serialised `ack` of a room operation (`seq` for a publish).
+pub fn ack_frame(id: String, room: &str, seq: Option<u64>) -> Utf8Bytes {
+    encode(&ServerFrame::Ack(Ack {
+        id,
+        room: Some(room.to_owned()),
+        seq,
+    }))
+}
+
 /// A refusal of a room operation: a stable code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomError {
@@ -503,12 +512,7 @@ impl Rooms {
         if let Some(id) = &id {
             if let Some(seq) = st.members[idx].dedupe.lookup(id) {
                 self.metrics.dedupe_hits.inc();
-                let ack = ServerFrame::Ack(Ack {
-                    id: id.clone(),
-                    room: Some(room.name.to_string()),
-                    seq: Some(seq),
-                });
-                session.enqueue(encode(&ack), None);
+                session.enqueue(ack_frame(id.clone(), &room.name, Some(seq)), None);
                 return Ok(());
             }
         }
@@ -532,12 +536,7 @@ impl Rooms {
             st.members[idx]
                 .dedupe
                 .insert(&id, seq, self.config.session.dedupe_window);
-            let ack = ServerFrame::Ack(Ack {
-                id,
-                room: Some(room.name.to_string()),
-                seq: Some(seq),
-            });
-            session.enqueue(encode(&ack), None);
+            session.enqueue(ack_frame(id, &room.name, Some(seq)), None);
         }
         Ok(())
     }
@@ -575,14 +574,7 @@ impl Rooms {
             st.emit_authority(&room.name, self, None);
         }
         if let Some(id) = id {
-            session.enqueue(
-                encode(&ServerFrame::Ack(Ack {
-                    id,
-                    room: Some(room.name.to_string()),
-                    seq: None,
-                })),
-                None,
-            );
+            session.enqueue(ack_frame(id, &room.name, None), None);
         }
         Ok(())
     }
@@ -613,14 +605,7 @@ impl Rooms {
             .map(|m| m.player_id.clone());
         st.emit_authority(&room.name, self, None);
         if let Some(id) = id {
-            session.enqueue(
-                encode(&ServerFrame::Ack(Ack {
-                    id,
-                    room: Some(room.name.to_string()),
-                    seq: None,
-                })),
-                None,
-            );
+            session.enqueue(ack_frame(id, &room.name, None), None);
         }
         Ok(())
     }

@@ -15,10 +15,10 @@ use futures_util::StreamExt;
 use holdfast_gateway::auth::unix_now_ms;
 use holdfast_gateway::registry::SessionHandle;
 use holdfast_gateway::replay::{hash_token, new_token};
-use holdfast_gateway::room::{encode, RoomError};
+use holdfast_gateway::room::{ack_frame, encode, RoomError};
 use holdfast_gateway::store::{BoxFuture, Membership, Resume, RoomStore, StoreContext};
 use holdfast_protocol::{
-    Ack, CloseCode, ErrorCode, Event, Gap, Joined, Left, Member, Reconnected, ServerFrame,
+    CloseCode, ErrorCode, Event, Gap, Joined, Left, Member, Reconnected, ServerFrame,
 };
 use redis::Value as RValue;
 use serde_json::Value;
@@ -898,11 +898,7 @@ impl RoomStore for RedisRooms {
                 ctx.metrics.dedupe_hits.inc();
             }
             if let Some(id) = id {
-                let ack = encode(&ServerFrame::Ack(Ack {
-                    id,
-                    room: Some(m.room.to_string()),
-                    seq: Some(seq),
-                }));
+                let ack = ack_frame(id, &m.room, Some(seq));
                 let mut mirror = self.mirror();
                 match mirror.get_mut(&*m.room) {
                     Some(lr) if !dup && lr.delivered.is_none_or(|d| d < seq) => {
@@ -1085,11 +1081,7 @@ impl RedisRooms {
     /// emitted).
     fn ack_at(&self, m: &Membership, session: &Arc<SessionHandle>, id: Option<String>, seq: u64) {
         let Some(id) = id else { return };
-        let ack = encode(&ServerFrame::Ack(Ack {
-            id,
-            room: Some(m.room.to_string()),
-            seq: None,
-        }));
+        let ack = ack_frame(id, &m.room, None);
         let mut mirror = self.mirror();
         match mirror.get_mut(&*m.room) {
             Some(lr) if seq > 0 && lr.delivered.is_none_or(|d| d < seq) => {
