@@ -529,12 +529,66 @@ async fn drain_notifies_closes_1001_and_completes() {
 async fn drain_grace_expires_when_a_session_does_not_close() {
     let mut cfg = test_config();
     cfg.server.drain_timeout_secs = 1;
+    cfg.limits.send_queue_messages = 100_000;
+    cfg.limits.send_queue_bytes = 512 * 1024 * 1024;
+    cfg.limits.rate_limit_per_sec = 100_000;
+    cfg.limits.rate_limit_burst = 100_000;
     let gw = start(cfg).await;
     let addr = gw.local_addr();
-    // A client that never reads fills nothing, so its session closes promptly: drain completes.
-    let (_quiet, _) = Client::connect(addr, "quiet").await;
+    // A member that never reads: once its socket buffers are full, its session cannot even
+    // write the shutdown notice, so it outlives the grace period.
+    let (_stuck, _) = Client::connect(addr, "stuck").await;
+    let (mut publisher, _) = Client::connect(addr, "pub").await;
+    let mut stuck = _stuck;
+    stuck.join("r").await;
+    publisher.join("r").await;
+    let big = "z".repeat(60_000);
+    for _ in 0..400 {
+        publisher
+            .send(json!({"type":"publish","room":"r","data":big}))
+            .await;
+        // Keep the publisher's own socket drained (it receives its own events).
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(1), publisher.ws.next()).await
+        {}
+    }
+    // Let the fan-out fill the stuck member's socket.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
     let outcome = gw.shutdown().await;
-    assert_eq!(outcome, holdfast_gateway::DrainOutcome::Complete);
+    assert_eq!(outcome, holdfast_gateway::DrainOutcome::GraceExpired);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the wait is bounded"
+    );
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_no_request_is_dropped_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let mut cfg = test_config();
+    cfg.limits.handshake_timeout_ms = 200;
+    let gw = start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
+    // Half a request line, then silence.
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /ws HT")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("the server gives up within the timeout");
+    // Closed (0 bytes) or answered with an error status, but not left hanging.
+    if let Ok(n) = read {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            n == 0 || text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 4"),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]
