@@ -32,12 +32,6 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        if let Ok(p) = std::env::var("TEST_REDIS_PORT") {
-            return Redis {
-                port: p.parse().unwrap(),
-                child: None,
-            };
-        }
         let port = free_port();
         let mut r = Redis { port, child: None };
         r.spawn();
