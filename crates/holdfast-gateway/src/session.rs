@@ -38,7 +38,7 @@ impl Rooms {
         let i = self.0.iter().position(|m| &*m.room == room)?;
         Some(self.0.swap_remove(i))
     }
-    fn insert(&mut self, _room: Arc<str>, m: Membership) {
+    fn insert(&mut self, m: Membership) {
         // Most sessions are in one or two rooms: grow one slot at a time.
         self.0.reserve_exact(1);
         self.0.push(m);
@@ -489,7 +489,7 @@ impl Session {
                 } else {
                     match inner.store.join(&r.room, &self.handle, r.id.clone()).await {
                         Ok(m) => {
-                            self.rooms.insert(m.room.clone(), m);
+                            self.rooms.insert(m);
                         }
                         Err(e) => self.room_error(e, r.id),
                     }
@@ -590,7 +590,7 @@ impl Session {
                     };
                     match inner.store.reconnect(req, &self.handle).await {
                         Ok(m) => {
-                            self.rooms.insert(m.room.clone(), m);
+                            self.rooms.insert(m);
                         }
                         Err(e) => self.reply(&failed(e.code, e.message)),
                     }

@@ -203,10 +203,10 @@ pub async fn connect_with_retry(
             Ok(c) => return Ok(c),
             Err(e) => {
                 if tokio::time::Instant::now() + delay > deadline {
-                    tracing::error!(url = %redact(url), error = %e, "cannot reach Redis; giving up");
+                    tracing::error!(url = %redact_url(url), error = %e, "cannot reach Redis; giving up");
                     return Err(e);
                 }
-                tracing::error!(url = %redact(url), error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach Redis; retrying");
+                tracing::error!(url = %redact_url(url), error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach Redis; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -214,8 +214,8 @@ pub async fn connect_with_retry(
     }
 }
 
-/// The URL without its credentials, for logs.
-fn redact(url: &str) -> String {
+/// The URL with its credentials (`user:password@`) replaced, for logs and printed config.
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}(redacted)@{}", &url[..scheme + 3], &url[at + 1..])

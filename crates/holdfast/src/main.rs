@@ -139,7 +139,7 @@ fn serve(mut cfg: Config) -> ExitCode {
             holdfast_gateway::serve(cfg, listener, shutdown).await
         } else {
             let url = cfg.broker.url.clone();
-            let shown = settings::redact_url(&url);
+            let shown = holdfast_redis::redact_url(&url);
             let wait = Duration::from_secs(cfg.broker.connect_timeout_secs);
             let cluster = tokio::select! {
                 c = holdfast_redis::connect_with_retry(&url, &cfg.broker.key_prefix, wait) => c,

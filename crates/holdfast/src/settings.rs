@@ -37,18 +37,8 @@ pub fn render_redacted(cfg: &Config) -> Result<String, String> {
     } else {
         "(redacted)".into()
     };
-    shown.broker.url = redact_url(&shown.broker.url);
+    shown.broker.url = holdfast_redis::redact_url(&shown.broker.url);
     toml::to_string(&shown).map_err(|e| format!("cannot render the configuration: {e}"))
-}
-
-/// A URL with its credentials (`user:password@`) replaced.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}(redacted)@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// A random 256-bit secret, hex encoded, for development mode.
