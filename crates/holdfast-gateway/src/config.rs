@@ -175,6 +175,8 @@ pub struct ReconnectionConfig {
     pub window_secs: u64,
     /// Room-scoped messages kept per room for replay.
     pub event_buffer_size: usize,
+    /// Bytes of room messages kept per room for replay (the newest message is always kept).
+    pub event_buffer_bytes: usize,
     /// Give authority back to a resuming member that held it, when nobody took it meanwhile.
     pub restore_authority: bool,
     /// How often expired memberships and buffers are swept.
@@ -187,6 +189,7 @@ impl Default for ReconnectionConfig {
             enabled: true,
             window_secs: 300,
             event_buffer_size: 100,
+            event_buffer_bytes: 1 << 20,
             restore_authority: true,
             sweep_interval_ms: 1_000,
         }
@@ -346,6 +349,10 @@ impl Config {
         positive(
             "reconnection.event_buffer_size",
             self.reconnection.event_buffer_size as u64,
+        )?;
+        positive(
+            "reconnection.event_buffer_bytes",
+            self.reconnection.event_buffer_bytes as u64,
         )?;
         if self.reconnection.event_buffer_size > 100_000 {
             return Err(ConfigError {

@@ -6,9 +6,11 @@
 //! - [`node`]: one gateway node: the shared state of its listener, sessions and sweeper.
 //! - [`registry`]: user → live session, single-socket enforcement, and the session handle with
 //!   its bounded outbound queue.
-//! - [`room`]: members, authority, and the ordered per-room stream of messages.
-//! - [`store`]: where room state lives: this process, or a store shared by a cluster.
-//! - [`replay`]: the bounded replay ring, reconnection tokens, and the publish dedupe window.
+//! - [`room`]: members, authority, the ordered per-room stream, replay, presence and local
+//!   fan-out; the room rules are written once there, in [`room::rules`].
+//! - [`store`]: the room store contract, and the in-process backend.
+//! - [`tokens`]: reconnection tokens (only their hashes are stored).
+//! - [`dedupe`]: the per-member publish dedupe window.
 //! - [`session`]: the task that owns one WebSocket from authentication to close.
 //! - [`broker`]: the cross-node seam, with the embedded in-memory broker.
 //! - [`fallback`]: the SSE and long-polling transports, driving the same session core.
@@ -29,11 +31,12 @@ pub mod fallback;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod dedupe;
 pub mod registry;
-pub mod replay;
 pub mod room;
 mod session;
 pub mod store;
+pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -93,7 +96,7 @@ impl Gateway {
         config: Config,
         listener: TcpListener,
         broker: Arc<dyn Broker>,
-        store: Option<Arc<dyn store::RoomStore>>,
+        store: Option<Arc<dyn store::RoomBackend>>,
     ) -> Result<Gateway, StartError> {
         config.validate()?;
         if config.auth.hmac_secret.is_empty() {
@@ -146,7 +149,7 @@ pub async fn serve_with(
     config: Config,
     listener: TcpListener,
     broker: Arc<dyn Broker>,
-    store: Option<Arc<dyn store::RoomStore>>,
+    store: Option<Arc<dyn store::RoomBackend>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainOutcome, StartError> {
     let gateway = Gateway::start_with(config, listener, broker, store).await?;
@@ -167,9 +170,7 @@ async fn sweep_loop(node: Node) {
         tokio::select! {
             _ = node.inner.drain.token().cancelled() => break,
             _ = tick.tick() => {
-                if let store::Store::Memory(rooms) = &node.inner.store {
-                    rooms.sweep(std::time::Instant::now());
-                }
+                node.inner.store.sweep(auth::unix_now_ms()).await;
             }
         }
     }

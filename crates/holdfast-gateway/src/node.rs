@@ -16,8 +16,9 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::room::Rooms;
-use crate::store::{RoomStore, Store, StoreContext};
+use crate::room::fanout::Mirror;
+use crate::room::RoomService;
+use crate::store::{MemoryRooms, RoomBackend, StoreContext};
 
 /// A cheap, cloneable reference to one node.
 #[derive(Clone)]
@@ -38,8 +39,8 @@ pub struct NodeInner {
     pub metrics: Arc<Metrics>,
     /// user → session.
     pub registry: Registry,
-    /// Room state: in this process, or shared by a cluster.
-    pub store: Store,
+    /// Room operations, over the room backend (this process, or a cluster's store).
+    pub store: RoomService,
     /// Shutdown state and the tracker of every session task.
     pub drain: Drain,
     /// The cross-node seam.
@@ -86,7 +87,11 @@ impl Drop for Admission {
 impl Node {
     /// Builds a node and attaches it to `broker`. Without an external `store`, rooms live in
     /// this process.
-    pub fn new(config: Config, broker: Arc<dyn Broker>, store: Option<Arc<dyn RoomStore>>) -> Node {
+    pub fn new(
+        config: Config,
+        broker: Arc<dyn Broker>,
+        store: Option<Arc<dyn RoomBackend>>,
+    ) -> Node {
         let id: Arc<str> = if config.server.node_id.is_empty() {
             let mut b = [0u8; 4];
             rand::rng().fill_bytes(&mut b);
@@ -97,21 +102,21 @@ impl Node {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let drain = Drain::new();
-        if let Some(s) = &store {
-            s.attach(StoreContext {
+        let backend: Arc<dyn RoomBackend> = store.unwrap_or_else(|| Arc::new(MemoryRooms::new()));
+        let rooms = RoomService::new(
+            backend,
+            StoreContext {
                 node_id: id.clone(),
                 config: config.clone(),
                 metrics: metrics.clone(),
                 shutdown: drain.token().clone(),
-            });
-        }
+                mirror: Arc::new(Mirror::default()),
+            },
+        );
         let inner = Arc::new(NodeInner {
             id,
             verifier: Verifier::new(&config.auth.hmac_secret, config.auth.leeway_secs),
-            store: match store {
-                Some(s) => Store::External(s),
-                None => Store::Memory(Rooms::new(config.clone(), metrics.clone())),
-            },
+            store: rooms,
             config,
             metrics,
             registry: Registry::default(),

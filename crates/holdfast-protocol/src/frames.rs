@@ -83,9 +83,9 @@ impl ClientFrame {
             ClientFrame::Join(f)
             | ClientFrame::Leave(f)
             | ClientFrame::ClaimAuthority(f)
-            | ClientFrame::ReleaseAuthority(f) => check_len("room", &f.room, MAX_ROOM_LEN),
+            | ClientFrame::ReleaseAuthority(f) => check_room(&f.room),
             ClientFrame::Publish(f) => {
-                check_len("room", &f.room, MAX_ROOM_LEN)?;
+                check_room(&f.room)?;
                 if let Some(tp) = &f.traceparent {
                     check_len("traceparent", tp, 128)?;
                 }
@@ -93,7 +93,7 @@ impl ClientFrame {
             }
             ClientFrame::Send(f) => check_len("to", &f.to, MAX_USER_LEN),
             ClientFrame::Reconnect(f) => {
-                check_len("room", &f.room, MAX_ROOM_LEN)?;
+                check_room(&f.room)?;
                 check_len("player_id", &f.player_id, MAX_ID_LEN)?;
                 check_len("token", &f.token, MAX_TOKEN_LEN)
             }
@@ -101,6 +101,16 @@ impl ClientFrame {
             ClientFrame::Ping(_) => Ok(()),
         }
     }
+}
+
+/// Checks a room name: like [`check_len`], and no control characters (a room name is used in
+/// keys, channel names and logs, where a newline or NUL would be read as a separator).
+fn check_room(value: &str) -> Result<(), String> {
+    check_len("room", value, MAX_ROOM_LEN)?;
+    if value.chars().any(char::is_control) {
+        return Err("field `room` must not contain control characters".into());
+    }
+    Ok(())
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {

@@ -8,14 +8,18 @@
 //! - [`frames`]: the one enum of client frames and the one enum of server frames.
 //! - [`codes`]: stable error codes ([`ErrorCode`]) and close codes ([`CloseCode`]) with their
 //!   documented ranges and whether a client should reconnect after each.
+//! - [`wire`]: the one encoding of server frames ([`encode`], [`ack_frame`], and
+//!   [`encode_reconnected`], which carries stored frame texts without parsing them again).
 //! - [`parse_client_frame`]: turns raw text into a [`ClientFrame`] or a precise [`ErrorCode`],
 //!   keeping the offending frame's `id` so the error can name it.
 
 pub mod codes;
 pub mod frames;
+pub mod wire;
 
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::*;
+pub use wire::{ack_frame, encode, encode_reconnected};
 
 /// The protocol version spoken by this crate, announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

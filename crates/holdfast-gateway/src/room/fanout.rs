@@ -1,0 +1,450 @@
+//! Local delivery: this node's view of each room it has members in. Room messages reach the
+//! view in any order (a cluster's pub/sub, or the memory backend directly) and are fanned out
+//! to the local members in `seq` order; a member's reply (`joined`, `reconnected`, an `ack`) is
+//! queued exactly at its position in the stream. Both backends use this one implementation.
+//!
+//! Fan-out never waits on a client: the same bytes are pushed into each member's bounded
+//! queue, and a full queue closes that session with the slow-consumer code.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use holdfast_protocol::CloseCode;
+
+use crate::registry::SessionHandle;
+
+/// Messages held per room while waiting for a missing range.
+const MAX_EARLY: usize = 4096;
+/// Recently delivered messages kept per room to catch up a member placed a moment late.
+const RECENT: usize = 256;
+/// And their bytes.
+const RECENT_BYTES: usize = 4 << 20;
+
+/// A local member of a room.
+struct Sub {
+    session: Arc<SessionHandle>,
+    player: Arc<str>,
+    /// Messages after this seq are delivered to it.
+    after: u64,
+}
+
+/// A room message on its way to local members.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// A session this message fences out (closed with 4000 before delivery).
+    pub kick: Option<String>,
+    /// The frame.
+    pub text: Utf8Bytes,
+}
+
+/// What the caller must do after handing a message in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing.
+    Nothing,
+    /// Fetch `from..=to` of the room's history and hand it in.
+    Fetch(u64, u64),
+}
+
+/// This node's view of one room.
+#[derive(Default)]
+pub struct LocalRoom {
+    /// The stream's epoch as last seen.
+    epoch: Option<String>,
+    /// The last seq fanned out here; `None` until the first message since subscribing.
+    delivered: Option<u64>,
+    subs: Vec<Sub>,
+    /// Messages ahead of `delivered + 1`, by seq; bounded by [`MAX_EARLY`].
+    early: BTreeMap<u64, Held>,
+    /// Recently delivered messages, bounded by [`RECENT`] and [`RECENT_BYTES`].
+    recent: VecDeque<(u64, Utf8Bytes)>,
+    recent_bytes: usize,
+    /// Replies waiting for the message at their position to be delivered here.
+    acks: Vec<(u64, Arc<SessionHandle>, Utf8Bytes)>,
+    /// A history fetch is under way.
+    pub fetching: bool,
+    /// Operations between entering and placing a member; the view is kept meanwhile.
+    joining: u32,
+    /// Set once the backend confirmed the subscription.
+    pub subscribed: bool,
+}
+
+impl LocalRoom {
+    /// The epoch as last seen.
+    pub fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
+    }
+
+    /// The last seq delivered here.
+    pub fn delivered(&self) -> Option<u64> {
+        self.delivered
+    }
+
+    /// Closes every local member (their stream was lost or has a hole): they resume and are
+    /// told exactly what they missed.
+    pub fn fail_all(&mut self) {
+        for s in self.subs.drain(..) {
+            s.session.close(CloseCode::InternalError);
+        }
+        for (_, s, _) in self.acks.drain(..) {
+            s.close(CloseCode::InternalError);
+        }
+        self.early.clear();
+        self.recent.clear();
+        self.recent_bytes = 0;
+        self.delivered = None;
+    }
+
+    /// Takes note of the stream's epoch; a change means the stream was lost or recreated.
+    pub fn see_epoch(&mut self, epoch: &str) {
+        match self.epoch.as_deref() {
+            Some(cur) if cur == epoch => {}
+            Some(_) => {
+                self.fail_all();
+                self.epoch = Some(epoch.to_owned());
+            }
+            None => self.epoch = Some(epoch.to_owned()),
+        }
+    }
+
+    fn fanout(&mut self, seq: u64, held: Held) {
+        if let Some(k) = &held.kick {
+            self.subs.retain(|s| {
+                if &*s.session.id == k.as_str() {
+                    s.session.close(CloseCode::Replaced);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let now = Instant::now();
+        for s in &self.subs {
+            if s.after < seq {
+                s.session.enqueue(held.text.clone(), Some(now));
+            }
+        }
+        self.recent_bytes += held.text.len();
+        self.recent.push_back((seq, held.text));
+        while self.recent.len() > RECENT || self.recent_bytes > RECENT_BYTES {
+            match self.recent.pop_front() {
+                Some((_, t)) => self.recent_bytes -= t.len(),
+                None => break,
+            }
+        }
+        self.delivered = Some(seq);
+        self.release_acks();
+    }
+
+    fn release_acks(&mut self) {
+        let Some(d) = self.delivered else { return };
+        self.acks.retain(|(s, session, ack)| {
+            if *s <= d {
+                session.enqueue(ack.clone(), None);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Delivers held messages that are now next in line.
+    pub fn drain_early(&mut self) {
+        while let Some(d) = self.delivered {
+            let Some((&seq, _)) = self.early.first_key_value() else {
+                break;
+            };
+            if seq <= d {
+                self.early.pop_first();
+            } else if seq == d + 1 {
+                if let Some((seq, held)) = self.early.pop_first() {
+                    self.fanout(seq, held);
+                }
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Sets the position of a new local member at `seq` (its reply was queued just before).
+    /// Returns false when it could not be caught up.
+    pub fn add_sub(&mut self, session: Arc<SessionHandle>, player: Arc<str>, seq: u64) -> bool {
+        let after = match self.delivered {
+            Some(d) if d > seq => {
+                let oldest = self.recent.front().map_or(d + 1, |(s, _)| *s);
+                if oldest > seq + 1 {
+                    return false;
+                }
+                let now = Instant::now();
+                for (s, text) in &self.recent {
+                    if *s > seq {
+                        session.enqueue(text.clone(), Some(now));
+                    }
+                }
+                d
+            }
+            // Nothing arrived since subscribing yet (the first arrival sets the view's
+            // position), or nothing after this member's position.
+            _ => seq,
+        };
+        self.subs.push(Sub {
+            session,
+            player,
+            after,
+        });
+        true
+    }
+
+    /// Takes one message of the stream: delivers it when it is next, holds it otherwise.
+    pub fn receive(&mut self, seq: u64, held: Held) -> Next {
+        if self.delivered.is_none() {
+            // The first message since subscribing: every later one will arrive in order, and
+            // every member placed here so far starts at or after the earliest `after`.
+            let earliest = self
+                .subs
+                .iter()
+                .map(|s| s.after)
+                .min()
+                .unwrap_or(seq.saturating_sub(1));
+            self.delivered = Some(earliest.min(seq.saturating_sub(1)));
+        }
+        match self.delivered {
+            None => Next::Nothing,
+            Some(d) if seq <= d => Next::Nothing,
+            Some(d) if seq == d + 1 => {
+                self.fanout(seq, held);
+                self.drain_early();
+                Next::Nothing
+            }
+            Some(d) => {
+                if self.early.len() < MAX_EARLY {
+                    self.early.insert(seq, held);
+                }
+                if self.fetching {
+                    Next::Nothing
+                } else {
+                    self.fetching = true;
+                    Next::Fetch(d + 1, seq - 1)
+                }
+            }
+        }
+    }
+
+    fn remove_sub(&mut self, session: &Arc<SessionHandle>, player: &str) {
+        self.subs
+            .retain(|s| !(Arc::ptr_eq(&s.session, session) && &*s.player == player));
+        self.acks.retain(|(_, s, _)| !Arc::ptr_eq(s, session));
+    }
+
+    fn is_unused(&self) -> bool {
+        self.subs.is_empty() && self.joining == 0
+    }
+}
+
+/// This node's views of its rooms. The map lock is held only to find, add or remove a view;
+/// each view has its own lock, so no lock spans two rooms.
+#[derive(Default)]
+pub struct Mirror {
+    rooms: Mutex<HashMap<Arc<str>, Arc<Mutex<LocalRoom>>>>,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror").field("rooms", &self.len()).finish()
+    }
+}
+
+/// A locked view of one room.
+pub type RoomView<'a> = MutexGuard<'a, LocalRoom>;
+
+fn lock(room: &Mutex<LocalRoom>) -> RoomView<'_> {
+    room.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Mirror {
+    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Mutex<LocalRoom>>>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The view of `room`, if this node has one.
+    pub fn get(&self, room: &str) -> Option<Arc<Mutex<LocalRoom>>> {
+        self.map().get(room).cloned()
+    }
+
+    /// Runs `f` on the view of `room`, if there is one.
+    pub fn with<R>(&self, room: &str, f: impl FnOnce(&mut LocalRoom) -> R) -> Option<R> {
+        let view = self.get(room)?;
+        let mut v = lock(&view);
+        Some(f(&mut v))
+    }
+
+    /// The rooms with a view here.
+    pub fn rooms(&self) -> Vec<Arc<str>> {
+        self.map().keys().cloned().collect()
+    }
+
+    /// Number of views.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether there is no view.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts an operation that will place a member in `room`, creating the view. Returns
+    /// whether the backend must still subscribe.
+    pub fn enter(&self, room: &str) -> bool {
+        let view = self
+            .map()
+            .entry(room.into())
+            .or_insert_with(Default::default)
+            .clone();
+        let mut v = lock(&view);
+        v.joining += 1;
+        !v.subscribed
+    }
+
+    /// Ends an `enter` without placing anyone. Returns true when the view was dropped (the
+    /// backend unsubscribes).
+    pub fn exit(&self, room: &str) -> bool {
+        self.release(room, |v| v.joining = v.joining.saturating_sub(1))
+    }
+
+    /// Removes a local member. Returns true when the view was dropped.
+    pub fn remove(&self, room: &str, session: &Arc<SessionHandle>, player: &str) -> bool {
+        self.release(room, |v| v.remove_sub(session, player))
+    }
+
+    fn release(&self, room: &str, f: impl FnOnce(&mut LocalRoom)) -> bool {
+        let mut map = self.map();
+        let Some(view) = map.get(room).cloned() else {
+            return false;
+        };
+        let mut v = lock(&view);
+        f(&mut v);
+        if v.is_unused() {
+            drop(v);
+            map.remove(room);
+            return true;
+        }
+        false
+    }
+
+    /// Places a new member at `seq` in `epoch`, queueing `reply` first, and ends its `enter`.
+    pub fn place(
+        &self,
+        room: &str,
+        epoch: &str,
+        seq: u64,
+        session: &Arc<SessionHandle>,
+        player: &Arc<str>,
+        reply: Utf8Bytes,
+    ) {
+        let Some(view) = self.get(room) else {
+            session.close(CloseCode::InternalError);
+            return;
+        };
+        let mut v = lock(&view);
+        v.joining = v.joining.saturating_sub(1);
+        v.see_epoch(epoch);
+        session.enqueue(reply, None);
+        if !v.add_sub(session.clone(), player.clone(), seq) {
+            session.close(CloseCode::InternalError);
+        }
+    }
+
+    /// Queues `reply` to `session` once the message `seq` was delivered here (at once when it
+    /// was, or when `seq` is 0).
+    pub fn reply_at(&self, room: &str, seq: u64, session: &Arc<SessionHandle>, reply: Utf8Bytes) {
+        if let Some(view) = self.get(room) {
+            let mut v = lock(&view);
+            if seq > 0 && v.delivered.is_none_or(|d| d < seq) {
+                v.acks.push((seq, session.clone(), reply));
+                return;
+            }
+        }
+        session.enqueue(reply, None);
+    }
+
+    /// Hands one message of `room`'s stream to its view.
+    pub fn receive(&self, room: &str, seq: u64, epoch: Option<&str>, held: Held) -> Next {
+        let Some(view) = self.get(room) else {
+            return Next::Nothing;
+        };
+        let mut v = lock(&view);
+        if let Some(e) = epoch {
+            v.see_epoch(e);
+        }
+        v.receive(seq, held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn session(id: &str) -> Arc<SessionHandle> {
+        SessionHandle::new(
+            id.into(),
+            id.into(),
+            1024,
+            1 << 20,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn held(seq: u64) -> Held {
+        Held {
+            kick: None,
+            text: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+        }
+    }
+
+    fn drained(s: &SessionHandle) -> Vec<String> {
+        std::iter::from_fn(|| s.try_pop().map(|o| o.text.to_string())).collect()
+    }
+
+    /// Joins whose operations finished in one order may be placed in the other; nobody
+    /// misses a message after its own position, whatever has or has not arrived yet.
+    #[test]
+    fn members_placed_out_of_order_each_get_everything_after_their_position() {
+        let mut lr = LocalRoom::default();
+        let (x, y) = (session("x"), session("y"));
+        assert!(lr.add_sub(y.clone(), "py".into(), 10));
+        assert!(lr.add_sub(x.clone(), "px".into(), 5));
+        for seq in 6..=12 {
+            assert_eq!(lr.receive(seq, held(seq)), Next::Nothing);
+        }
+        let want = |r: std::ops::RangeInclusive<u64>| -> Vec<String> {
+            r.map(|s| format!("{{\"seq\":{s}}}")).collect()
+        };
+        assert_eq!(drained(&x), want(6..=12));
+        assert_eq!(drained(&y), want(11..=12));
+        let z = session("z");
+        assert!(lr.add_sub(z.clone(), "pz".into(), 9));
+        assert_eq!(drained(&z), want(10..=12));
+    }
+
+    #[test]
+    fn a_jump_asks_for_the_missing_range_and_holds_what_came_early() {
+        let mut lr = LocalRoom::default();
+        let x = session("x");
+        assert!(lr.add_sub(x.clone(), "px".into(), 1));
+        assert_eq!(lr.receive(2, held(2)), Next::Nothing);
+        assert_eq!(lr.receive(5, held(5)), Next::Fetch(3, 4));
+        assert_eq!(drained(&x).len(), 1);
+        lr.fetching = false;
+        assert_eq!(lr.receive(3, held(3)), Next::Nothing);
+        assert_eq!(lr.receive(4, held(4)), Next::Nothing);
+        assert_eq!(
+            drained(&x),
+            vec!["{\"seq\":3}", "{\"seq\":4}", "{\"seq\":5}"]
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! Rooms: members, the authority role, and the ordered stream of room messages.
+//!
+//! - [`state`]: the state of one room (plain, serialisable data).
+//! - [`rules`]: every room operation, applied to a state: the one place where the room rules
+//!   live, whatever the backend.
+//! - [`authority`]: who holds authority and who takes it over.
+//! - [`presence`]: the frames that announce membership changes.
+//! - [`stream`]: the replay ring and the gap arithmetic of a resume.
+//! - [`fanout`]: local delivery in `seq` order and replies at the member's position.
+//! - [`service`]: what sessions call: frame → operation → reply.
+
+pub mod authority;
+pub mod fanout;
+pub mod presence;
+pub mod rules;
+pub mod service;
+pub mod state;
+pub mod stream;
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use holdfast_protocol::{ErrorCode, ServerFrame};
+
+pub use service::RoomService;
+
+/// Serialises a server frame once; the bytes are then shared by every recipient.
+pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(holdfast_protocol::encode(frame))
+}
+
+/// A refusal of a room operation: a stable code and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomError {
+    /// The code sent in `error` or `reconnection_failed`.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: &'static str,
+}
+
+/// A session's membership of one room.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The room's name.
+    pub room: Arc<str>,
+    /// The member's player id.
+    pub player: Arc<str>,
+}
+
+/// What `reconnect` asked for.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The room.
+    pub room: String,
+    /// The player id held before the drop.
+    pub player_id: String,
+    /// The latest reconnection token.
+    pub token: String,
+    /// The highest seq the client processed.
+    pub last_sequence: u64,
+    /// The frame id to echo.
+    pub id: Option<String>,
+}

@@ -1,0 +1,504 @@
+//! The room rules: every room operation, applied to a [`RoomState`]. This is the only place
+//! where membership, authority, away and expiry, tombstones, token rotation and publish dedupe
+//! are decided; every backend runs these functions and stores the result.
+//!
+//! Contract of [`apply`]: on `Err` the state is unchanged (every check comes before the first
+//! change); on `Ok` the emitted messages are in `state.out`, in seq order.
+
+use holdfast_protocol::{ErrorCode, Event, Member, ServerFrame};
+use serde_json::Value;
+
+use super::presence::Presence;
+use super::state::{MemberRecord, RoomState};
+use super::RoomError;
+use crate::tokens::hashes_match;
+
+/// Settings the rules read, taken from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `limits.max_members_per_room`.
+    pub max_members: usize,
+    /// `session.dedupe_window`.
+    pub dedupe_window: usize,
+    /// `reconnection.enabled`.
+    pub reconnection: bool,
+    /// `reconnection.window_secs`, in ms.
+    pub window_ms: u64,
+    /// `reconnection.restore_authority`.
+    pub restore_authority: bool,
+}
+
+impl Rules {
+    /// The rules of a node with `config`.
+    pub fn from_config(config: &crate::Config) -> Rules {
+        Rules {
+            max_members: config.limits.max_members_per_room,
+            dedupe_window: config.session.dedupe_window,
+            reconnection: config.reconnection.enabled,
+            window_ms: config.reconnection.window_secs.saturating_mul(1000),
+            restore_authority: config.reconnection.restore_authority,
+        }
+    }
+}
+
+/// A session, as the rules see it.
+#[derive(Debug, Clone)]
+pub struct Who {
+    /// Session id (unique in the cluster).
+    pub session: String,
+    /// Its user.
+    pub user: String,
+    /// Its node.
+    pub node: String,
+}
+
+/// One room operation.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Join as a new member. `token` is the hash of the token to hand out.
+    Join {
+        /// Who joins.
+        who: Who,
+        /// Hash of the new reconnection token (none when reconnection is off).
+        token: Option<String>,
+    },
+    /// Leave for good.
+    Leave {
+        /// The member.
+        player: String,
+        /// Its session.
+        session: String,
+    },
+    /// Publish an event.
+    Publish {
+        /// The publisher.
+        player: String,
+        /// Its session.
+        session: String,
+        /// Its user.
+        user: String,
+        /// The data.
+        data: Value,
+        /// The client's id, for dedupe.
+        id: Option<String>,
+        /// Trace context.
+        traceparent: Option<String>,
+        /// Server time (Unix ms).
+        ts: u64,
+    },
+    /// Take authority.
+    Claim {
+        /// The claimant.
+        player: String,
+        /// Its session.
+        session: String,
+    },
+    /// Give authority up.
+    Release {
+        /// The holder.
+        player: String,
+        /// Its session.
+        session: String,
+    },
+    /// The member's session ended: it turns away (or leaves when reconnection is off).
+    Away {
+        /// The member.
+        player: String,
+        /// Its session.
+        session: String,
+        /// Now (Unix ms).
+        now: u64,
+    },
+    /// Resume a membership on a new session.
+    Resume {
+        /// The player id held before.
+        player: String,
+        /// The new session.
+        who: Who,
+        /// Hash of the presented token.
+        presented: String,
+        /// Hash of the next token.
+        next: String,
+        /// The highest seq the client processed.
+        last: u64,
+        /// Now (Unix ms).
+        now: u64,
+    },
+    /// Remove away members whose window passed.
+    Expire {
+        /// Now (Unix ms).
+        now: u64,
+    },
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `join`: the new (or, for a retried join of the same session, existing) member.
+    Joined {
+        /// Its player id.
+        player: String,
+        /// Every member now.
+        members: Vec<Member>,
+        /// The authority now.
+        authority: Option<String>,
+    },
+    /// `leave` (also when the member was already gone).
+    Left,
+    /// `publish`: `duplicate` when the id was seen; `seq` is the event's.
+    Published {
+        /// The event's seq (the original one for a duplicate).
+        seq: u64,
+        /// Whether nothing was emitted because the id was seen.
+        duplicate: bool,
+    },
+    /// `claim_authority` / `release_authority`.
+    Authority,
+    /// The member turned away (or left, or was not there any more).
+    Away,
+    /// `reconnect`.
+    Resumed {
+        /// Every member now.
+        members: Vec<Member>,
+        /// The authority now.
+        authority: Option<String>,
+        /// The stream position before this resume's own messages: replay ends here.
+        replay_to: u64,
+    },
+    /// Expired members removed.
+    Expired(usize),
+}
+
+fn err(code: ErrorCode, message: &'static str) -> RoomError {
+    RoomError { code, message }
+}
+
+fn not_in_room() -> RoomError {
+    err(ErrorCode::NotInRoom, "not a member of the room")
+}
+
+/// Applies `op` to `st` under `rules`. See the module documentation for the contract.
+pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, RoomError> {
+    match op {
+        Op::Join { who, token } => join(st, who, token.clone(), rules),
+        Op::Leave { player, session } => {
+            match st.find(player) {
+                // Already gone: a retried leave whose reply was lost converges.
+                None => Ok(Outcome::Left),
+                Some(i) if !st.members[i].on(session) => Err(not_in_room()),
+                Some(i) => {
+                    remove(st, i);
+                    Ok(Outcome::Left)
+                }
+            }
+        }
+        Op::Publish {
+            player,
+            session,
+            user,
+            data,
+            id,
+            traceparent,
+            ts,
+        } => {
+            st.find_live(player, session).ok_or_else(not_in_room)?;
+            if let Some(id) = id {
+                if let Some(seq) = st.dedupe.get(player).and_then(|d| d.lookup(id)) {
+                    return Ok(Outcome::Published {
+                        seq,
+                        duplicate: true,
+                    });
+                }
+            }
+            let (from, user_id, data, event_id, traceparent, ts) = (
+                player.clone(),
+                user.clone(),
+                data.clone(),
+                id.clone(),
+                traceparent.clone(),
+                *ts,
+            );
+            let seq = st.emit(None, move |room, seq, epoch| {
+                ServerFrame::Event(Event {
+                    room,
+                    seq,
+                    epoch,
+                    ts,
+                    from,
+                    user_id,
+                    data,
+                    id: event_id,
+                    traceparent,
+                })
+            });
+            if let Some(id) = id {
+                st.dedupe
+                    .entry(player.clone())
+                    .or_default()
+                    .insert(id, seq, rules.dedupe_window);
+                st.dedupe_dirty.push(player.clone());
+            }
+            Ok(Outcome::Published {
+                seq,
+                duplicate: false,
+            })
+        }
+        Op::Claim { player, session } => {
+            st.find_live(player, session).ok_or_else(not_in_room)?;
+            if st.authority.as_deref() == Some(player) {
+                return Ok(Outcome::Authority);
+            }
+            if st.holder_online() {
+                return Err(err(
+                    ErrorCode::AuthorityTaken,
+                    "another connected member holds authority",
+                ));
+            }
+            // The holder is away (or there is none): the claim takes authority over, and the
+            // away holder will not get it back on resume.
+            if let Some(prev) = st.authority.as_deref().and_then(|a| st.find(a)) {
+                st.members[prev].held_authority = false;
+            }
+            st.set_authority(Some(player.clone()));
+            Ok(Outcome::Authority)
+        }
+        Op::Release { player, session } => {
+            st.find_live(player, session).ok_or_else(not_in_room)?;
+            if st.authority.as_deref() != Some(player) {
+                return Err(err(
+                    ErrorCode::NotAuthority,
+                    "this member does not hold authority",
+                ));
+            }
+            st.set_authority(st.successor(Some(player)));
+            Ok(Outcome::Authority)
+        }
+        Op::Away {
+            player,
+            session,
+            now,
+        } => {
+            let Some(i) = st.find_live(player, session) else {
+                return Ok(Outcome::Away);
+            };
+            if !rules.reconnection {
+                remove(st, i);
+                return Ok(Outcome::Away);
+            }
+            let held = st.authority.as_deref() == Some(player);
+            let m = &mut st.members[i];
+            m.session = None;
+            m.node = None;
+            m.away_until = Some(now.saturating_add(rules.window_ms));
+            m.held_authority = held;
+            st.emit_presence(i, Presence::Away, None);
+            if held && !rules.restore_authority {
+                st.set_authority(st.successor(Some(player)));
+            }
+            Ok(Outcome::Away)
+        }
+        Op::Resume {
+            player,
+            who,
+            presented,
+            next,
+            now,
+            ..
+        } => resume(st, player, who, presented, next, *now, rules),
+        Op::Expire { now } => {
+            let mut n = 0;
+            while let Some(i) = st
+                .members
+                .iter()
+                .position(|m| m.away_until.is_some_and(|u| *now >= u))
+            {
+                remove(st, i);
+                n += 1;
+            }
+            Ok(Outcome::Expired(n))
+        }
+    }
+}
+
+fn join(
+    st: &mut RoomState,
+    who: &Who,
+    token: Option<String>,
+    rules: &Rules,
+) -> Result<Outcome, RoomError> {
+    if let Some(i) = st.members.iter().position(|m| m.on(&who.session)) {
+        // The same session joined before and did not get the reply: the retry converges on
+        // the existing membership, with a fresh token (the earlier one was never seen).
+        st.members[i].token = token;
+        st.members[i].prev_token = None;
+        return Ok(Outcome::Joined {
+            player: st.members[i].player.clone(),
+            members: st.member_list(),
+            authority: st.authority.clone(),
+        });
+    }
+    let replaced = st
+        .members
+        .iter()
+        .position(|m| !m.online() && m.user == who.user);
+    // A fresh join replaces an away membership of the same user (the client chose not to
+    // resume it), so that one does not count against the limit.
+    let count = st.members.len() - usize::from(replaced.is_some());
+    if count >= rules.max_members {
+        return Err(err(ErrorCode::RoomFull, "the room is full"));
+    }
+    if let Some(i) = replaced {
+        remove(st, i);
+    }
+    st.next_player += 1;
+    let player = format!("p{}", st.next_player);
+    st.members.push(MemberRecord {
+        player: player.clone(),
+        user: who.user.clone(),
+        session: Some(who.session.clone()),
+        node: Some(who.node.clone()),
+        away_until: None,
+        token,
+        prev_token: None,
+        held_authority: false,
+    });
+    if st.authority.is_none() {
+        st.authority = Some(player.clone());
+    }
+    let i = st.members.len() - 1;
+    st.emit_presence(i, Presence::Joined, None);
+    Ok(Outcome::Joined {
+        player,
+        members: st.member_list(),
+        authority: st.authority.clone(),
+    })
+}
+
+fn resume(
+    st: &mut RoomState,
+    player: &str,
+    who: &Who,
+    presented: &str,
+    next: &str,
+    now: u64,
+    rules: &Rules,
+) -> Result<Outcome, RoomError> {
+    let Some(i) = st.find(player) else {
+        let expired = st
+            .tombstones
+            .iter()
+            .any(|t| t.player == player && hashes_match(presented, &t.token));
+        return Err(if expired {
+            err(
+                ErrorCode::ReconnectionExpired,
+                "the reconnection window has passed",
+            )
+        } else {
+            err(
+                ErrorCode::ReconnectionTokenInvalid,
+                "unknown player or token",
+            )
+        });
+    };
+    let m = &st.members[i];
+    // Both comparisons always run, so timing does not tell which token matched.
+    let current = m.token.as_deref().is_some_and(|h| hashes_match(presented, h));
+    let previous = m
+        .prev_token
+        .as_deref()
+        .is_some_and(|h| hashes_match(presented, h));
+    if !(current || previous) || m.user != who.user {
+        return Err(err(
+            ErrorCode::ReconnectionTokenInvalid,
+            "the token is not valid for this user, room and player",
+        ));
+    }
+    if m.away_until.is_some_and(|u| now >= u) {
+        return Err(err(
+            ErrorCode::ReconnectionExpired,
+            "the reconnection window has passed",
+        ));
+    }
+    if st
+        .members
+        .iter()
+        .enumerate()
+        .any(|(j, o)| j != i && o.on(&who.session))
+    {
+        return Err(err(
+            ErrorCode::ReconnectionFailed,
+            "this session is already in the room as another member",
+        ));
+    }
+    let used = if current {
+        m.token.clone()
+    } else {
+        m.prev_token.clone()
+    };
+    // A resume while the old socket still looks alive (half-open) wins over it; a retry on
+    // the same session (its reply was lost) converges.
+    let kick = m.session.clone().filter(|s| *s != who.session);
+    let restore = m.held_authority && rules.restore_authority;
+    let replay_to = st.seq;
+    let m = &mut st.members[i];
+    m.session = Some(who.session.clone());
+    m.node = Some(who.node.clone());
+    m.away_until = None;
+    m.held_authority = false;
+    m.token = Some(next.to_owned());
+    m.prev_token = used;
+    st.emit_presence(i, Presence::Back, kick);
+    if restore && st.authority.is_none() {
+        st.set_authority(Some(player.to_owned()));
+    }
+    Ok(Outcome::Resumed {
+        members: st.member_list(),
+        authority: st.authority.clone(),
+        replay_to,
+    })
+}
+
+/// Removes member `i` for good: `member_left`, authority to the successor, a tombstone for
+/// its token.
+fn remove(st: &mut RoomState, i: usize) {
+    let m = st.members.remove(i);
+    st.dedupe.remove(&m.player);
+    st.dedupe_dirty.push(m.player.clone());
+    st.emit_presence_of(m.player.clone(), m.user, Presence::Left, None);
+    st.succeed(&m.player);
+    if let Some(token) = m.token {
+        st.bury(m.player, token);
+    }
+}
+
+/// The range of the stream a backend must read for `op`, before appending what it emitted:
+/// for a resume, the messages the member missed.
+pub fn replay_range(op: &Op, outcome: &Outcome) -> Option<(u64, u64)> {
+    match (op, outcome) {
+        (Op::Resume { last, .. }, Outcome::Resumed { replay_to, .. }) if last < replay_to => {
+            Some((last + 1, *replay_to))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `op` creates the room when it does not exist (only a join does).
+pub fn creates(op: &Op) -> bool {
+    matches!(op, Op::Join { .. })
+}
+
+/// The outcome of `op` on a room that does not exist (see [`creates`]).
+pub fn on_missing(op: &Op) -> Result<Outcome, RoomError> {
+    match op {
+        Op::Join { .. } => Err(err(ErrorCode::Internal, "the room was not created")),
+        // Already gone: a retried leave converges.
+        Op::Leave { .. } => Ok(Outcome::Left),
+        Op::Away { .. } => Ok(Outcome::Away),
+        Op::Expire { .. } => Ok(Outcome::Expired(0)),
+        Op::Publish { .. } | Op::Claim { .. } | Op::Release { .. } => Err(not_in_room()),
+        Op::Resume { .. } => Err(err(
+            ErrorCode::ReconnectionFailed,
+            "the room no longer exists",
+        )),
+    }
+}

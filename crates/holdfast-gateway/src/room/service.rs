@@ -1,0 +1,399 @@
+//! The room service: what a session calls for every room frame. It turns a frame into a rules
+//! [`Op`], has the backend apply it, and builds the reply (`joined`, `left`, `reconnected`,
+//! `ack`) from the typed outcome, queued at the member's position in the stream. The same code
+//! runs on every backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use holdfast_protocol::{
+    ack_frame, encode, encode_reconnected, ErrorCode, Gap, Joined, Left, Reconnected, ServerFrame,
+};
+use serde_json::Value;
+
+use super::fanout::Mirror;
+use super::rules::{Op, Outcome, Who};
+use super::stream::replay;
+use super::{Membership, Resume, RoomError};
+use crate::auth::unix_now_ms;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::SessionHandle;
+use crate::store::{Applied, RoomBackend, StoreContext, StoreError};
+use crate::tokens::{hash_token, new_token};
+
+/// Attempts of a background retry (leave, away) after the store failed.
+const RETRIES: u32 = 6;
+
+/// Room operations of one node, over its backend.
+pub struct RoomService {
+    backend: Arc<dyn RoomBackend>,
+    mirror: Arc<Mirror>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    node: Arc<str>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+fn unavailable() -> RoomError {
+    RoomError {
+        code: ErrorCode::BrokerUnavailable,
+        message: "the room store is unreachable; retry",
+    }
+}
+
+fn room_error(e: StoreError) -> RoomError {
+    match e {
+        StoreError::Refused(e) => e,
+        StoreError::Unavailable | StoreError::Unknown => unavailable(),
+    }
+}
+
+impl RoomService {
+    /// Attaches `backend` to the node described by `ctx` and serves rooms from it.
+    pub fn new(backend: Arc<dyn RoomBackend>, ctx: StoreContext) -> RoomService {
+        backend.attach(ctx.clone());
+        RoomService {
+            backend,
+            mirror: ctx.mirror,
+            config: ctx.config,
+            metrics: ctx.metrics,
+            node: ctx.node_id,
+            shutdown: ctx.shutdown,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn RoomBackend> {
+        &self.backend
+    }
+
+    /// This node's local delivery.
+    pub fn mirror(&self) -> &Arc<Mirror> {
+        &self.mirror
+    }
+
+    fn who(&self, session: &SessionHandle) -> Who {
+        Who {
+            session: session.id.to_string(),
+            user: session.user.to_string(),
+            node: self.node.to_string(),
+        }
+    }
+
+    /// Prepares local delivery of `room` before an operation that places a member.
+    async fn enter(&self, room: &str) -> Result<(), RoomError> {
+        if self.mirror.enter(room) {
+            if let Err(e) = self.backend.subscribe(room).await {
+                self.exit(room);
+                return Err(room_error(e));
+            }
+            self.mirror.with(room, |v| v.subscribed = true);
+        }
+        Ok(())
+    }
+
+    fn exit(&self, room: &str) {
+        if self.mirror.exit(room) {
+            self.backend.unsubscribe(room);
+        }
+    }
+
+    fn unplace(&self, m: &Membership, session: &Arc<SessionHandle>) {
+        if self.mirror.remove(&m.room, session, &m.player) {
+            self.backend.unsubscribe(&m.room);
+        }
+    }
+
+    /// Joins `session` to `room`; queues `joined` to it (others get `member_joined`).
+    pub async fn join(
+        &self,
+        room: &str,
+        session: &Arc<SessionHandle>,
+        id: Option<String>,
+    ) -> Result<Membership, RoomError> {
+        self.enter(room).await?;
+        let token = self.config.reconnection.enabled.then(new_token);
+        let op = Op::Join {
+            who: self.who(session),
+            token: token.as_deref().map(hash_token),
+        };
+        let a = match self.backend.apply(room, &op).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.exit(room);
+                return Err(room_error(e));
+            }
+        };
+        let Outcome::Joined {
+            player,
+            members,
+            authority,
+        } = a.outcome
+        else {
+            self.exit(room);
+            return Err(unexpected());
+        };
+        if token.is_some() {
+            self.metrics.reconnection_tokens_issued.inc();
+        }
+        let joined = ServerFrame::Joined(Joined {
+            room: room.to_owned(),
+            player_id: player.clone(),
+            members,
+            authority,
+            seq: a.seq,
+            epoch: a.epoch.clone(),
+            reconnection_token: token,
+            id,
+        });
+        let player: Arc<str> = player.into();
+        self.mirror
+            .place(room, &a.epoch, a.seq, session, &player, text(&joined));
+        Ok(Membership {
+            room: room.into(),
+            player,
+        })
+    }
+
+    /// Leaves for good; queues `left`. When the store fails, the leave is retried in the
+    /// background (it is idempotent), so no member is left behind.
+    pub async fn leave(
+        &self,
+        m: &Membership,
+        session: &Arc<SessionHandle>,
+        id: Option<String>,
+    ) -> Result<(), RoomError> {
+        self.unplace(m, session);
+        let op = Op::Leave {
+            player: m.player.to_string(),
+            session: session.id.to_string(),
+        };
+        match self.backend.apply(&m.room, &op).await {
+            Ok(a) => {
+                let left = ServerFrame::Left(Left {
+                    room: m.room.to_string(),
+                    seq: a.seq,
+                    epoch: a.epoch,
+                    id,
+                });
+                session.enqueue(text(&left), None);
+                Ok(())
+            }
+            Err(StoreError::Refused(e)) => Err(e),
+            Err(_) => {
+                self.retry_later(m.room.to_string(), op);
+                Err(unavailable())
+            }
+        }
+    }
+
+    /// Publishes `data`; the publisher gets `ack` (when `id` is set) after its own copy.
+    pub async fn publish(
+        &self,
+        m: &Membership,
+        session: &Arc<SessionHandle>,
+        data: Value,
+        id: Option<String>,
+        traceparent: Option<String>,
+    ) -> Result<(), RoomError> {
+        let op = Op::Publish {
+            player: m.player.to_string(),
+            session: session.id.to_string(),
+            user: session.user.to_string(),
+            data,
+            id: id.clone(),
+            traceparent,
+            ts: unix_now_ms(),
+        };
+        let a = self.backend.apply(&m.room, &op).await.map_err(room_error)?;
+        let Outcome::Published { seq, duplicate } = a.outcome else {
+            return Err(unexpected());
+        };
+        if duplicate {
+            self.metrics.dedupe_hits.inc();
+        }
+        if let Some(id) = id {
+            let ack = text(&ack_frame(id, Some(&m.room), Some(seq)));
+            self.mirror.reply_at(&m.room, seq, session, ack);
+        }
+        Ok(())
+    }
+
+    /// Takes authority when nobody connected holds it.
+    pub async fn claim_authority(
+        &self,
+        m: &Membership,
+        session: &Arc<SessionHandle>,
+        id: Option<String>,
+    ) -> Result<(), RoomError> {
+        let op = Op::Claim {
+            player: m.player.to_string(),
+            session: session.id.to_string(),
+        };
+        let a = self.backend.apply(&m.room, &op).await.map_err(room_error)?;
+        self.ack_authority(m, session, id, &a);
+        Ok(())
+    }
+
+    /// Gives authority up; it passes to the longest-present other connected member.
+    pub async fn release_authority(
+        &self,
+        m: &Membership,
+        session: &Arc<SessionHandle>,
+        id: Option<String>,
+    ) -> Result<(), RoomError> {
+        let op = Op::Release {
+            player: m.player.to_string(),
+            session: session.id.to_string(),
+        };
+        let a = self.backend.apply(&m.room, &op).await.map_err(room_error)?;
+        self.ack_authority(m, session, id, &a);
+        Ok(())
+    }
+
+    fn ack_authority(
+        &self,
+        m: &Membership,
+        session: &Arc<SessionHandle>,
+        id: Option<String>,
+        a: &Applied,
+    ) {
+        if let Some(id) = id {
+            let at = if a.emitted > 0 { a.seq } else { 0 };
+            let ack = text(&ack_frame(id, Some(&m.room), None));
+            self.mirror.reply_at(&m.room, at, session, ack);
+        }
+    }
+
+    /// The session ended: the member turns away for the reconnection window (or leaves when
+    /// reconnection is off). Retried in the background when the store fails.
+    pub async fn disconnect(&self, m: &Membership, session: &Arc<SessionHandle>) {
+        self.unplace(m, session);
+        let op = Op::Away {
+            player: m.player.to_string(),
+            session: session.id.to_string(),
+            now: unix_now_ms(),
+        };
+        if self.backend.apply(&m.room, &op).await.is_err() {
+            self.retry_later(m.room.to_string(), op);
+        }
+    }
+
+    /// Resumes a membership on `session`: checks the token, replays what was missed (or
+    /// reports the exact gap), rotates the token; others get `member_reconnected`.
+    pub async fn reconnect(
+        &self,
+        req: Resume,
+        session: &Arc<SessionHandle>,
+    ) -> Result<Membership, RoomError> {
+        if !self.config.reconnection.enabled {
+            self.metrics.reconnection_validation_failures.inc();
+            return Err(RoomError {
+                code: ErrorCode::ReconnectionFailed,
+                message: "reconnection is disabled",
+            });
+        }
+        self.enter(&req.room).await?;
+        let token = new_token();
+        let op = Op::Resume {
+            player: req.player_id.clone(),
+            who: self.who(session),
+            presented: hash_token(&req.token),
+            next: hash_token(&token),
+            last: req.last_sequence,
+            now: unix_now_ms(),
+        };
+        let a = match self.backend.apply(&req.room, &op).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.exit(&req.room);
+                if matches!(e, StoreError::Refused(_)) {
+                    self.metrics.reconnection_validation_failures.inc();
+                }
+                return Err(room_error(e));
+            }
+        };
+        let Outcome::Resumed {
+            members,
+            authority,
+            replay_to,
+        } = a.outcome
+        else {
+            self.exit(&req.room);
+            return Err(unexpected());
+        };
+        let last = req.last_sequence;
+        let held = a.replay;
+        let r = replay(last, replay_to, held);
+        let reply = Reconnected {
+            room: req.room.clone(),
+            player_id: req.player_id.clone(),
+            events: Vec::new(),
+            recovered: r.gap.is_none(),
+            gap: r.gap.map(|(from, to)| Gap {
+                from,
+                to,
+                epoch: a.epoch.clone(),
+            }),
+            members,
+            authority,
+            // This resume's own messages are not sent to this member: it continues after them.
+            seq: a.seq,
+            epoch: a.epoch.clone(),
+            reconnection_token: token,
+            id: req.id,
+        };
+        let events: Vec<&str> = r.events.iter().map(|b| b.text.as_str()).collect();
+        let frame = Utf8Bytes::from(encode_reconnected(&reply, &events));
+        self.metrics.reconnection_completions.inc();
+        self.metrics.reconnection_tokens_issued.inc();
+        let player: Arc<str> = req.player_id.as_str().into();
+        self.mirror
+            .place(&req.room, &a.epoch, a.seq, session, &player, frame);
+        Ok(Membership {
+            room: req.room.as_str().into(),
+            player,
+        })
+    }
+
+    /// Removes away members whose window passed, in every room the backend reports.
+    pub async fn sweep(&self, now: u64) {
+        for room in self.backend.due(now).await {
+            let _ = self.backend.apply(&room, &Op::Expire { now }).await;
+        }
+    }
+
+    /// Retries an idempotent operation in the background with backoff, a bounded number of
+    /// times, until the node drains.
+    fn retry_later(&self, room: String, op: Op) {
+        let backend = self.backend.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            for _ in 0..RETRIES {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                match backend.apply(&room, &op).await {
+                    Ok(_) | Err(StoreError::Refused(_)) => return,
+                    Err(_) => delay = (delay * 2).min(Duration::from_secs(5)),
+                }
+            }
+            tracing::warn!(room, "room operation still failing after retries; giving up");
+        });
+    }
+}
+
+fn unexpected() -> RoomError {
+    RoomError {
+        code: ErrorCode::Internal,
+        message: "unexpected store outcome",
+    }
+}
+
+fn text(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(encode(frame))
+}

@@ -1,0 +1,180 @@
+//! The state of one room, as every backend stores it: members, authority, the stream position,
+//! reconnection token hashes, away deadlines and tombstones. Plain data (serialisable, so a
+//! cluster store can keep it), changed only by the rules in [`super::rules`].
+
+use std::collections::{HashMap, VecDeque};
+
+use axum::extract::ws::Utf8Bytes;
+use holdfast_protocol::{encode, Member, MemberStatus, ServerFrame};
+use serde::{Deserialize, Serialize};
+
+use crate::dedupe::DedupeWindow;
+
+/// Most tombstones kept per room; the oldest is forgotten first.
+pub const MAX_TOMBSTONES: usize = 256;
+
+/// One member of a room.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// Id within the room (`p1`, `p2`, ...), kept across reconnects.
+    pub player: String,
+    /// The member's user.
+    pub user: String,
+    /// The connected session's id, `None` while away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The node holding the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// While away: when the reconnection window closes (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away_until: Option<u64>,
+    /// Hash of the current reconnection token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Hash of the token whose resume issued the current one: it stays redeemable until the
+    /// current one is used, because the reply that carried the current one may have been lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_token: Option<String>,
+    /// Whether the member held authority when it dropped (to restore it on resume).
+    #[serde(default)]
+    pub held_authority: bool,
+}
+
+impl MemberRecord {
+    /// Whether the member is connected.
+    pub fn online(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Whether the member is connected through session `id`.
+    pub fn on(&self, session: &str) -> bool {
+        self.session.as_deref() == Some(session)
+    }
+}
+
+/// A member whose window expired, kept so a late resume is told `reconnection_expired`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The expired player id.
+    pub player: String,
+    /// Its last token hash.
+    pub token: String,
+}
+
+/// One room message produced by an operation, ready to be appended to the room's stream and
+/// fanned out.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its serialised frame.
+    pub text: Utf8Bytes,
+    /// A session this message fences out of the room (its membership moved on).
+    pub kick: Option<String>,
+}
+
+/// The state of one room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomState {
+    /// The stream epoch: random per room incarnation.
+    pub epoch: String,
+    /// The last allocated sequence number.
+    pub seq: u64,
+    /// Counter for player ids.
+    pub next_player: u64,
+    /// The player id holding authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// Members in join order: the longest-present first, so succession is a scan.
+    pub members: Vec<MemberRecord>,
+    /// Expired members, bounded by [`MAX_TOMBSTONES`].
+    #[serde(default)]
+    pub tombstones: VecDeque<Tombstone>,
+    /// Publish dedupe windows by player. Kept apart from the rest by stores that load them
+    /// only for the publisher.
+    #[serde(skip)]
+    pub dedupe: HashMap<String, DedupeWindow>,
+    /// Players whose dedupe window changed in this operation.
+    #[serde(skip)]
+    pub dedupe_dirty: Vec<String>,
+    /// Messages emitted by the operation being applied.
+    #[serde(skip)]
+    pub out: Vec<Emitted>,
+    /// The room's name, for the frames.
+    #[serde(skip)]
+    pub name: String,
+}
+
+impl RoomState {
+    /// A new room incarnation with `epoch`.
+    pub fn new(name: &str, epoch: String) -> RoomState {
+        RoomState {
+            epoch,
+            seq: 0,
+            next_player: 0,
+            authority: None,
+            members: Vec::new(),
+            tombstones: VecDeque::new(),
+            dedupe: HashMap::new(),
+            dedupe_dirty: Vec::new(),
+            out: Vec::new(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The index of `player`.
+    pub fn find(&self, player: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.player == player)
+    }
+
+    /// The index of `player` if it is connected through `session`.
+    pub fn find_live(&self, player: &str, session: &str) -> Option<usize> {
+        self.find(player).filter(|&i| self.members[i].on(session))
+    }
+
+    /// Whether nobody, connected or away, is left (the room is then dropped).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The member list as sent in `joined` and `reconnected`.
+    pub fn member_list(&self) -> Vec<Member> {
+        self.members
+            .iter()
+            .map(|m| Member {
+                player_id: m.player.clone(),
+                user_id: m.user.clone(),
+                status: if m.online() {
+                    MemberStatus::Online
+                } else {
+                    MemberStatus::Away
+                },
+            })
+            .collect()
+    }
+
+    /// Emits one room message: allocates its seq and serialises it once. Returns the seq.
+    pub fn emit(
+        &mut self,
+        kick: Option<String>,
+        make: impl FnOnce(String, u64, String) -> ServerFrame,
+    ) -> u64 {
+        self.seq += 1;
+        let frame = make(self.name.clone(), self.seq, self.epoch.clone());
+        self.out.push(Emitted {
+            seq: self.seq,
+            text: Utf8Bytes::from(encode(&frame)),
+            kick,
+        });
+        self.seq
+    }
+
+    /// Remembers an expired member's last token.
+    pub fn bury(&mut self, player: String, token: String) {
+        while self.tombstones.len() >= MAX_TOMBSTONES {
+            self.tombstones.pop_front();
+        }
+        self.tombstones.push_back(Tombstone { player, token });
+    }
+}
