@@ -25,13 +25,13 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod dedupe;
 mod demo;
 pub mod drain;
 pub mod fallback;
 pub mod http;
 pub mod metrics;
 pub mod node;
-pub mod dedupe;
 pub mod registry;
 pub mod room;
 mod session;

@@ -9,18 +9,23 @@
 //! - [`connect`]: opens the command connection (auto-reconnecting) and returns the
 //!   [`Cluster`]: the [`RedisBroker`] and the [`RedisRooms`] store to give to
 //!   `holdfast_gateway::Gateway::start_with`.
-//! - `scripts`: one Lua script per operation; each allocates the seq, appends to the history
-//!   (`XADD MAXLEN`), changes membership and `PUBLISH`es in one atomic step.
-//! - `rooms`: the store and the node's local mirror of each room it has members in: pub/sub
-//!   delivery in seq order, refetching from the history when a seq is skipped.
+//! - `store`: [`RedisRooms`], the room backend: load a room's state, run the gateway's room
+//!   rules on it, commit with one compare-and-set script (`scripts`, `lua/commit.lua`) that
+//!   also appends the emitted frames to the history (`XADD MAXLEN`) and publishes them.
+//!   No room rule and no frame is written in Lua.
+//! - `pubsub`: the node's pub/sub connection; room messages go to the gateway's mirror, which
+//!   orders them and asks for missed ranges (read from the history).
+//! - `sweep`: refreshes the TTL of rooms used by this node.
 //! - `broker`: user ownership (single socket, directed messages).
 //!
 //! # Keys (prefix `P`, room `R`, user `U`)
-//! - `P:r:{R}:m` hash: `epoch`, `seq`, `auth`, `np`; `P:r:{R}:p` hash: members;
-//!   `P:r:{R}:s` stream: history, entry id `<seq>-1`, trimmed to `reconnection.event_buffer_size`;
-//!   `P:r:{R}:t` hash: tombstones of expired members; `P:r:{R}:m:d:<player>` and `...:dl:<player>`:
-//!   publish dedupe. All with a TTL refreshed while the room is used.
-//! - `P:away` sorted set: away members by window end, swept by every node.
+//! - `P:r:{R}:st` hash: `v` (version `epoch:counter`, compared and set by every commit) and
+//!   `s` (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones);
+//!   `P:r:{R}:d` hash: publish dedupe windows by player; `P:r:{R}:s` stream: history, entry
+//!   id `<seq>-1`, trimmed to `reconnection.event_buffer_size`. All with a TTL refreshed while
+//!   the room is used.
+//! - `P:away` sorted set: room names by their earliest away deadline, read by every node's
+//!   sweep.
 //! - `P:u:{U}` hash: the node and session owning the user, and the ownership epoch.
 //! - Channels: `P:ch:r:R` (room stream), `P:ch:n:<node>` (kicks and directed messages).
 //!
@@ -30,8 +35,10 @@
 //! told the exact gap. Nothing is delivered out of order or with a silent hole.
 
 mod broker;
-mod rooms;
+mod pubsub;
 mod scripts;
+mod store;
+mod sweep;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -44,7 +51,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
 pub use broker::RedisBroker;
-pub use rooms::RedisRooms;
+pub use store::RedisRooms;
 
 /// The Redis side of one node.
 pub struct Cluster {
@@ -66,6 +73,8 @@ pub(crate) struct RedisMetrics {
     pub resyncs: IntCounter,
     /// Operations that failed because Redis could not be reached.
     pub errors: IntCounter,
+    /// Room commits retried because another node changed the room first.
+    pub conflicts: IntCounter,
 }
 
 impl RedisMetrics {
@@ -96,6 +105,11 @@ impl RedisMetrics {
             .expect("valid metric"),
             errors: IntCounter::new("redis_errors_total", "Redis operations that failed")
                 .expect("valid metric"),
+            conflicts: IntCounter::new(
+                "redis_room_conflicts_total",
+                "Room commits retried because another node changed the room first",
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -105,6 +119,7 @@ impl RedisMetrics {
         let _ = m.register(Box::new(self.pubsub_lag.clone()));
         let _ = m.register(Box::new(self.resyncs.clone()));
         let _ = m.register(Box::new(self.errors.clone()));
+        let _ = m.register(Box::new(self.conflicts.clone()));
     }
 }
 
@@ -117,7 +132,7 @@ pub(crate) enum SubCmd {
 /// State shared by the broker and the store of one node.
 pub(crate) struct Shared {
     /// To open the pub/sub connection (again).
-    client: redis::Client,
+    pub client: redis::Client,
     /// The command connection; reconnects by itself. Cloning it is cheap.
     pub conn: ConnectionManager,
     /// Key prefix, so several clusters (or tests) can share one Redis.
@@ -133,7 +148,7 @@ pub(crate) struct Shared {
     /// Commands to the pub/sub task; bounded.
     pub sub_tx: mpsc::Sender<SubCmd>,
     /// Taken by the pub/sub task when it starts.
-    sub_rx: Mutex<Option<mpsc::Receiver<SubCmd>>>,
+    pub sub_rx: Mutex<Option<mpsc::Receiver<SubCmd>>>,
     /// Redis metrics.
     pub metrics: RedisMetrics,
 }

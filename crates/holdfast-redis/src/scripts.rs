@@ -1,28 +1,12 @@
-//! The Lua scripts: each room operation is one script, so seq allocation, history append,
-//! membership change and publication happen atomically in Redis.
+//! The Lua scripts. Room operations share one generic script, `commit`: a compare-and-set of
+//! the room's state with the history append and the publication, decided entirely by the
+//! gateway's room rules. The user scripts implement single socket and directed messages.
 
 use redis::Script;
 
-macro_rules! room_script {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("lua/room_prelude.lua"),
-            "\n",
-            include_str!($file)
-        ))
-    };
-}
-
 /// Every script, compiled once per process (hashed for EVALSHA).
 pub struct Scripts {
-    pub join: Script,
-    pub leave: Script,
-    pub publish: Script,
-    pub claim: Script,
-    pub release: Script,
-    pub away: Script,
-    pub resume: Script,
-    pub expire: Script,
+    pub commit: Script,
     pub claim_user: Script,
     pub release_user: Script,
     pub direct: Script,
@@ -31,14 +15,7 @@ pub struct Scripts {
 impl Scripts {
     pub fn new() -> Scripts {
         Scripts {
-            join: room_script!("lua/join.lua"),
-            leave: room_script!("lua/leave.lua"),
-            publish: room_script!("lua/publish.lua"),
-            claim: room_script!("lua/claim.lua"),
-            release: room_script!("lua/release.lua"),
-            away: room_script!("lua/away.lua"),
-            resume: room_script!("lua/resume.lua"),
-            expire: room_script!("lua/expire.lua"),
+            commit: Script::new(include_str!("lua/commit.lua")),
             claim_user: Script::new(include_str!("lua/claim_user.lua")),
             release_user: Script::new(include_str!("lua/release_user.lua")),
             direct: Script::new(include_str!("lua/direct.lua")),

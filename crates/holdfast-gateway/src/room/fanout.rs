@@ -252,7 +252,9 @@ pub struct Mirror {
 
 impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mirror").field("rooms", &self.len()).finish()
+        f.debug_struct("Mirror")
+            .field("rooms", &self.len())
+            .finish()
     }
 }
 
@@ -301,7 +303,7 @@ impl Mirror {
         let view = self
             .map()
             .entry(room.into())
-            .or_insert_with(Default::default)
+            .or_default()
             .clone();
         let mut v = lock(&view);
         v.joining += 1;

@@ -20,7 +20,10 @@ pub enum Presence {
 impl RoomState {
     /// Emits the presence change of member `idx`. Returns its seq.
     pub fn emit_presence(&mut self, idx: usize, what: Presence, kick: Option<String>) -> u64 {
-        let (player_id, user_id) = (self.members[idx].player.clone(), self.members[idx].user.clone());
+        let (player_id, user_id) = (
+            self.members[idx].player.clone(),
+            self.members[idx].user.clone(),
+        );
         self.emit_presence_of(player_id, user_id, what, kick)
     }
 

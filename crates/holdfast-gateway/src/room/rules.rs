@@ -402,7 +402,10 @@ fn resume(
     };
     let m = &st.members[i];
     // Both comparisons always run, so timing does not tell which token matched.
-    let current = m.token.as_deref().is_some_and(|h| hashes_match(presented, h));
+    let current = m
+        .token
+        .as_deref()
+        .is_some_and(|h| hashes_match(presented, h));
     let previous = m
         .prev_token
         .as_deref()

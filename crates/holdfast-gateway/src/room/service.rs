@@ -382,7 +382,10 @@ impl RoomService {
                     Err(_) => delay = (delay * 2).min(Duration::from_secs(5)),
                 }
             }
-            tracing::warn!(room, "room operation still failing after retries; giving up");
+            tracing::warn!(
+                room,
+                "room operation still failing after retries; giving up"
+            );
         });
     }
 }

@@ -69,15 +69,17 @@ impl MemoryRooms {
                         ctx.metrics.rooms_active.inc();
                         r
                     }
-                    None => return rules::on_missing(op).map_err(StoreError::Refused).map(|o| {
-                        Applied {
-                            outcome: o,
-                            seq: 0,
-                            epoch: String::new(),
-                            emitted: 0,
-                            replay: Vec::new(),
-                        }
-                    }),
+                    None => {
+                        return rules::on_missing(op).map_err(StoreError::Refused).map(|o| {
+                            Applied {
+                                outcome: o,
+                                seq: 0,
+                                epoch: String::new(),
+                                emitted: 0,
+                                replay: Vec::new(),
+                            }
+                        })
+                    }
                 }
             };
             let mut r = entry.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,7 +90,9 @@ impl MemoryRooms {
             st.dedupe_dirty.clear();
             let out = std::mem::take(&mut st.out);
             let (members2, away2) = counts(st);
-            ctx.metrics.room_members.add(members2 as i64 - members as i64);
+            ctx.metrics
+                .room_members
+                .add(members2 as i64 - members as i64);
             ctx.metrics
                 .reconnection_sessions_active
                 .add(away2 as i64 - away as i64);
@@ -106,7 +110,9 @@ impl MemoryRooms {
                 if rc.enabled {
                     ctx.metrics.reconnection_events_buffered.inc();
                     let evicted = ring.push(e.seq, e.text.clone());
-                    ctx.metrics.reconnection_events_evicted.inc_by(evicted as u64);
+                    ctx.metrics
+                        .reconnection_events_evicted
+                        .inc_by(evicted as u64);
                 }
                 ctx.mirror.receive(
                     room,
@@ -150,7 +156,11 @@ impl RoomBackend for MemoryRooms {
 
     fn unsubscribe(&self, _room: &str) {}
 
-    fn apply<'a>(&'a self, room: &'a str, op: &'a Op) -> BoxFuture<'a, Result<Applied, StoreError>> {
+    fn apply<'a>(
+        &'a self,
+        room: &'a str,
+        op: &'a Op,
+    ) -> BoxFuture<'a, Result<Applied, StoreError>> {
         let r = self.apply_now(room, op);
         Box::pin(async move { r })
     }
@@ -165,7 +175,12 @@ impl RoomBackend for MemoryRooms {
             .map()
             .get(room)
             .cloned()
-            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).ring.range(from, to))
+            .map(|r| {
+                r.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .ring
+                    .range(from, to)
+            })
             .unwrap_or_default();
         Box::pin(async move { Ok(held) })
     }

@@ -95,7 +95,8 @@ pub trait RoomBackend: Send + Sync {
     /// This node no longer needs `room`'s stream.
     fn unsubscribe(&self, room: &str);
     /// Applies `op` to `room` atomically (see the module documentation).
-    fn apply<'a>(&'a self, room: &'a str, op: &'a Op) -> BoxFuture<'a, Result<Applied, StoreError>>;
+    fn apply<'a>(&'a self, room: &'a str, op: &'a Op)
+        -> BoxFuture<'a, Result<Applied, StoreError>>;
     /// The messages of `room`'s stream with `from <= seq <= to` still held, in order.
     fn history<'a>(
         &'a self,

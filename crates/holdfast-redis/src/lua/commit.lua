@@ -1,0 +1,56 @@
+-- Commits one room operation decided by the gateway's room rules: a compare-and-set on the
+-- room's version, then the new state, the publish dedupe changes, the away index, and the
+-- emitted messages appended to the history and published, in one atomic step. No room rule
+-- lives here; frames arrive already serialised.
+--
+-- KEYS 1 state hash (`v` version, `s` state), 2 dedupe hash, 3 history stream, 4 away index.
+-- ARGV 1 expected version ('' when the room must not exist), 2 new version, 3 new state
+-- ('' drops the room), 4 key TTL (s), 5 history length, 6 channel, 7 room name,
+-- 8 next away deadline (ms, '' for none), 9 replay from, 10 replay to (0 for none), 11 epoch,
+-- 12 number of dedupe changes; then that many (player, window JSON or '' to delete) pairs;
+-- then the emitted messages as (seq, kick or '-', frame) triples.
+local cur = redis.call('HGET', KEYS[1], 'v') or ''
+if cur ~= ARGV[1] then return {'conflict'} end
+
+local out = {'ok'}
+local to = tonumber(ARGV[10])
+if to > 0 then
+  for _, e in ipairs(redis.call('XRANGE', KEYS[3], ARGV[9] .. '-1', to .. '-1')) do
+    table.insert(out, e[1])
+    table.insert(out, e[2][2])
+  end
+end
+
+local n = tonumber(ARGV[12])
+local i = 13
+for _ = 1, n do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+  i = i + 2
+end
+
+local cap = tonumber(ARGV[5])
+while i + 2 <= #ARGV do
+  local seq, kick, f = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  redis.call('XADD', KEYS[3], 'MAXLEN', cap, seq .. '-1', 'f', f, 'k', kick)
+  redis.call('PUBLISH', ARGV[6], seq .. ' ' .. ARGV[11] .. ' ' .. kick .. ' ' .. f)
+  i = i + 3
+end
+
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('ZREM', KEYS[4], ARGV[7])
+  return out
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
+local ttl = tonumber(ARGV[4])
+for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ttl) end
+if ARGV[8] == '' then
+  redis.call('ZREM', KEYS[4], ARGV[7])
+else
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[8]), ARGV[7])
+end
+return out

@@ -1,0 +1,249 @@
+//! The pub/sub task: one connection per node; room channels are added and removed on demand.
+//! Room messages are handed to the node's mirror, which delivers them in `seq` order and asks
+//! for a range it missed; that range is read from the room's history. After an outage the task
+//! reconnects with backoff, resubscribes, fences sessions that lost their user, and resyncs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::StreamExt;
+use holdfast_gateway::auth::unix_now_ms;
+use holdfast_gateway::room::fanout::{Held, Next};
+use holdfast_protocol::CloseCode;
+use tokio::sync::mpsc;
+
+use crate::store::RedisRooms;
+use crate::SubCmd;
+
+impl RedisRooms {
+    /// Hands one pub/sub message (`seq epoch kick frame`) to the mirror.
+    fn on_room_message(&self, room: &str, payload: &str) -> Next {
+        let Some(ctx) = self.shared.ctx.get() else {
+            return Next::Nothing;
+        };
+        let mut parts = payload.splitn(4, ' ');
+        let (Some(seq), Some(epoch), Some(kick), Some(frame)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Next::Nothing;
+        };
+        let Ok(seq) = seq.parse::<u64>() else {
+            return Next::Nothing;
+        };
+        if frame.starts_with("{\"type\":\"event\"") {
+            if let Some(ts) = frame
+                .split("\"ts\":")
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .and_then(|t| t.parse::<u64>().ok())
+            {
+                let lag = unix_now_ms().saturating_sub(ts) as f64 / 1000.0;
+                self.shared.metrics.pubsub_lag.observe(lag);
+            }
+        }
+        let held = Held {
+            kick: (kick != "-").then(|| kick.to_owned()),
+            text: Utf8Bytes::from(frame.to_owned()),
+        };
+        ctx.mirror.receive(room, seq, Some(epoch), held)
+    }
+
+    /// Fetches `from..=to` from the room's history and delivers it; a range that is gone
+    /// closes the room's local members (they resume and get the exact gap).
+    async fn fetch(&self, room: &str, from: u64, to: u64) {
+        let Some(ctx) = self.shared.ctx.get() else {
+            return;
+        };
+        self.shared.metrics.resyncs.inc();
+        let entries = self.read_history(room, from, to).await.unwrap_or_default();
+        for b in entries {
+            let held = Held {
+                kick: None,
+                text: b.text,
+            };
+            let _ = ctx.mirror.receive(room, b.seq, None, held);
+        }
+        ctx.mirror.with(room, |lr| {
+            lr.fetching = false;
+            let behind = match lr.delivered() {
+                Some(d) => to != u64::MAX && d < to,
+                None => false,
+            };
+            if behind {
+                tracing::warn!(
+                    room,
+                    from,
+                    to,
+                    "room history no longer holds a missed range"
+                );
+                lr.fail_all();
+            }
+            lr.drain_early();
+        });
+    }
+
+    /// After the pub/sub connection came back: close local sessions whose user was claimed by
+    /// a newer connection meanwhile (the kick may have been lost), check each room's epoch and
+    /// fetch what was published meanwhile.
+    async fn resync_all(&self) {
+        let Some(ctx) = self.shared.ctx.get() else {
+            return;
+        };
+        self.fence_sessions().await;
+        for room in ctx.mirror.rooms() {
+            let Some((epoch, delivered)) = ctx
+                .mirror
+                .with(&room, |v| (v.epoch().map(str::to_owned), v.delivered()))
+            else {
+                continue;
+            };
+            let mut conn = self.shared.conn.clone();
+            let version: redis::RedisResult<Option<String>> = redis::cmd("HGET")
+                .arg(self.shared.room_key(&room, "st"))
+                .arg("v")
+                .query_async(&mut conn)
+                .await;
+            let current = version
+                .ok()
+                .flatten()
+                .and_then(|v| v.split_once(':').map(|(e, _)| e.to_owned()));
+            if current.is_none() || current != epoch {
+                ctx.mirror.with(&room, |lr| {
+                    lr.fail_all();
+                    if let Some(e) = &current {
+                        lr.see_epoch(e);
+                    }
+                });
+                continue;
+            }
+            if let Some(d) = delivered {
+                self.fetch(&room, d + 1, u64::MAX).await;
+            }
+        }
+    }
+
+    /// Closes local sessions that no longer own their user in Redis.
+    async fn fence_sessions(&self) {
+        let Some(sink) = self.shared.sink.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let sessions = sink.sessions();
+        for chunk in sessions.chunks(512) {
+            let mut pipe = redis::pipe();
+            for (user, _) in chunk {
+                pipe.cmd("HGET").arg(self.shared.user_key(user)).arg("s");
+            }
+            let mut conn = self.shared.conn.clone();
+            let owners: redis::RedisResult<Vec<Option<String>>> = pipe.query_async(&mut conn).await;
+            let Ok(owners) = owners else { return };
+            for ((user, session), owner) in chunk.iter().zip(owners) {
+                if owner.is_some_and(|o| *o != **session) {
+                    sink.close_user(user, Some(session), CloseCode::Replaced);
+                }
+            }
+        }
+    }
+
+    /// Handles a message on this node's own channel.
+    fn on_node_message(&self, payload: &str) {
+        let Some(sink) = self.shared.sink.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        if let Some(rest) = payload.strip_prefix("kick ") {
+            if let Some((session, user)) = rest.split_once(' ') {
+                sink.close_user(user, Some(session), CloseCode::Replaced);
+            }
+        } else if let Some(rest) = payload.strip_prefix("direct ") {
+            let Some((len, rest)) = rest.split_once(' ') else {
+                return;
+            };
+            let Ok(len) = len.parse::<usize>() else {
+                return;
+            };
+            if rest.len() >= len && rest.is_char_boundary(len) {
+                let (user, frame) = rest.split_at(len);
+                sink.deliver_direct(user, Utf8Bytes::from(frame.to_owned()));
+            }
+        }
+    }
+}
+
+/// The pub/sub task of one node.
+pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver<SubCmd>) {
+    let Some(ctx) = store.shared.ctx.get().cloned() else {
+        return;
+    };
+    let node_channel = format!("{}{}", store.shared.node_channel_prefix(), ctx.node_id);
+    let room_prefix = format!("{}:ch:r:", store.shared.prefix);
+    let mut delay = Duration::from_millis(100);
+    let mut first = true;
+    loop {
+        let conn = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            c = store.shared.client.get_async_pubsub() => c,
+        };
+        let (mut sink, mut stream) = match conn {
+            Ok(c) => c.split(),
+            Err(e) => {
+                store.shared.set_healthy(false);
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis pub/sub connection failed; retrying");
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut channels = vec![node_channel.clone()];
+        channels.extend(
+            ctx.mirror
+                .rooms()
+                .iter()
+                .map(|r| store.shared.room_channel(r)),
+        );
+        if sink.subscribe(&channels).await.is_err() {
+            continue;
+        }
+        delay = Duration::from_millis(100);
+        store.shared.set_healthy(true);
+        if !first {
+            tracing::info!("Redis pub/sub reconnected; resyncing rooms");
+            store.resync_all().await;
+        }
+        first = false;
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                cmd = cmds.recv() => match cmd {
+                    None => return,
+                    Some(SubCmd::Subscribe(room, ack)) => {
+                        let ok = sink.subscribe(store.shared.room_channel(&room)).await.is_ok();
+                        let _ = ack.send(ok);
+                    }
+                    Some(SubCmd::Unsubscribe(room)) => {
+                        // A view created again meanwhile keeps its subscription.
+                        if ctx.mirror.get(&room).is_none() {
+                            let _ = sink.unsubscribe(store.shared.room_channel(&room)).await;
+                        }
+                    }
+                },
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let channel = msg.get_channel_name();
+                    let payload = String::from_utf8_lossy(msg.get_payload_bytes());
+                    if channel == node_channel {
+                        store.on_node_message(&payload);
+                    } else if let Some(room) = channel.strip_prefix(&room_prefix) {
+                        if let Next::Fetch(from, to) = store.on_room_message(room, &payload) {
+                            store.fetch(room, from, to).await;
+                        }
+                    }
+                }
+            }
+        }
+        store.shared.set_healthy(false);
+        tracing::warn!("Redis pub/sub connection lost; reconnecting");
+    }
+}
