@@ -342,3 +342,48 @@ async fn a_client_close_and_a_lost_connection_are_recorded() {
     assert_eq!(closes(&node, "1006"), 1);
     assert_eq!(node.open_sessions(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_sends_the_notice_then_1001() {
+    let node = node(|c| c.server.shutdown_reconnect_after_ms = 250);
+    let mut peer = open(&node, Some(claims("dan", 3600)));
+    peer.expect("welcome").await;
+    node.inner.drain.token().cancel();
+    let notice = peer.expect("server_shutdown").await;
+    assert_eq!(notice["reconnect_after_ms"], 250);
+    assert_eq!(peer.expect_close().await, 1001);
+    peer.finished().await;
+    assert_eq!(closes(&node, "1001"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_many_frames_before_auth_is_a_policy_violation() {
+    let node = node(|_| {});
+    let mut peer = open(&node, None);
+    for n in 0..8 {
+        peer.send(Message::Binary(bytes::Bytes::from_static(b"\x00")));
+        let e = peer.expect("error").await;
+        assert_ne!(e["code"], Value::Null, "frame {n}: {e}");
+    }
+    assert_eq!(peer.expect_close().await, 1008);
+    peer.finished().await;
+}
+
+#[test]
+fn an_oversized_frame_is_recognised_through_the_error_chain() {
+    use tungstenite::error::CapacityError;
+    let too_long = || {
+        tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        })
+    };
+    assert!(super::ws::is_too_big(&too_long()));
+    assert!(super::ws::is_too_big(&axum::Error::new(too_long())));
+    assert!(!super::ws::is_too_big(&axum::Error::new(
+        tungstenite::Error::ConnectionClosed
+    )));
+    assert!(!super::ws::is_too_big(&io::Error::from(
+        io::ErrorKind::ConnectionReset
+    )));
+}
