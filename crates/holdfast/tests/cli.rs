@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use holdfast_testkit::free_port;
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
@@ -78,14 +79,6 @@ fn token_requires_a_secret_and_signs_with_it() {
     let token = String::from_utf8(out.stdout).unwrap();
     let v = holdfast_gateway::auth::Verifier::new("s", 0);
     assert_eq!(v.verify(token.trim()).unwrap().sub, "u1");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

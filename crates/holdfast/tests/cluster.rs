@@ -9,58 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_client::{Backoff, Client, ClientConfig, ClientEvent, Events};
+use holdfast_testkit::{free_port, Redis};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const SECRET: &str = "cluster-cli-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Redis {
-    port: u16,
-    /// Killed when the test ends.
-    _child: Child,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed (scripts/test installs it)");
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Redis {
-                    port,
-                    _child: child,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start");
-    }
-}
 
 /// One `holdfast serve` process on a fixed port, restartable.
 struct NodeProc {
@@ -263,7 +218,7 @@ async fn assert_exactly_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_three_nodes_loses_and_duplicates_nothing() {
-    let redis = Redis::start().await;
+    let redis = Redis::start();
     let mut nodes = Vec::new();
     for i in 0..3 {
         nodes.push(NodeProc::start(&format!("n{i}"), redis.port).await);
@@ -304,7 +259,7 @@ async fn rolling_restart_of_three_nodes_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_on_another_node_after_kill_9() {
-    let redis = Redis::start().await;
+    let redis = Redis::start();
     let mut a = NodeProc::start("a", redis.port).await;
     let b = NodeProc::start("b", redis.port).await;
     // The load balancer sends the first connection to `a`, the second to `b`.

@@ -1,7 +1,7 @@
 //! Test support: an in-process gateway, tokens, a TCP proxy that can cut or freeze every
 //! connection, and a recorder that collects a client's events.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,10 +14,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// A WebSocket opened without the client, to drive raw protocol steps.
-pub type RawWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-/// The secret every test gateway signs tokens with.
-pub const SECRET: &str = "test-secret";
+pub use holdfast_testkit::Ws as RawWs;
+/// The secret every test gateway signs tokens with, and a token for a user signed with it.
+pub use holdfast_testkit::{token, SECRET};
 
 /// A gateway configuration with fast heartbeats and generous limits, adjusted by `tweak`.
 pub fn config(tweak: impl FnOnce(&mut Config)) -> Config {
@@ -39,11 +38,6 @@ pub async fn gateway(tweak: impl FnOnce(&mut Config)) -> Gateway {
     Gateway::start(config(tweak), listener)
         .await
         .expect("gateway starts")
-}
-
-/// A token for `user`, valid for a minute.
-pub fn token(user: &str) -> String {
-    holdfast_gateway::auth::mint_token(SECRET, user, Duration::from_secs(60))
 }
 
 /// The WebSocket URL of a gateway or proxy address.

@@ -1,0 +1,347 @@
+//! The transport-neutral session core: what an authenticated session does with a client
+//! frame, the rooms it is in, and its cleanup.
+//!
+//! The WebSocket loop ([`super::ws`]) and the fallback transports (`crate::fallback`) both
+//! drive a [`Session`]; neither the core nor the frames it queues know which transport carries
+//! them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use holdfast_protocol::{
+    parse_client_frame, Ack, ClientFrame, CloseCode, Direct, ErrorCode, ErrorFrame, Ping,
+    ReconnectionFailed, Refreshed, ServerFrame, Welcome, PROTOCOL_VERSION,
+};
+
+use super::ratelimit::TokenBucket;
+use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
+use crate::node::Node;
+use crate::registry::SessionHandle;
+use crate::room::{encode, RoomError};
+use crate::store::{Membership, Resume};
+
+/// The rooms of one session.
+#[derive(Default)]
+struct Rooms(Vec<Membership>);
+
+impl Rooms {
+    fn get(&self, room: &str) -> Option<&Membership> {
+        self.0.iter().find(|m| &*m.room == room)
+    }
+    fn contains_key(&self, room: &str) -> bool {
+        self.get(room).is_some()
+    }
+    fn remove(&mut self, room: &str) -> Option<Membership> {
+        let i = self.0.iter().position(|m| &*m.room == room)?;
+        Some(self.0.swap_remove(i))
+    }
+    fn insert(&mut self, m: Membership) {
+        // Most sessions are in one or two rooms: grow one slot at a time.
+        self.0.reserve_exact(1);
+        self.0.push(m);
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// An `error` frame.
+pub(crate) fn error_frame(
+    code: ErrorCode,
+    message: impl Into<String>,
+    id: Option<String>,
+) -> ServerFrame {
+    ServerFrame::Error(ErrorFrame {
+        code,
+        message: message.into(),
+        id,
+    })
+}
+
+/// The tokio instant at which a token expiring at `exp` (Unix seconds) expires.
+pub(crate) fn expiry_instant(exp: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+}
+
+/// An authenticated session, whatever its transport: the WebSocket loop ([`super::ws`]) and
+/// the fallback transports (`crate::fallback`) drive the same core, so auth, single socket, rooms,
+/// replay, dedupe and limits behave identically on every transport.
+pub(crate) struct Session {
+    pub(super) node: Node,
+    /// What other tasks see of this session.
+    pub(crate) handle: Arc<SessionHandle>,
+    /// Rooms this session is in, bounded by `limits.max_rooms_per_session` (a short list: a
+    /// scan is cheaper than a map and holds less memory per session).
+    rooms: Rooms,
+    /// Inbound rate limit.
+    bucket: TokenBucket,
+    /// Consecutive rate-limited frames.
+    strikes: u32,
+    /// When the token expires.
+    pub(crate) expiry: tokio::time::Instant,
+}
+
+impl Session {
+    /// Registers the session (closing the user's previous one when single socket is on) and
+    /// queues `welcome`.
+    pub(crate) async fn start(node: Node, claims: Claims) -> Session {
+        let inner = &node.inner;
+        let limits = &inner.config.limits;
+        let handle = SessionHandle::new(
+            node.next_session_id(),
+            claims.sub.as_str().into(),
+            limits.send_queue_messages,
+            limits.send_queue_bytes,
+            inner.metrics.clone(),
+        );
+        let previous = inner.registry.insert(handle.clone());
+        if inner.config.session.single_socket {
+            if let Some(old) = previous {
+                old.close(CloseCode::Replaced);
+            }
+            inner
+                .broker
+                .claim_user(&inner.id, &handle.user, &handle.id)
+                .await;
+        }
+        let welcome = ServerFrame::Welcome(Welcome {
+            protocol: PROTOCOL_VERSION,
+            user_id: claims.sub.clone(),
+            session_id: handle.id.to_string(),
+            node_id: inner.id.to_string(),
+            ping_interval_ms: inner.config.heartbeat.ping_interval_ms,
+            pong_timeout_ms: inner.config.heartbeat.pong_timeout_ms,
+            max_message_bytes: limits.max_message_bytes,
+            expires_at: claims.exp,
+        });
+        handle.enqueue(encode(&welcome), None);
+        tracing::debug!(session = %handle.id, user = %handle.user, "session started");
+        Session {
+            bucket: TokenBucket::new(limits.rate_limit_per_sec, limits.rate_limit_burst),
+            strikes: 0,
+            expiry: expiry_instant(claims.exp),
+            rooms: Rooms::default(),
+            handle,
+            node,
+        }
+    }
+
+    /// Leaves the registry and turns room memberships away (or removes them), then discards
+    /// whatever was still queued.
+    pub(crate) async fn finish(mut self) {
+        let inner = self.node.inner.clone();
+        for m in self.rooms.0.drain(..) {
+            inner.store.disconnect(&m, &self.handle).await;
+        }
+        if inner.registry.remove(&self.handle) {
+            inner
+                .broker
+                .release_user(&inner.id, &self.handle.user, &self.handle.id);
+        }
+        self.handle.shut_queue();
+    }
+
+    fn reply(&self, frame: &ServerFrame) {
+        self.handle.enqueue(encode(frame), None);
+    }
+
+    pub(super) fn reply_error(
+        &self,
+        code: ErrorCode,
+        message: impl Into<String>,
+        id: Option<String>,
+    ) {
+        self.node
+            .inner
+            .metrics
+            .errors_total
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.reply(&error_frame(code, message, id));
+    }
+
+    fn room_error(&self, e: RoomError, id: Option<String>) {
+        self.reply_error(e.code, e.message, id);
+    }
+
+    /// Handles one text frame; returns a close code when the session must end.
+    pub(crate) async fn on_text(&mut self, text: &str) -> Option<CloseCode> {
+        let inner = self.node.inner.clone();
+        inner.metrics.messages_received.inc();
+        if !self.bucket.take(Instant::now()) {
+            self.strikes += 1;
+            if self.strikes >= inner.config.limits.rate_limit_strikes {
+                return Some(CloseCode::RateLimited);
+            }
+            // The id is still read, so the client knows which frame to retry.
+            let id = match parse_client_frame(text) {
+                Ok(f) => f.id().map(str::to_owned),
+                Err(e) => e.id,
+            };
+            self.reply_error(
+                ErrorCode::RateLimited,
+                "rate limit exceeded; frame dropped",
+                id,
+            );
+            return None;
+        }
+        self.strikes = 0;
+        let frame = match parse_client_frame(text) {
+            Ok(f) => f,
+            Err(e) => {
+                self.reply_error(e.code, e.message, e.id);
+                return None;
+            }
+        };
+        match frame {
+            ClientFrame::Auth(_) => self.reply_error(
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+                None,
+            ),
+            ClientFrame::Join(r) => {
+                if inner.drain.is_draining() {
+                    self.reply_error(ErrorCode::Draining, "the node is draining", r.id);
+                } else if self.rooms.contains_key(r.room.as_str()) {
+                    self.reply_error(ErrorCode::AlreadyInRoom, "already in the room", r.id);
+                } else if self.rooms.len() >= inner.config.limits.max_rooms_per_session {
+                    self.reply_error(
+                        ErrorCode::TooManyRooms,
+                        "too many rooms for one session",
+                        r.id,
+                    );
+                } else {
+                    match inner.store.join(&r.room, &self.handle, r.id.clone()).await {
+                        Ok(m) => {
+                            self.rooms.insert(m);
+                        }
+                        Err(e) => self.room_error(e, r.id),
+                    }
+                }
+            }
+            ClientFrame::Leave(r) => match self.rooms.remove(r.room.as_str()) {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
+                Some(m) => {
+                    if let Err(e) = inner.store.leave(&m, &self.handle, r.id.clone()).await {
+                        self.room_error(e, r.id);
+                    }
+                }
+            },
+            ClientFrame::Publish(p) => match self.rooms.get(p.room.as_str()) {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", p.id),
+                Some(m) => {
+                    let r = inner
+                        .store
+                        .publish(m, &self.handle, p.data, p.id.clone(), p.traceparent)
+                        .await;
+                    if let Err(e) = r {
+                        self.room_error(e, p.id);
+                    }
+                }
+            },
+            ClientFrame::ClaimAuthority(r) => match self.rooms.get(r.room.as_str()) {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
+                Some(m) => {
+                    let res = inner
+                        .store
+                        .claim_authority(m, &self.handle, r.id.clone())
+                        .await;
+                    if let Err(e) = res {
+                        self.room_error(e, r.id);
+                    }
+                }
+            },
+            ClientFrame::ReleaseAuthority(r) => match self.rooms.get(r.room.as_str()) {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", r.id),
+                Some(m) => {
+                    let res = inner
+                        .store
+                        .release_authority(m, &self.handle, r.id.clone())
+                        .await;
+                    if let Err(e) = res {
+                        self.room_error(e, r.id);
+                    }
+                }
+            },
+            ClientFrame::Send(s) => {
+                let text = encode(&ServerFrame::Message(Direct {
+                    from: self.handle.user.to_string(),
+                    ts: unix_now_ms(),
+                    data: s.data,
+                }));
+                let delivered = match inner.registry.get(&s.to) {
+                    Some(target) => target.enqueue(text, None),
+                    None => inner.broker.route_direct(&inner.id, &s.to, text).await,
+                };
+                if !delivered {
+                    self.reply_error(ErrorCode::UserOffline, "the user has no live session", s.id);
+                } else if let Some(id) = s.id {
+                    self.reply(&ServerFrame::Ack(Ack {
+                        id,
+                        room: None,
+                        seq: None,
+                    }));
+                }
+            }
+            ClientFrame::Reconnect(r) => {
+                let failed = |code, message: &str| {
+                    ServerFrame::ReconnectionFailed(ReconnectionFailed {
+                        room: r.room.clone(),
+                        code,
+                        message: message.to_owned(),
+                        id: r.id.clone(),
+                    })
+                };
+                if self.rooms.contains_key(r.room.as_str()) {
+                    inner.metrics.reconnection_validation_failures.inc();
+                    self.reply(&failed(
+                        ErrorCode::ReconnectionFailed,
+                        "this session is already in the room",
+                    ));
+                } else if self.rooms.len() >= inner.config.limits.max_rooms_per_session {
+                    inner.metrics.reconnection_validation_failures.inc();
+                    self.reply(&failed(
+                        ErrorCode::TooManyRooms,
+                        "too many rooms for one session",
+                    ));
+                } else {
+                    let req = Resume {
+                        room: r.room.clone(),
+                        player_id: r.player_id.clone(),
+                        token: r.token.clone(),
+                        last_sequence: r.last_sequence,
+                        id: r.id.clone(),
+                    };
+                    match inner.store.reconnect(req, &self.handle).await {
+                        Ok(m) => {
+                            self.rooms.insert(m);
+                        }
+                        Err(e) => self.reply(&failed(e.code, e.message)),
+                    }
+                }
+            }
+            ClientFrame::Refresh(r) => match inner.verifier.verify(&r.token) {
+                Ok(claims) if *claims.sub == *self.handle.user => {
+                    self.expiry = expiry_instant(claims.exp);
+                    self.reply(&ServerFrame::Refreshed(Refreshed {
+                        expires_at: claims.exp,
+                        id: r.id,
+                    }));
+                }
+                Ok(_) => self.reply_error(
+                    ErrorCode::TokenUserMismatch,
+                    "the token is for another user",
+                    r.id,
+                ),
+                Err(AuthError::Expired) => {
+                    self.reply_error(ErrorCode::TokenExpired, "token expired", r.id)
+                }
+                Err(AuthError::Invalid) => {
+                    self.reply_error(ErrorCode::AuthFailed, "invalid token", r.id)
+                }
+            },
+            ClientFrame::Ping(p) => self.reply(&ServerFrame::Pong(Ping { id: p.id })),
+        }
+        None
+    }
+}

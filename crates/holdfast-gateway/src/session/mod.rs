@@ -1,0 +1,20 @@
+//! One client session, from authentication to close.
+//!
+//! - [`core`]: the transport-neutral [`Session`]: frame handling, the rooms of a session, and
+//!   its cleanup. The WebSocket loop and the fallback transports drive the same core.
+//! - [`ws`]: the WebSocket loop, generic over a sink/stream of frames.
+//! - [`auth`]: in-band authentication and its timeout.
+//! - [`heartbeat`]: ping/pong as a deadline state machine.
+//! - [`ratelimit`]: the inbound token bucket.
+
+mod auth;
+mod core;
+mod heartbeat;
+mod ratelimit;
+mod ws;
+
+#[cfg(test)]
+mod tests;
+
+pub(crate) use self::core::Session;
+pub(crate) use self::ws::run;

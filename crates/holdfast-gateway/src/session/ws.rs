@@ -1,0 +1,242 @@
+//! The WebSocket loop: one task per connection, from upgrade to close.
+//!
+//! The task is the only writer of its socket. Everything addressed to the session (room
+//! messages, replies, direct messages) arrives through its bounded queue and is written in
+//! batches: one flush (one write syscall in the common case) per batch of queued frames.
+//! Writes are raced against the close signal and the drain, so a client that stopped reading
+//! cannot pin its task.
+//!
+//! The loop is generic over the connection: anything that is both a sink and a stream of
+//! frames, as axum's `WebSocket` is, so tests can drive a session through an in-memory pair.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use holdfast_protocol::{CloseCode, ErrorCode, ServerFrame, ServerShutdown};
+use tokio::time::{sleep_until, Instant};
+
+use super::auth::authenticate;
+use super::core::Session;
+use super::heartbeat::{Beat, Heartbeat};
+use crate::auth::Claims;
+use crate::node::{Admission, Node};
+use crate::registry::{Outbound, SessionHandle};
+use crate::room::encode;
+
+/// Most frames written per flush.
+const MAX_BATCH: usize = 64;
+/// How long a close or shutdown notice may take to write before the socket is dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a session loop ended.
+enum Ending {
+    /// Close the socket with this code (a close frame is attempted).
+    Close(CloseCode),
+    /// The node is draining: `server_shutdown`, then 1001.
+    Drain,
+    /// The client closed, with its code (1005 when it gave none).
+    ClientClosed(u16),
+    /// The connection is gone without a close (1006).
+    Lost,
+}
+
+/// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
+/// with the upgrade request; otherwise the first frame must be `auth`.
+pub(crate) async fn run<S, E>(node: Node, mut ws: S, pre_auth: Option<Claims>, admission: Admission)
+where
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+    E: std::error::Error + 'static,
+{
+    let metrics = node.inner.metrics.clone();
+    metrics.connections_opened.inc();
+    metrics.connections_active.inc();
+    // The phases are boxed so the task keeps only the state of the phase it is in: an idle
+    // session's task stays small.
+    let code = match pre_auth {
+        Some(c) => Ok(c),
+        None => Box::pin(authenticate(&node, &mut ws)).await,
+    };
+    let code = match code {
+        Ok(claims) => {
+            let session = Box::pin(Session::start(node, claims)).await;
+            Box::pin(drive(session, &mut ws)).await
+        }
+        Err(code) => code,
+    };
+    drop(admission);
+    metrics
+        .close_total
+        .with_label_values(&[&code.to_string()])
+        .inc();
+    metrics.connections_closed.inc();
+    metrics.connections_active.dec();
+}
+
+/// Writes one text frame directly (before the session's queue exists, or after it is done).
+pub(super) async fn write_now<S: Sink<Message> + Unpin>(ws: &mut S, frame: &ServerFrame) {
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.send(Message::Text(encode(frame)))).await;
+}
+
+/// Sends a close frame with `code`, bounded in time.
+pub(super) async fn close_with<S: Sink<Message> + Unpin>(ws: &mut S, code: CloseCode) {
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    };
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
+}
+
+/// Whether a read error is (or wraps) tungstenite's message/frame size limit.
+pub(super) fn is_too_big(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if matches!(
+            err.downcast_ref::<tungstenite::Error>(),
+            Some(tungstenite::Error::Capacity(_))
+        ) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The session loop; returns the close code to record.
+async fn drive<S, E>(mut session: Session, ws: &mut S) -> u16
+where
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+    E: std::error::Error + 'static,
+{
+    let inner = session.node.inner.clone();
+    let hb = &inner.config.heartbeat;
+    // One timer serves the ping cadence, the pong deadline and the token expiry, so an idle
+    // session holds no timer allocation of its own.
+    let mut heartbeat = Heartbeat::new(
+        Instant::now(),
+        Duration::from_millis(hb.ping_interval_ms),
+        Duration::from_millis(hb.pong_timeout_ms),
+    );
+    let handle = session.handle.clone();
+    let ending = loop {
+        let timer = heartbeat.deadline().min(session.expiry);
+        tokio::select! {
+            biased;
+            code = handle.closed() => break Ending::Close(code),
+            _ = inner.drain.token().cancelled() => break Ending::Drain,
+            out = handle.next() => {
+                // Boxed: the write state exists only while a batch is being written.
+                let write = Box::pin(write_batch(ws, out, &handle, &inner.metrics));
+                tokio::select! {
+                    r = write => {
+                        if r.is_err() { break Ending::Lost }
+                    }
+                    code = handle.closed() => break Ending::Close(code),
+                    _ = inner.drain.token().cancelled() => break Ending::Drain,
+                }
+            }
+            _ = sleep_until(timer) => {
+                let now = Instant::now();
+                if now >= session.expiry {
+                    break Ending::Close(CloseCode::TokenExpired);
+                }
+                match heartbeat.poll(now) {
+                    Beat::TimedOut => break Ending::Close(CloseCode::HeartbeatTimeout),
+                    Beat::Ping => {
+                        let send = Box::pin(ws.send(Message::Ping(bytes::Bytes::new())));
+                        tokio::select! {
+                            r = send => if r.is_err() { break Ending::Lost },
+                            code = handle.closed() => break Ending::Close(code),
+                            _ = inner.drain.token().cancelled() => break Ending::Drain,
+                        }
+                    }
+                    Beat::Wait(_) => {}
+                }
+            }
+            msg = ws.next() => match msg {
+                None => break Ending::Lost,
+                Some(Err(e)) => {
+                    if is_too_big(&e) {
+                        break Ending::Close(CloseCode::MessageTooBig);
+                    }
+                    break Ending::Lost;
+                }
+                Some(Ok(Message::Text(text))) => {
+                    // Boxed for the same reason: frame handling state is transient.
+                    if let Some(code) = Box::pin(session.on_text(&text)).await {
+                        break Ending::Close(code);
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    inner.metrics.messages_received.inc();
+                    session.reply_error(ErrorCode::InvalidFrame, "binary frames are not supported; send JSON text", None);
+                }
+                Some(Ok(Message::Pong(_))) => {
+                    if let Some(rtt) = heartbeat.on_pong(Instant::now()) {
+                        inner.metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
+                    }
+                }
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    break Ending::ClientClosed(frame.map(|f| f.code).unwrap_or(1005));
+                }
+            }
+        }
+    };
+    let code = Box::pin(async {
+        match ending {
+            Ending::Close(code) => {
+                close_with(ws, code).await;
+                code.code()
+            }
+            Ending::Drain => {
+                let notice = ServerFrame::ServerShutdown(ServerShutdown {
+                    reason: "node draining".into(),
+                    reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
+                });
+                write_now(ws, &notice).await;
+                close_with(ws, CloseCode::GoingAway).await;
+                CloseCode::GoingAway.code()
+            }
+            Ending::ClientClosed(code) => {
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.flush()).await;
+                code
+            }
+            Ending::Lost => 1006,
+        }
+    })
+    .await;
+    Box::pin(session.finish()).await;
+    tracing::debug!(session = %handle.id, code, "session ended");
+    code
+}
+
+/// Writes `first` and whatever else is queued (up to [`MAX_BATCH`]) with a single flush.
+async fn write_batch<S: Sink<Message> + Unpin>(
+    ws: &mut S,
+    first: Outbound,
+    handle: &SessionHandle,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), S::Error> {
+    let mut n = 0u64;
+    let mut out = first;
+    loop {
+        // Fan-out lag is taken as the frame goes to the socket's write buffer; the flush below
+        // follows within the same batch.
+        if let Some(t) = out.emitted {
+            metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
+        }
+        ws.feed(Message::Text(out.text)).await?;
+        n += 1;
+        if n >= MAX_BATCH as u64 {
+            break;
+        }
+        match handle.try_pop() {
+            Some(next) => out = next,
+            None => break,
+        }
+    }
+    ws.flush().await?;
+    metrics.messages_sent.inc_by(n);
+    Ok(())
+}
