@@ -103,6 +103,7 @@ impl RedisRooms {
         let ctx = self.ctx()?;
         let dedupe_of = match op {
             Op::Publish { player, .. } => Some(player.as_str()),
+            Op::ServerPublish { .. } => Some(rules::SERVER_DEDUPE),
             _ => None,
         };
         let loaded = self.load(room, dedupe_of).await?;
@@ -366,6 +367,46 @@ impl RoomBackend for RedisRooms {
         to: u64,
     ) -> BoxFuture<'a, Result<Vec<Buffered>, StoreError>> {
         Box::pin(self.read_history(room, from, to))
+    }
+
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<String>, Option<String>), StoreError>> {
+        Box::pin(async move {
+            // Room keys are `P:r:{<room>}:st`; SCAN walks them in the server's order, and the
+            // cursor is SCAN's own. A page may hold fewer than `limit` names.
+            let head = format!("{}:r:{{", self.shared.prefix);
+            let mut conn = self.shared.conn.clone();
+            let mut cur: u64 = cursor.parse().unwrap_or(0);
+            let mut names = Vec::new();
+            for _ in 0..64 {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cur)
+                    .arg("MATCH")
+                    .arg(format!("{head}*}}:st"))
+                    .arg("COUNT")
+                    .arg(limit.max(10) * 4)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|_| StoreError::Unavailable)?;
+                names.extend(
+                    keys.iter()
+                        .filter_map(|k| k.strip_prefix(&head)?.strip_suffix("}:st"))
+                        .filter(|r| r.starts_with(prefix))
+                        .map(str::to_owned),
+                );
+                cur = next;
+                if cur == 0 || names.len() >= limit {
+                    break;
+                }
+            }
+            names.sort();
+            let next = (cur != 0).then(|| cur.to_string());
+            Ok((names, next))
+        })
     }
 
     fn due(&self, now: u64) -> BoxFuture<'_, Vec<String>> {

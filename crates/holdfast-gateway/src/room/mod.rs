@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use holdfast_protocol::{ErrorCode, ServerFrame};
 
-pub use service::RoomService;
+pub use service::{RoomInfo, RoomService};
 
 /// Serialises a server frame once; the bytes are then shared by every recipient.
 pub fn encode(frame: &ServerFrame) -> Utf8Bytes {

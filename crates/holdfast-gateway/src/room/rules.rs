@@ -86,6 +86,19 @@ pub enum Op {
         /// Server time (Unix ms).
         ts: u64,
     },
+    /// Publish an event from the application's backend (no member sends it).
+    ServerPublish {
+        /// The data.
+        data: Value,
+        /// The backend's id, for dedupe (one window per room for the backend).
+        id: Option<String>,
+        /// Trace context.
+        traceparent: Option<String>,
+        /// Server time (Unix ms).
+        ts: u64,
+    },
+    /// Read the room without changing it.
+    Inspect,
     /// Take authority.
     Claim {
         /// The claimant.
@@ -167,7 +180,20 @@ pub enum Outcome {
     },
     /// Expired members removed.
     Expired(usize),
+    /// `Inspect`: the room as it is.
+    Info {
+        /// Every member.
+        members: Vec<Member>,
+        /// The authority.
+        authority: Option<String>,
+    },
 }
+
+/// The `from` of an event published by the application's backend (player ids are `p<n>`, so
+/// it never names a member); its `user_id` is empty.
+pub const SERVER_FROM: &str = "server";
+/// The dedupe window key of the backend's publishes (not a valid player id).
+pub const SERVER_DEDUPE: &str = "@server";
 
 fn err(code: ErrorCode, message: &'static str) -> RoomError {
     RoomError { code, message }
@@ -243,6 +269,51 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                 duplicate: false,
             })
         }
+        Op::ServerPublish {
+            data,
+            id,
+            traceparent,
+            ts,
+        } => {
+            if let Some(id) = id {
+                if let Some(seq) = st.dedupe.get(SERVER_DEDUPE).and_then(|d| d.lookup(id)) {
+                    return Ok(Outcome::Published {
+                        seq,
+                        duplicate: true,
+                    });
+                }
+            }
+            let (data, event_id, traceparent, ts) =
+                (data.clone(), id.clone(), traceparent.clone(), *ts);
+            let seq = st.emit(None, move |room, seq, epoch| {
+                ServerFrame::Event(Event {
+                    room,
+                    seq,
+                    epoch,
+                    ts,
+                    from: SERVER_FROM.to_owned(),
+                    user_id: String::new(),
+                    data,
+                    id: event_id,
+                    traceparent,
+                })
+            });
+            if let Some(id) = id {
+                st.dedupe
+                    .entry(SERVER_DEDUPE.to_owned())
+                    .or_default()
+                    .insert(id, seq, rules.dedupe_window);
+                st.dedupe_dirty.push(SERVER_DEDUPE.to_owned());
+            }
+            Ok(Outcome::Published {
+                seq,
+                duplicate: false,
+            })
+        }
+        Op::Inspect => Ok(Outcome::Info {
+            members: st.member_list(),
+            authority: st.authority.clone(),
+        }),
         Op::Claim { player, session } => {
             st.find_live(player, session).ok_or_else(not_in_room)?;
             if st.authority.as_deref() == Some(player) {
@@ -499,6 +570,15 @@ pub fn on_missing(op: &Op) -> Result<Outcome, RoomError> {
         Op::Away { .. } => Ok(Outcome::Away),
         Op::Expire { .. } => Ok(Outcome::Expired(0)),
         Op::Publish { .. } | Op::Claim { .. } | Op::Release { .. } => Err(not_in_room()),
+        // A room nobody is in holds no stream: nothing to deliver or to read (seq 0).
+        Op::ServerPublish { .. } => Ok(Outcome::Published {
+            seq: 0,
+            duplicate: false,
+        }),
+        Op::Inspect => Ok(Outcome::Info {
+            members: Vec::new(),
+            authority: None,
+        }),
         Op::Resume { .. } => Err(err(
             ErrorCode::ReconnectionFailed,
             "the room no longer exists",

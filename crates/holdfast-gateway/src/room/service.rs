@@ -26,6 +26,19 @@ use crate::tokens::{hash_token, new_token};
 /// Attempts of a background retry (leave, away) after the store failed.
 const RETRIES: u32 = 6;
 
+/// A room as the application's backend reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomInfo {
+    /// Every member, with its status.
+    pub members: Vec<holdfast_protocol::Member>,
+    /// The player id holding authority.
+    pub authority: Option<String>,
+    /// The room's current seq.
+    pub seq: u64,
+    /// The room's epoch.
+    pub epoch: String,
+}
+
 /// Room operations of one node, over its backend.
 pub struct RoomService {
     backend: Arc<dyn RoomBackend>,
@@ -356,6 +369,80 @@ impl RoomService {
             room: req.room.as_str().into(),
             player,
         })
+    }
+
+    /// Publishes `data` from the application's backend: an `event` with `from: "server"`, in
+    /// the room's seq order, deduplicated by `id` like a member's publish. Returns the event's
+    /// `(seq, epoch)`, or `None` when nobody is in the room (nothing is delivered or kept).
+    pub async fn server_publish(
+        &self,
+        room: &str,
+        data: Value,
+        id: Option<String>,
+        traceparent: Option<String>,
+    ) -> Result<Option<(u64, String)>, RoomError> {
+        let op = Op::ServerPublish {
+            data,
+            id,
+            traceparent,
+            ts: unix_now_ms(),
+        };
+        let a = self.backend.apply(room, &op).await.map_err(room_error)?;
+        match a.outcome {
+            Outcome::Published { seq: 0, .. } => Ok(None),
+            Outcome::Published { seq, duplicate } => {
+                if duplicate {
+                    self.metrics.dedupe_hits.inc();
+                }
+                Ok(Some((seq, a.epoch)))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The room as it is now, or `None` when nobody is in it.
+    pub async fn info(&self, room: &str) -> Result<Option<RoomInfo>, RoomError> {
+        let a = self
+            .backend
+            .apply(room, &Op::Inspect)
+            .await
+            .map_err(room_error)?;
+        match a.outcome {
+            Outcome::Info { .. } if a.epoch.is_empty() => Ok(None),
+            Outcome::Info { members, authority } => Ok(Some(RoomInfo {
+                members,
+                authority,
+                seq: a.seq,
+                epoch: a.epoch,
+            })),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The room messages with `from <= seq <= to` the room still holds, in order, as sent.
+    pub async fn history(
+        &self,
+        room: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<super::stream::Buffered>, RoomError> {
+        self.backend
+            .history(room, from, to)
+            .await
+            .map_err(room_error)
+    }
+
+    /// A page of room names starting with `prefix` (see [`RoomBackend::list`]).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        cursor: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), RoomError> {
+        self.backend
+            .list(prefix, cursor, limit)
+            .await
+            .map_err(room_error)
     }
 
     /// Removes away members whose window passed, in every room the backend reports.

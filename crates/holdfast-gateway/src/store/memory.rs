@@ -185,6 +185,24 @@ impl RoomBackend for MemoryRooms {
         Box::pin(async move { Ok(held) })
     }
 
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<String>, Option<String>), StoreError>> {
+        let mut names: Vec<String> = self
+            .map()
+            .keys()
+            .filter(|k| k.starts_with(prefix) && (cursor.is_empty() || &***k > cursor))
+            .map(|k| k.to_string())
+            .collect();
+        names.sort();
+        let next = (names.len() > limit).then(|| names[limit - 1].clone());
+        names.truncate(limit);
+        Box::pin(async move { Ok((names, next.filter(|_| limit > 0))) })
+    }
+
     fn due(&self, now: u64) -> BoxFuture<'_, Vec<String>> {
         let rooms: Vec<(Arc<str>, Arc<Mutex<MemRoom>>)> = self
             .map()

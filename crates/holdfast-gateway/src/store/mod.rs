@@ -106,4 +106,13 @@ pub trait RoomBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<Buffered>, StoreError>>;
     /// Rooms with an away member whose window ended by `now` (Unix ms); a bounded batch.
     fn due(&self, now: u64) -> BoxFuture<'_, Vec<String>>;
+    /// Up to `limit` room names starting with `prefix`, in a stable order, after `cursor` (an
+    /// opaque value returned by the previous page; empty for the first). Returns the names and
+    /// the next cursor (`None` on the last page).
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        cursor: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<String>, Option<String>), StoreError>>;
 }
