@@ -111,8 +111,24 @@ pub struct LimitsConfig {
     pub max_rooms_per_session: usize,
     /// Most members (connected or away) in one room.
     pub max_members_per_room: usize,
-    /// Time allowed for a client to send its HTTP upgrade request headers.
+    /// Time allowed for a client to send the headers of each HTTP request (the upgrade
+    /// request, or the next request on an idle keep-alive connection); then the connection is
+    /// closed.
     pub handshake_timeout_ms: u64,
+    /// Time allowed for a client to send a request body (`POST /sse/send`, `/poll/send`);
+    /// slower bodies are answered 408 `body_timeout`.
+    pub body_timeout_ms: u64,
+    /// Most HTTP connections on this node that are not (yet) a session: handshakes, requests
+    /// being read, idle keep-alive connections. Further connections are answered 503
+    /// `max_pending_connections` and closed right after `accept`.
+    pub max_pending_connections: usize,
+    /// Most pending HTTP connections from one address (an IPv6 /64); further connections are
+    /// answered 429 `max_pending_per_ip` and closed right after `accept`. At most half of
+    /// `max_pending_connections`, so one address can never hold the whole pool.
+    pub max_pending_per_ip: usize,
+    /// Most SSE streams and long-poll requests held open at once from one address, new or
+    /// reattached to an existing session; further ones get HTTP 429 `max_streams_per_ip`.
+    pub max_streams_per_ip: usize,
     /// Inbound frames per second allowed per session (token bucket refill rate).
     pub rate_limit_per_sec: u32,
     /// Token bucket size: frames that may arrive in a burst.
@@ -136,6 +152,10 @@ impl Default for LimitsConfig {
             max_rooms_per_session: 64,
             max_members_per_room: 10_000,
             handshake_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_pending_connections: 4_096,
+            max_pending_per_ip: 64,
+            max_streams_per_ip: 1_000,
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
             rate_limit_strikes: 50,
@@ -318,6 +338,27 @@ impl Config {
         positive(
             "limits.handshake_timeout_ms",
             self.limits.handshake_timeout_ms,
+        )?;
+        positive("limits.body_timeout_ms", self.limits.body_timeout_ms)?;
+        positive(
+            "limits.max_pending_connections",
+            self.limits.max_pending_connections as u64,
+        )?;
+        positive(
+            "limits.max_pending_per_ip",
+            self.limits.max_pending_per_ip as u64,
+        )?;
+        if self.limits.max_pending_per_ip > self.limits.max_pending_connections / 2 {
+            return Err(ConfigError {
+                key: "limits.max_pending_per_ip",
+                message: "must be at most half of limits.max_pending_connections, so one \
+                          address cannot hold the whole pool"
+                    .into(),
+            });
+        }
+        positive(
+            "limits.max_streams_per_ip",
+            self.limits.max_streams_per_ip as u64,
         )?;
         positive(
             "limits.rate_limit_per_sec",

@@ -21,16 +21,19 @@ mod poll;
 mod sse;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use holdfast_protocol::{CloseCode, ServerFrame, ServerShutdown};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::{AuthError, Claims};
+use crate::limits::{origin_allowed, ConnSlot, Refusal, Slot};
 use crate::node::{AdmitError, Node};
 use crate::room::encode;
 use crate::session::Session;
@@ -100,14 +103,40 @@ impl FallbackSessions {
     }
 }
 
-/// An HTTP refusal: status and a stable reason, as for `/ws` upgrades.
-#[derive(Debug, Clone, Copy)]
-struct Refusal(StatusCode, &'static str);
+/// The pending slot of the request's connection, when it came through the accept loop.
+pub(crate) type ConnExt = Option<Extension<Arc<ConnSlot>>>;
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, format!("{}\n", self.1)).into_response()
+/// The checks every fallback request passes before anything else: the token, then the
+/// browser origin.
+fn check_request(node: &Node, token: Option<&str>, headers: &HeaderMap) -> Result<Claims, Refusal> {
+    let claims = request_claims(node, token, headers)?;
+    if !origin_allowed(&node.config().limits, headers) {
+        return Err(Refusal(StatusCode::FORBIDDEN, "origin_not_allowed"));
     }
+    Ok(claims)
+}
+
+/// Admits a stream or poll held open by `ip`: it counts against `limits.max_streams_per_ip`
+/// (and the node's `limits.max_connections`) instead of the pending connections.
+fn admit_stream(node: &Node, ip: IpAddr) -> Result<Slot, Refusal> {
+    match node.admit_stream(ip) {
+        Ok(s) => Ok(s),
+        Err(AdmitError::NodeFull) => {
+            Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "max_connections"))
+        }
+        Err(AdmitError::IpFull) => {
+            Err(Refusal(StatusCode::TOO_MANY_REQUESTS, "max_streams_per_ip"))
+        }
+    }
+}
+
+/// Counts a refusal (by its stable code) and turns it into the response.
+fn refused(node: &Node, r: Refusal) -> Response {
+    node.metrics()
+        .upgrades_rejected
+        .with_label_values(&[r.1])
+        .inc();
+    r.into_response()
 }
 
 fn request_claims(
@@ -130,11 +159,7 @@ fn request_claims(
 }
 
 /// Creates a fallback session and its task.
-async fn open(
-    node: &Node,
-    claims: Claims,
-    peer: std::net::IpAddr,
-) -> Result<Arc<FallbackSession>, Refusal> {
+async fn open(node: &Node, claims: Claims, peer: IpAddr) -> Result<Arc<FallbackSession>, Refusal> {
     if node.is_draining() {
         return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "draining"));
     }

@@ -2,16 +2,20 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use std::net::IpAddr;
+
+use axum::body::Body;
 use axum::extract::ws::Utf8Bytes;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use holdfast_protocol::CloseCode;
 use serde::{Deserialize, Serialize};
 
-use super::{open, request_claims, Closed, FallbackSession};
+use super::{admit_stream, check_request, open, refused, Closed, ConnExt, FallbackSession};
+use crate::auth::Claims;
+use crate::limits::{check_content_length, read_body, Refusal};
 use crate::node::Node;
 
 /// Query of `GET /poll` and of the send endpoints.
@@ -60,21 +64,44 @@ fn poll_body(fs: &FallbackSession, frames: Vec<(u64, Utf8Bytes)>) -> Response {
 }
 
 /// `GET /poll`: without `session`, opens a session and answers at once; with it, waits up to
-/// `fallback.poll_timeout_ms` for frames after `after`.
+/// `fallback.poll_timeout_ms` for frames after `after`. Every poll takes a stream slot of its
+/// address; while it waits, its connection holds no pending slot, and takes one again before
+/// returning to keep-alive (or closes after the answer when its address has no room).
 pub async fn poll(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    conn: ConnExt,
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match request_claims(&node, q.token.as_deref(), &headers) {
+    let claims = match check_request(&node, q.token.as_deref(), &headers) {
         Ok(c) => c,
-        Err(r) => return r.into_response(),
+        Err(r) => return refused(&node, r),
     };
+    let slot = match admit_stream(&node, peer.ip()) {
+        Ok(s) => s,
+        Err(r) => return refused(&node, r),
+    };
+    let conn = conn.map(|Extension(c)| c);
+    if let Some(c) = &conn {
+        c.release();
+    }
+    let mut resp = poll_admitted(&node, peer.ip(), claims, q).await;
+    drop(slot);
+    if let Some(c) = &conn {
+        if !c.reacquire() {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    resp
+}
+
+async fn poll_admitted(node: &Node, ip: IpAddr, claims: Claims, q: PollQuery) -> Response {
     let Some(sid) = q.session else {
-        let fs = match open(&node, claims, peer.ip()).await {
+        let fs = match open(node, claims, ip).await {
             Ok(fs) => fs,
-            Err(r) => return r.into_response(),
+            Err(r) => return refused(node, r),
         };
         // Let the session task queue `welcome` before answering.
         let mut rx = fs.changed.subscribe();
@@ -83,10 +110,10 @@ pub async fn poll(
         return poll_body(&fs, frames);
     };
     let Some(fs) = node.inner.fallback.get(&sid) else {
-        return (StatusCode::NOT_FOUND, "unknown_session\n").into_response();
+        return Refusal(StatusCode::NOT_FOUND, "unknown_session").into_response();
     };
     if *fs.user != *claims.sub {
-        return (StatusCode::UNAUTHORIZED, "auth_failed\n").into_response();
+        return refused(node, Refusal(StatusCode::UNAUTHORIZED, "auth_failed"));
     }
     let after = q.after.unwrap_or(0);
     {
@@ -130,31 +157,41 @@ pub async fn poll(
 }
 
 /// `POST /sse/send` and `POST /poll/send`: one client frame, or a JSON array of them.
+///
+/// The token, the origin and the session are checked from the headers alone, and an announced
+/// body over `limits.max_message_bytes` is refused, before anything of the body is read; it is
+/// then read with that limit within `limits.body_timeout_ms`.
 pub async fn send(
     State(node): State<Node>,
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let claims = match request_claims(&node, q.token.as_deref(), &headers) {
+    let claims = match check_request(&node, q.token.as_deref(), &headers) {
         Ok(c) => c,
-        Err(r) => return r.into_response(),
+        Err(r) => return refused(&node, r),
     };
     let Some(fs) = q
         .session
         .as_deref()
         .and_then(|s| node.inner.fallback.get(s))
     else {
-        return (StatusCode::NOT_FOUND, "unknown_session\n").into_response();
+        return Refusal(StatusCode::NOT_FOUND, "unknown_session").into_response();
     };
     if *fs.user != *claims.sub {
-        return (StatusCode::UNAUTHORIZED, "auth_failed\n").into_response();
+        return refused(&node, Refusal(StatusCode::UNAUTHORIZED, "auth_failed"));
     }
-    if body.len() > node.config().limits.max_message_bytes {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "message_too_big\n").into_response();
+    let limits = &node.config().limits;
+    if let Err(r) = check_content_length(&headers, limits.max_message_bytes) {
+        return r.into_response();
     }
+    let timeout = Duration::from_millis(limits.body_timeout_ms);
+    let body = match read_body(body, limits.max_message_bytes, timeout).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return (StatusCode::BAD_REQUEST, "body must be UTF-8 JSON\n").into_response();
+        return Refusal(StatusCode::BAD_REQUEST, "bad_body").into_response();
     };
     let frames: Vec<String> = if text.trim_start().starts_with('[') {
         match serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(text) {
@@ -169,7 +206,7 @@ pub async fn send(
     fs.touch();
     for f in frames {
         if fs.inbound.try_send(f).is_err() {
-            return (StatusCode::TOO_MANY_REQUESTS, "rate_limited\n").into_response();
+            return Refusal(StatusCode::TOO_MANY_REQUESTS, "rate_limited").into_response();
         }
     }
     StatusCode::ACCEPTED.into_response()

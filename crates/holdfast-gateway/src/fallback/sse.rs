@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use holdfast_protocol::CloseCode;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{open, request_claims, Closed, FallbackSession};
+use super::{admit_stream, check_request, open, refused, Closed, ConnExt, FallbackSession};
+use crate::limits::Slot;
 use crate::node::Node;
 
 /// Query of `GET /sse`.
@@ -28,16 +30,22 @@ fn parse_event_id(s: &str) -> Option<(&str, u64)> {
 }
 
 /// `GET /sse`: opens (or, with `Last-Event-ID`, reattaches to) a session and streams its
-/// frames.
+/// frames. Every stream, new or reattached, takes a stream slot of its address; the connection
+/// gives its pending slot back and closes when the stream ends.
 pub async fn sse(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    conn: ConnExt,
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match request_claims(&node, q.token.as_deref(), &headers) {
+    let claims = match check_request(&node, q.token.as_deref(), &headers) {
         Ok(c) => c,
-        Err(r) => return r.into_response(),
+        Err(r) => return refused(&node, r),
+    };
+    let slot = match admit_stream(&node, peer.ip()) {
+        Ok(s) => s,
+        Err(r) => return refused(&node, r),
     };
     let resume = headers
         .get("last-event-id")
@@ -58,7 +66,7 @@ pub async fn sse(
         Some(x) => x,
         None => match open(&node, claims, peer.ip()).await {
             Ok(fs) => (fs, 0),
-            Err(r) => return r.into_response(),
+            Err(r) => return refused(&node, r),
         },
     };
     let gen = {
@@ -68,18 +76,28 @@ pub async fn sse(
         ob.last_seen = Instant::now();
         ob.stream_gen
     };
+    // An older stream of the session wakes up, sees the newer generation and ends.
+    fs.changed.send_modify(|_| {});
     let state = StreamState {
         rx: fs.changed.subscribe(),
         fs,
         next: after,
         gen,
         done: false,
+        _slot: slot,
     };
+    if let Some(Extension(c)) = conn {
+        c.release();
+    }
     let stream = futures_util::stream::unfold(state, next_sse_batch);
     let ka = Duration::from_millis(node.config().heartbeat.ping_interval_ms);
-    Sse::new(stream)
+    let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(ka).text("ka"))
-        .into_response()
+        .into_response();
+    // The connection no longer holds a pending slot: it ends with the stream.
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Per-stream state of an SSE response.
@@ -90,6 +108,8 @@ struct StreamState {
     next: u64,
     gen: u64,
     done: bool,
+    /// The stream's admission, held while the stream is open.
+    _slot: Slot,
 }
 
 impl Drop for StreamState {
