@@ -385,3 +385,47 @@ fn one_address_cannot_be_given_the_whole_pending_pool() {
     c.limits.max_pending_per_ip = 50;
     c.validate().expect("half is allowed");
 }
+
+/// The flood of cases 1 and 4 at the default limits: 4,100 connections from one address, half
+/// of them sending a `POST /sse/send` head announcing a body that never comes. Slow (it opens
+/// thousands of sockets), so run on demand:
+/// `cargo nextest run -p holdfast-gateway --test hostile --run-ignored only`.
+#[tokio::test]
+#[ignore = "thousands of sockets; run on demand"]
+async fn flood_at_the_default_limits() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for i in 0..4_100 {
+        let Ok(Ok(mut s)) = tokio::time::timeout(PROMPT, async {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(format!("{ATTACKER}:0").parse().unwrap())?;
+            socket.connect(addr).await
+        })
+        .await
+        else {
+            continue;
+        };
+        if i % 2 == 0 {
+            let _ = s
+                .write_all(b"POST /sse/send HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+                .await;
+        }
+        held.push(s);
+    }
+    let flood = started.elapsed();
+    let t = Instant::now();
+    let (status, _) = prompt_get(BYSTANDER, addr, "/healthz").await;
+    let health = t.elapsed();
+    assert_eq!(status, 200);
+    let t = Instant::now();
+    prompt_ws(BYSTANDER, addr, "bystander").await;
+    let ws = t.elapsed();
+    println!(
+        "flood of {} connections in {flood:?}; pending held {}; /healthz {health:?}; /ws {ws:?}",
+        held.len(),
+        gw.node().pending_connections()
+    );
+    assert!(gw.node().pending_connections() <= gw.node().config().limits.max_pending_per_ip);
+}
