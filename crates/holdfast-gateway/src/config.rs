@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub drain_timeout_secs: u64,
     /// Reconnect hint sent in `server_shutdown`, in milliseconds.
     pub shutdown_reconnect_after_ms: u64,
+    /// Development mode, asked for explicitly (`holdfast serve --dev`): without
+    /// `auth.hmac_secret`, a random secret for the run and a printed token. Otherwise
+    /// [`Config::check_production`] refuses unsafe settings.
+    pub development: bool,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
             node_id: String::new(),
             drain_timeout_secs: 30,
             shutdown_reconnect_after_ms: 1000,
+            development: false,
         }
     }
 }
@@ -340,6 +345,21 @@ impl Config {
             self.limits.handshake_timeout_ms,
         )?;
         positive("limits.body_timeout_ms", self.limits.body_timeout_ms)?;
+        // A pending connection holds its slot for up to these times.
+        for (key, v) in [
+            (
+                "limits.handshake_timeout_ms",
+                self.limits.handshake_timeout_ms,
+            ),
+            ("limits.body_timeout_ms", self.limits.body_timeout_ms),
+        ] {
+            if v > 60_000 {
+                return Err(ConfigError {
+                    key,
+                    message: "must be at most 60000".into(),
+                });
+            }
+        }
         positive(
             "limits.max_pending_connections",
             self.limits.max_pending_connections as u64,
@@ -433,6 +453,40 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What `serve` checks on top of [`Config::validate`] unless `server.development` is set:
+    /// no setting that is only safe on a developer's machine.
+    pub fn check_production(&self) -> Result<(), ConfigError> {
+        if self.auth.hmac_secret.is_empty() && !self.broker.url.is_empty() {
+            return Err(ConfigError {
+                key: "auth.hmac_secret",
+                message: "is empty: the nodes of a cluster must share one secret, even in \
+                          development mode"
+                    .into(),
+            });
+        }
+        if self.server.development {
+            return Ok(());
+        }
+        if self.auth.hmac_secret.is_empty() {
+            return Err(ConfigError {
+                key: "auth.hmac_secret",
+                message: "is empty: set it (HOLDFAST_AUTH__HMAC_SECRET, or [auth] hmac_secret \
+                          in the config file), or ask for development mode with \
+                          `holdfast serve --dev` (a random secret for this run only)"
+                    .into(),
+            });
+        }
+        if self.auth.hmac_secret.trim().is_empty() {
+            return Err(ConfigError {
+                key: "auth.hmac_secret",
+                message: "is blank".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,5 +515,25 @@ mod tests {
         let mut c = Config::default();
         c.log.format = "xml".into();
         assert_eq!(c.validate().expect_err("invalid").key, "log.format");
+        let mut c = Config::default();
+        c.limits.body_timeout_ms = 120_000;
+        assert_eq!(
+            c.validate().expect_err("invalid").key,
+            "limits.body_timeout_ms"
+        );
+    }
+
+    #[test]
+    fn production_requires_a_secret_unless_development_is_asked_for() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.check_production().expect_err("no secret").key,
+            "auth.hmac_secret"
+        );
+        c.server.development = true;
+        c.check_production().expect("development mode");
+        c.server.development = false;
+        c.auth.hmac_secret = "s3cret".into();
+        c.check_production().expect("a secret");
     }
 }
