@@ -1,6 +1,11 @@
 //! The HTTP surface of a node and its accept loop.
 //!
 //! Endpoints:
+//! Before any request is read, an accepted connection takes a pending slot of its address
+//! (`limits.max_pending_per_ip`, `limits.max_pending_connections`; 429/503 and closed at once
+//! beyond), and each request has `limits.handshake_timeout_ms` to send its headers; see
+//! [`crate::limits`].
+//!
 //! - `GET /ws`: the WebSocket endpoint. The token may come as `?token=` or
 //!   `Authorization: Bearer`; without one, the first frame must be `auth`. Refusals before the
 //!   upgrade: 503 while draining or when `limits.max_connections` is reached, 403 for a

@@ -205,6 +205,16 @@ async fn idle_and_slow_connections_from_one_address_leave_room_for_others() {
     drop(held);
 }
 
+/// A WebSocket session gives its connection's pending slot back once upgraded.
+#[tokio::test]
+async fn a_websocket_session_holds_no_pending_slot() {
+    let gw = start(config()).await;
+    let (mut c, _) = Client::connect(gw.local_addr(), "alice").await;
+    assert!(eventually(|| async { gw.node().pending_connections() == 0 }).await);
+    assert_eq!(gw.node().open_sessions(), 1);
+    c.join("lobby").await;
+}
+
 /// Case 4: a connection that sends nothing is closed after `limits.handshake_timeout_ms`.
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_handshake_timeout() {
