@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub drain_timeout_secs: u64,
     /// Reconnect hint sent in `server_shutdown`, in milliseconds.
     pub shutdown_reconnect_after_ms: u64,
+    /// Development mode, asked for explicitly (`holdfast serve --dev`): without
+    /// `auth.hmac_secret`, a random secret for the run and a printed token. Otherwise
+    /// [`Config::check_production`] refuses unsafe settings.
+    pub development: bool,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
             node_id: String::new(),
             drain_timeout_secs: 30,
             shutdown_reconnect_after_ms: 1000,
+            development: false,
         }
     }
 }
@@ -111,8 +116,24 @@ pub struct LimitsConfig {
     pub max_rooms_per_session: usize,
     /// Most members (connected or away) in one room.
     pub max_members_per_room: usize,
-    /// Time allowed for a client to send its HTTP upgrade request headers.
+    /// Time allowed for a client to send the headers of each HTTP request (the upgrade
+    /// request, or the next request on an idle keep-alive connection); then the connection is
+    /// closed.
     pub handshake_timeout_ms: u64,
+    /// Time allowed for a client to send a request body (`POST /sse/send`, `/poll/send`);
+    /// slower bodies are answered 408 `body_timeout`.
+    pub body_timeout_ms: u64,
+    /// Most HTTP connections on this node that are not (yet) a session: handshakes, requests
+    /// being read, idle keep-alive connections. Further connections are answered 503
+    /// `max_pending_connections` and closed right after `accept`.
+    pub max_pending_connections: usize,
+    /// Most pending HTTP connections from one address (an IPv6 /64); further connections are
+    /// answered 429 `max_pending_per_ip` and closed right after `accept`. At most half of
+    /// `max_pending_connections`, so one address can never hold the whole pool.
+    pub max_pending_per_ip: usize,
+    /// Most SSE streams and long-poll requests held open at once from one address, new or
+    /// reattached to an existing session; further ones get HTTP 429 `max_streams_per_ip`.
+    pub max_streams_per_ip: usize,
     /// Inbound frames per second allowed per session (token bucket refill rate).
     pub rate_limit_per_sec: u32,
     /// Token bucket size: frames that may arrive in a burst.
@@ -136,6 +157,10 @@ impl Default for LimitsConfig {
             max_rooms_per_session: 64,
             max_members_per_room: 10_000,
             handshake_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_pending_connections: 4_096,
+            max_pending_per_ip: 64,
+            max_streams_per_ip: 1_000,
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
             rate_limit_strikes: 50,
@@ -322,6 +347,42 @@ impl Config {
             "limits.handshake_timeout_ms",
             self.limits.handshake_timeout_ms,
         )?;
+        positive("limits.body_timeout_ms", self.limits.body_timeout_ms)?;
+        // A pending connection holds its slot for up to these times.
+        for (key, v) in [
+            (
+                "limits.handshake_timeout_ms",
+                self.limits.handshake_timeout_ms,
+            ),
+            ("limits.body_timeout_ms", self.limits.body_timeout_ms),
+        ] {
+            if v > 60_000 {
+                return Err(ConfigError {
+                    key,
+                    message: "must be at most 60000".into(),
+                });
+            }
+        }
+        positive(
+            "limits.max_pending_connections",
+            self.limits.max_pending_connections as u64,
+        )?;
+        positive(
+            "limits.max_pending_per_ip",
+            self.limits.max_pending_per_ip as u64,
+        )?;
+        if self.limits.max_pending_per_ip > self.limits.max_pending_connections / 2 {
+            return Err(ConfigError {
+                key: "limits.max_pending_per_ip",
+                message: "must be at most half of limits.max_pending_connections, so one \
+                          address cannot hold the whole pool"
+                    .into(),
+            });
+        }
+        positive(
+            "limits.max_streams_per_ip",
+            self.limits.max_streams_per_ip as u64,
+        )?;
         positive(
             "limits.rate_limit_per_sec",
             self.limits.rate_limit_per_sec.into(),
@@ -399,6 +460,40 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What `serve` checks on top of [`Config::validate`] unless `server.development` is set:
+    /// no setting that is only safe on a developer's machine.
+    pub fn check_production(&self) -> Result<(), ConfigError> {
+        if self.auth.hmac_secret.is_empty() && !self.broker.url.is_empty() {
+            return Err(ConfigError {
+                key: "auth.hmac_secret",
+                message: "is empty: the nodes of a cluster must share one secret, even in \
+                          development mode"
+                    .into(),
+            });
+        }
+        if self.server.development {
+            return Ok(());
+        }
+        if self.auth.hmac_secret.is_empty() {
+            return Err(ConfigError {
+                key: "auth.hmac_secret",
+                message: "is empty: set it (HOLDFAST_AUTH__HMAC_SECRET, or [auth] hmac_secret \
+                          in the config file), or ask for development mode with \
+                          `holdfast serve --dev` (a random secret for this run only)"
+                    .into(),
+            });
+        }
+        if self.auth.hmac_secret.trim().is_empty() {
+            return Err(ConfigError {
+                key: "auth.hmac_secret",
+                message: "is blank".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +522,25 @@ mod tests {
         let mut c = Config::default();
         c.log.format = "xml".into();
         assert_eq!(c.validate().expect_err("invalid").key, "log.format");
+        let mut c = Config::default();
+        c.limits.body_timeout_ms = 120_000;
+        assert_eq!(
+            c.validate().expect_err("invalid").key,
+            "limits.body_timeout_ms"
+        );
+    }
+
+    #[test]
+    fn production_requires_a_secret_unless_development_is_asked_for() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.check_production().expect_err("no secret").key,
+            "auth.hmac_secret"
+        );
+        c.server.development = true;
+        c.check_production().expect("development mode");
+        c.server.development = false;
+        c.auth.hmac_secret = "s3cret".into();
+        c.check_production().expect("a secret");
     }
 }

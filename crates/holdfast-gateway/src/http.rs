@@ -1,6 +1,11 @@
 //! The HTTP surface of a node and its accept loop.
 //!
 //! Endpoints:
+//! Before any request is read, an accepted connection takes a pending slot of its address
+//! (`limits.max_pending_per_ip`, `limits.max_pending_connections`; 429/503 and closed at once
+//! beyond), and each request has `limits.handshake_timeout_ms` to send its headers; see
+//! [`crate::limits`].
+//!
 //! - `GET /ws`: the WebSocket endpoint. The token may come as `?token=` or
 //!   `Authorization: Bearer`; without one, the first frame must be `auth`. Refusals before the
 //!   upgrade: 503 while draining or when `limits.max_connections` is reached, 403 for a
@@ -15,7 +20,6 @@
 //! - `GET /demo`, `GET /demo/holdfast.js`: the demo page and the bundled TypeScript client.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -25,17 +29,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::AuthError;
+use crate::limits::{origin_allowed, raw_refusal, ConnSlot, Full};
 use crate::node::{AdmitError, Node};
 use crate::{fallback, session};
-
-/// Most HTTP connections that have not (yet) become WebSocket sessions. Bounds what a flood of
-/// idle TCP connections can hold; each one also has `limits.handshake_timeout_ms` to send its
-/// request.
-const MAX_PENDING_HTTP: usize = 4096;
 
 /// The node's routes.
 pub fn router(node: Node) -> Router {
@@ -112,15 +111,8 @@ async fn ws_upgrade(
         return reject(&node, StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
     let limits = &node.config().limits;
-    if !limits.allowed_origins.is_empty() {
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let allowed = origin
-                .to_str()
-                .is_ok_and(|o| limits.allowed_origins.iter().any(|a| a == o));
-            if !allowed {
-                return reject(&node, StatusCode::FORBIDDEN, "origin_not_allowed");
-            }
-        }
+    if !origin_allowed(limits, &headers) {
+        return reject(&node, StatusCode::FORBIDDEN, "origin_not_allowed");
     }
     let claims = match request_token(query.as_deref(), &headers) {
         None => None,
@@ -172,19 +164,17 @@ async fn ws_upgrade(
 }
 
 /// Accepts connections until the drain starts, serving each on its own tracked task.
+///
+/// Every accepted connection first takes a pending slot for its address (see
+/// [`crate::limits`]): over `limits.max_pending_per_ip` (or the node's
+/// `limits.max_pending_connections`) it is answered 429 (503) and closed at once, so the
+/// listener never stops accepting and one address cannot hold the node-wide pool. The slot is
+/// given back when the connection becomes a WebSocket session, an SSE stream or a long-poll.
 pub async fn accept_loop(listener: TcpListener, node: Node) {
     let router = router(node.clone());
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HTTP));
     let cancel = node.inner.drain.token().clone();
     let handshake_timeout = Duration::from_millis(node.config().limits.handshake_timeout_ms);
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = pending.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
@@ -197,14 +187,23 @@ pub async fn accept_loop(listener: TcpListener, node: Node) {
                 }
             },
         };
+        let slot = match node.inner.pending.try_acquire(peer.ip()) {
+            Ok(s) => s,
+            Err(full) => {
+                refuse_at_accept(&node, stream, full);
+                continue;
+            }
+        };
+        let conn_slot = ConnSlot::new(node.inner.pending.clone(), peer.ip(), slot);
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let cancel = cancel.clone();
         node.inner.drain.tracker().spawn(async move {
-            let _permit = permit;
+            let req_slot = conn_slot.clone();
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(req_slot.clone());
                     let router = router.clone();
                     async move { tower::ServiceExt::oneshot(router, req).await }
                 },
@@ -224,6 +223,22 @@ pub async fn accept_loop(listener: TcpListener, node: Node) {
                     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
                 }
             }
+            drop(conn_slot);
         });
     }
+}
+
+/// Answers a connection over its address's (or the node's) pending bound and closes it,
+/// without waiting for the client: the answer is written only if the socket takes it at once.
+fn refuse_at_accept(node: &Node, stream: TcpStream, full: Full) {
+    let reason = match full {
+        Full::Ip => "max_pending_per_ip",
+        Full::Node => "max_pending_connections",
+    };
+    node.metrics()
+        .upgrades_rejected
+        .with_label_values(&[reason])
+        .inc();
+    let _ = stream.try_write(raw_refusal(full));
+    drop(stream);
 }

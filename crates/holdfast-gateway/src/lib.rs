@@ -15,6 +15,8 @@
 //! - [`broker`]: the cross-node seam, with the embedded in-memory broker.
 //! - [`fallback`]: the SSE and long-polling transports, driving the same session core.
 //! - [`drain`]: the explicit shutdown: readiness off, notice, 1001, bounded wait.
+//! - [`limits`]: admission: pending connections, sessions and streams per address, origin
+//!   and body checks.
 //! - [`metrics`]: the node's Prometheus metrics.
 //! - [`http`]: the endpoints and the accept loop.
 //!
@@ -30,6 +32,7 @@ mod demo;
 pub mod drain;
 pub mod fallback;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod registry;

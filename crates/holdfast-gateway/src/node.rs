@@ -1,10 +1,9 @@
 //! The node: everything one gateway process holds, shared by its listener, HTTP handlers,
 //! sessions and sweeper.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use holdfast_protocol::CloseCode;
@@ -14,6 +13,7 @@ use crate::auth::Verifier;
 use crate::broker::{Broker, NodeSink};
 use crate::config::Config;
 use crate::drain::Drain;
+use crate::limits::{CountLimit, Full, Slot};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::room::fanout::Mirror;
@@ -45,11 +45,15 @@ pub struct NodeInner {
     pub drain: Drain,
     /// The cross-node seam.
     pub broker: Arc<dyn Broker>,
-    /// Open sessions, bounded by `limits.max_connections`.
-    open_sessions: AtomicUsize,
-    /// Open sessions per peer address, bounded by `limits.max_connections_per_ip`. Entries are
-    /// removed at zero, so the map is bounded by the number of open sessions.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Open sessions, bounded by `limits.max_connections` and, per peer address,
+    /// `limits.max_connections_per_ip`.
+    sessions: Arc<CountLimit>,
+    /// HTTP connections that are not (yet) a session, bounded by
+    /// `limits.max_pending_connections` and `limits.max_pending_per_ip`.
+    pub(crate) pending: Arc<CountLimit>,
+    /// SSE streams and long-polls held open, bounded by `limits.max_connections` and
+    /// `limits.max_streams_per_ip`.
+    streams: Arc<CountLimit>,
     /// Sessions on the SSE and long-polling transports.
     pub fallback: crate::fallback::FallbackSessions,
     /// Source of session ids.
@@ -65,23 +69,18 @@ pub enum AdmitError {
     IpFull,
 }
 
-/// A session slot; releases its counts when dropped.
-pub struct Admission {
-    node: Arc<NodeInner>,
-    ip: IpAddr,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.node.open_sessions.fetch_sub(1, Ordering::AcqRel);
-        let mut map = self.node.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
+impl From<Full> for AdmitError {
+    fn from(f: Full) -> AdmitError {
+        match f {
+            Full::Node => AdmitError::NodeFull,
+            Full::Ip => AdmitError::IpFull,
         }
     }
+}
+
+/// A session slot; releases its counts when dropped.
+pub struct Admission {
+    _slot: Slot,
 }
 
 impl Node {
@@ -117,13 +116,23 @@ impl Node {
             id,
             verifier: Verifier::new(&config.auth.hmac_secret, config.auth.leeway_secs),
             store: rooms,
+            sessions: CountLimit::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
+            pending: CountLimit::new(
+                config.limits.max_pending_connections,
+                config.limits.max_pending_per_ip,
+            ),
+            streams: CountLimit::new(
+                config.limits.max_connections,
+                config.limits.max_streams_per_ip,
+            ),
             config,
             metrics,
             registry: Registry::default(),
             drain,
             broker: broker.clone(),
-            open_sessions: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
             fallback: Default::default(),
             next_session: AtomicU64::new(1),
         });
@@ -152,31 +161,30 @@ impl Node {
         self.inner.drain.is_draining()
     }
 
-    /// Number of open WebSocket sessions.
+    /// Number of open sessions (WebSocket, SSE and long-polling).
     pub fn open_sessions(&self) -> usize {
-        self.inner.open_sessions.load(Ordering::Acquire)
+        self.inner.sessions.total()
+    }
+
+    /// Number of HTTP connections that are not (yet) a session.
+    pub fn pending_connections(&self) -> usize {
+        self.inner.pending.total()
+    }
+
+    /// Number of SSE streams and long-polls held open.
+    pub fn open_streams(&self) -> usize {
+        self.inner.streams.total()
     }
 
     /// Takes a session slot for a peer, or says which limit is reached.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admission, AdmitError> {
-        let limits = &self.inner.config.limits;
-        let prev = self.inner.open_sessions.fetch_add(1, Ordering::AcqRel);
-        if prev >= limits.max_connections {
-            self.inner.open_sessions.fetch_sub(1, Ordering::AcqRel);
-            return Err(AdmitError::NodeFull);
-        }
-        let mut map = self.inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= limits.max_connections_per_ip {
-            drop(map);
-            self.inner.open_sessions.fetch_sub(1, Ordering::AcqRel);
-            return Err(AdmitError::IpFull);
-        }
-        *n += 1;
-        Ok(Admission {
-            node: self.inner.clone(),
-            ip,
-        })
+        let slot = self.inner.sessions.try_acquire(ip)?;
+        Ok(Admission { _slot: slot })
+    }
+
+    /// Takes a slot for an SSE stream or a long-poll, or says which limit is reached.
+    pub(crate) fn admit_stream(&self, ip: IpAddr) -> Result<Slot, AdmitError> {
+        Ok(self.inner.streams.try_acquire(ip)?)
     }
 
     /// A fresh session id, unique on this node.

@@ -31,6 +31,10 @@ enum Command {
         /// Listen address, overriding `server.listen`.
         #[arg(long)]
         listen: Option<String>,
+        /// Development mode (`server.development`): without `auth.hmac_secret`, use a random
+        /// secret for this run and print a token. Never in production.
+        #[arg(long)]
+        dev: bool,
     },
     /// Prints a signed token for a user, using the configured secret (development and tests).
     Token {
@@ -55,13 +59,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            dev,
+        } => {
             let mut cfg = match settings::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
             if let Some(l) = listen {
                 cfg.server.listen = l;
+            }
+            cfg.server.development |= dev;
+            if let Err(e) = cfg.check_production() {
+                return fail(&e.to_string());
             }
             serve(cfg)
         }
@@ -73,8 +85,8 @@ fn main() -> ExitCode {
             if cfg.auth.hmac_secret.is_empty() {
                 return fail(
                     "no `auth.hmac_secret` is configured: set HOLDFAST_AUTH__HMAC_SECRET or \
-                     [auth] hmac_secret in the config file (without one, `serve` prints a \
-                     development token at start-up)",
+                     [auth] hmac_secret in the config file (without one, `serve --dev` prints \
+                     a development token at start-up)",
                 );
             }
             println!(
@@ -114,8 +126,8 @@ fn serve(mut cfg: Config) -> ExitCode {
         cfg.auth.hmac_secret = settings::random_secret();
         let token = auth::mint_token(&cfg.auth.hmac_secret, "dev", Duration::from_secs(3600));
         tracing::warn!(
-            "development mode: no auth.hmac_secret configured, using a random secret for this \
-             run only; set HOLDFAST_AUTH__HMAC_SECRET for production"
+            "development mode (--dev): no auth.hmac_secret configured, using a random secret \
+             for this run only; set HOLDFAST_AUTH__HMAC_SECRET for production"
         );
         eprintln!(
             "\nDevelopment token for user `dev` (valid 1 h, this run only):\n  {token}\n\

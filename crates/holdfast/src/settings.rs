@@ -33,7 +33,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, String> {
 pub fn render_redacted(cfg: &Config) -> Result<String, String> {
     let mut shown = cfg.clone();
     shown.auth.hmac_secret = if shown.auth.hmac_secret.is_empty() {
-        "(none: development mode, a random secret per run)".into()
+        "(none: `serve` refuses to start unless in development mode)".into()
     } else {
         "(redacted)".into()
     };

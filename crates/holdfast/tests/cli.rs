@@ -81,6 +81,36 @@ fn token_requires_a_secret_and_signs_with_it() {
     assert_eq!(v.verify(token.trim()).unwrap().sub, "u1");
 }
 
+/// `serve` without a secret: refused unless development mode is asked for, and always
+/// refused for a cluster (its nodes would each draw their own secret).
+#[test]
+fn serve_without_a_secret_refuses_to_start_unless_in_development_mode() {
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env_remove("HOLDFAST_AUTH__HMAC_SECRET");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&["serve", "--listen", &listen], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("auth.hmac_secret") && err.contains("--dev"),
+        "{err}"
+    );
+    let out = run(
+        &["serve", "--dev", "--listen", &listen],
+        &[("HOLDFAST_BROKER__URL", "redis://127.0.0.1:1/")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("share one secret"), "{err}");
+}
+
 #[tokio::test]
 async fn serve_drains_on_sigterm_and_exits_zero() {
     let port = free_port();

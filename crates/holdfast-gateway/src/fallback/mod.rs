@@ -1,0 +1,279 @@
+//! Fallback transports for networks that block WebSockets: Server-Sent Events and
+//! long-polling.
+//!
+//! A fallback session is an ordinary [`Session`] (same auth, single socket, rooms, replay,
+//! dedupe, limits and drain) driven by its own task. Instead of a socket, the task writes into
+//! an [`Outbox`]: a bounded ring of numbered frames that SSE streams and long-poll requests read
+//! from. Client frames arrive by `POST /sse/send` (or `/poll/send`) and reach the task through
+//! a bounded channel.
+//!
+//! Positions: every frame the session emits gets the next number `n` (1, 2, ...). SSE sends it
+//! as the event id `<session_id>.<n>`, so a browser's automatic reconnect (with
+//! `Last-Event-ID`) reattaches to the same session and gets what it missed. Long-polling
+//! acknowledges with `after=n`. The ring keeps `fallback.replay_frames` frames; a client further
+//! behind than that is closed with 4001 (slow consumer) and resumes its rooms with `reconnect`.
+//!
+//! Layout: [`outbox`] holds the numbered frames, [`sse`] the event-stream endpoint, [`poll`]
+//! the long-polling and send endpoints.
+
+mod outbox;
+mod poll;
+mod sse;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use holdfast_protocol::{CloseCode, ServerFrame, ServerShutdown};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::{AuthError, Claims};
+use crate::limits::{origin_allowed, ConnSlot, Refusal, Slot};
+use crate::node::{AdmitError, Node};
+use crate::room::encode;
+use crate::session::Session;
+
+use outbox::{close_outbox, push, Outbox};
+pub use poll::{poll, send, PollQuery};
+pub use sse::{sse, SseQuery};
+
+/// Client frames waiting for a fallback session's task.
+const INBOUND_QUEUE: usize = 256;
+/// How long a closed session stays readable so a pending poll or stream can see its close.
+const CLOSED_LINGER: Duration = Duration::from_secs(5);
+
+/// How a fallback session ended, as the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Closed {
+    /// The close code.
+    pub code: u16,
+    /// Its reason.
+    pub reason: &'static str,
+}
+
+/// One fallback session as the HTTP handlers see it.
+#[derive(Debug)]
+pub struct FallbackSession {
+    /// The session id (also the prefix of SSE event ids).
+    pub id: Arc<str>,
+    /// The authenticated user.
+    pub user: Arc<str>,
+    /// Client frames to the session task; bounded, a full queue answers 429.
+    inbound: mpsc::Sender<String>,
+    /// The outbox; a std mutex held for in-memory work only.
+    outbox: Mutex<Outbox>,
+    /// Bumped (to the last position) whenever frames are added or the session closes, so
+    /// streams and polls wake up.
+    changed: watch::Sender<u64>,
+}
+
+/// The fallback sessions of a node.
+#[derive(Debug, Default)]
+pub struct FallbackSessions {
+    /// session id → session. Bounded by `limits.max_connections` through admission.
+    map: Mutex<HashMap<Arc<str>, Arc<FallbackSession>>>,
+}
+
+impl FallbackSessions {
+    fn get(&self, id: &str) -> Option<Arc<FallbackSession>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert(&self, s: Arc<FallbackSession>) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(s.id.clone(), s);
+    }
+
+    fn remove(&self, id: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
+/// The pending slot of the request's connection, when it came through the accept loop.
+pub(crate) type ConnExt = Option<Extension<Arc<ConnSlot>>>;
+
+/// The checks every fallback request passes before anything else: the token, then the
+/// browser origin.
+fn check_request(node: &Node, token: Option<&str>, headers: &HeaderMap) -> Result<Claims, Refusal> {
+    let claims = request_claims(node, token, headers)?;
+    if !origin_allowed(&node.config().limits, headers) {
+        return Err(Refusal(StatusCode::FORBIDDEN, "origin_not_allowed"));
+    }
+    Ok(claims)
+}
+
+/// Admits a stream or poll held open by `ip`: it counts against `limits.max_streams_per_ip`
+/// (and the node's `limits.max_connections`) instead of the pending connections.
+fn admit_stream(node: &Node, ip: IpAddr) -> Result<Slot, Refusal> {
+    match node.admit_stream(ip) {
+        Ok(s) => Ok(s),
+        Err(AdmitError::NodeFull) => {
+            Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "max_connections"))
+        }
+        Err(AdmitError::IpFull) => {
+            Err(Refusal(StatusCode::TOO_MANY_REQUESTS, "max_streams_per_ip"))
+        }
+    }
+}
+
+/// Counts a refusal (by its stable code) and turns it into the response.
+fn refused(node: &Node, r: Refusal) -> Response {
+    node.metrics()
+        .upgrades_rejected
+        .with_label_values(&[r.1])
+        .inc();
+    r.into_response()
+}
+
+fn request_claims(
+    node: &Node,
+    token: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Claims, Refusal> {
+    let token = token.map(str::to_owned).or_else(|| {
+        let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        auth.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+    });
+    let Some(token) = token else {
+        return Err(Refusal(StatusCode::UNAUTHORIZED, "auth_failed"));
+    };
+    match node.inner.verifier.verify(&token) {
+        Ok(c) => Ok(c),
+        Err(AuthError::Expired) => Err(Refusal(StatusCode::UNAUTHORIZED, "token_expired")),
+        Err(AuthError::Invalid) => Err(Refusal(StatusCode::UNAUTHORIZED, "auth_failed")),
+    }
+}
+
+/// Creates a fallback session and its task.
+async fn open(node: &Node, claims: Claims, peer: IpAddr) -> Result<Arc<FallbackSession>, Refusal> {
+    if node.is_draining() {
+        return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "draining"));
+    }
+    let admission = match node.admit(peer) {
+        Ok(a) => a,
+        Err(AdmitError::NodeFull) => {
+            return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "max_connections"))
+        }
+        Err(AdmitError::IpFull) => {
+            return Err(Refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "max_connections_per_ip",
+            ))
+        }
+    };
+    let session = Session::start(node.clone(), claims).await;
+    let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (changed, _) = watch::channel(0);
+    let fs = Arc::new(FallbackSession {
+        id: session.handle.id.clone(),
+        user: session.handle.user.clone(),
+        inbound,
+        outbox: Mutex::new(Outbox {
+            frames: VecDeque::new(),
+            last: 0,
+            acked: 0,
+            closed: None,
+            last_seen: Instant::now(),
+            stream_gen: 0,
+            streaming: false,
+        }),
+        changed,
+    });
+    node.inner.fallback.insert(fs.clone());
+    let metrics = node.inner.metrics.clone();
+    metrics.connections_opened.inc();
+    metrics.connections_active.inc();
+    let task_node = node.clone();
+    let task_fs = fs.clone();
+    node.inner.drain.tracker().spawn(async move {
+        let code = drive(&task_node, session, &task_fs, inbound_rx).await;
+        drop(admission);
+        metrics
+            .close_total
+            .with_label_values(&[&code.code().to_string()])
+            .inc();
+        metrics.connections_closed.inc();
+        metrics.connections_active.dec();
+        let cancel = task_node.inner.drain.token().clone();
+        tokio::select! {
+            _ = tokio::time::sleep(CLOSED_LINGER) => {}
+            _ = cancel.cancelled() => {}
+        }
+        task_node.inner.fallback.remove(&task_fs.id);
+    });
+    Ok(fs)
+}
+
+/// The task of one fallback session; returns its close code.
+async fn drive(
+    node: &Node,
+    mut session: Session,
+    fs: &FallbackSession,
+    mut inbound: mpsc::Receiver<String>,
+) -> CloseCode {
+    let inner = node.inner.clone();
+    let cfg = &inner.config.fallback;
+    let capacity = cfg.replay_frames;
+    let idle = Duration::from_millis(cfg.session_timeout_ms);
+    let mut check =
+        tokio::time::interval(Duration::from_millis((cfg.session_timeout_ms / 4).max(10)));
+    let handle = session.handle.clone();
+    let code = loop {
+        let expiry = tokio::time::sleep_until(session.expiry);
+        tokio::select! {
+            biased;
+            code = handle.closed() => break code,
+            _ = inner.drain.token().cancelled() => {
+                let notice = ServerFrame::ServerShutdown(ServerShutdown {
+                    reason: "node draining".into(),
+                    reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
+                });
+                push(fs, encode(&notice), capacity);
+                break CloseCode::GoingAway;
+            }
+            _ = expiry => break CloseCode::TokenExpired,
+            out = handle.next() => {
+                if let Some(t) = out.emitted {
+                    inner.metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
+                }
+                inner.metrics.messages_sent.inc();
+                if !push(fs, out.text, capacity) {
+                    break CloseCode::SlowConsumer;
+                }
+            }
+            text = inbound.recv() => {
+                let Some(text) = text else { break CloseCode::InternalError };
+                if let Some(code) = session.on_text(&text).await {
+                    break code;
+                }
+            }
+            _ = check.tick() => {
+                let ob = fs.lock();
+                if !ob.streaming && ob.last_seen.elapsed() >= idle {
+                    break CloseCode::HeartbeatTimeout;
+                }
+            }
+        }
+    };
+    // Frames already queued before the close are still handed to the client.
+    while let Some(out) = handle.try_pop() {
+        push(fs, out.text, capacity);
+    }
+    close_outbox(fs, code);
+    session.finish().await;
+    code
+}
