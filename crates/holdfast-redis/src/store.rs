@@ -11,7 +11,9 @@ use axum::extract::ws::Utf8Bytes;
 use holdfast_gateway::room::rules::{self, Op, Rules};
 use holdfast_gateway::room::state::RoomState;
 use holdfast_gateway::room::stream::Buffered;
-use holdfast_gateway::store::{Applied, BoxFuture, RoomBackend, StoreContext, StoreError};
+use holdfast_gateway::store::{
+    Applied, BoxFuture, RoomBackend, RoomPage, StoreContext, StoreError,
+};
 use holdfast_gateway::tokens::random_epoch;
 use redis::Value as RValue;
 use tokio::sync::oneshot;
@@ -237,11 +239,7 @@ impl RedisRooms {
 
     async fn apply_op(&self, room: &str, op: &Op) -> Result<Applied, StoreError> {
         let rules = Rules::from_config(&self.ctx()?.config);
-        let turn = self
-            .turns()
-            .entry(room.to_owned())
-            .or_default()
-            .clone();
+        let turn = self.turns().entry(room.to_owned()).or_default().clone();
         let result = {
             let _held = turn.lock().await;
             let mut result = Err(StoreError::Unavailable);
@@ -374,7 +372,7 @@ impl RoomBackend for RedisRooms {
         prefix: &'a str,
         cursor: &'a str,
         limit: usize,
-    ) -> BoxFuture<'a, Result<(Vec<String>, Option<String>), StoreError>> {
+    ) -> BoxFuture<'a, Result<RoomPage, StoreError>> {
         Box::pin(async move {
             // Room keys are `P:r:{<room>}:st`; SCAN walks them in the server's order, and the
             // cursor is SCAN's own. A page may hold fewer than `limit` names.

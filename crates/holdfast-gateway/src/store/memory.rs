@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use super::{Applied, BoxFuture, RoomBackend, StoreContext, StoreError};
+use super::{Applied, BoxFuture, RoomBackend, RoomPage, StoreContext, StoreError};
 use crate::room::fanout::Held;
 use crate::room::rules::{self, Op, Rules};
 use crate::room::state::RoomState;
@@ -190,7 +190,7 @@ impl RoomBackend for MemoryRooms {
         prefix: &'a str,
         cursor: &'a str,
         limit: usize,
-    ) -> BoxFuture<'a, Result<(Vec<String>, Option<String>), StoreError>> {
+    ) -> BoxFuture<'a, Result<RoomPage, StoreError>> {
         let mut names: Vec<String> = self
             .map()
             .keys()

@@ -69,6 +69,9 @@ pub struct Applied {
     pub replay: Vec<Buffered>,
 }
 
+/// A page of room names and the cursor of the next page (`None` on the last).
+pub type RoomPage = (Vec<String>, Option<String>);
+
 /// Why an operation did not (or may not have) take effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -114,5 +117,5 @@ pub trait RoomBackend: Send + Sync {
         prefix: &'a str,
         cursor: &'a str,
         limit: usize,
-    ) -> BoxFuture<'a, Result<(Vec<String>, Option<String>), StoreError>>;
+    ) -> BoxFuture<'a, Result<RoomPage, StoreError>>;
 }
