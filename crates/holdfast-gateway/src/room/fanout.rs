@@ -171,6 +171,9 @@ impl LocalRoom {
     /// Sets the position of a new local member at `seq` (its reply was queued just before).
     /// Returns false when it could not be caught up.
     pub fn add_sub(&mut self, session: Arc<SessionHandle>, player: Arc<str>, seq: u64) -> bool {
+        // A member placed again (a retried operation) is not delivered to twice.
+        self.subs
+            .retain(|s| !(Arc::ptr_eq(&s.session, &session) && s.player == player));
         let after = match self.delivered {
             Some(d) if d > seq => {
                 let oldest = self.recent.front().map_or(d + 1, |(s, _)| *s);

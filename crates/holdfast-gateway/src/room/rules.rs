@@ -511,6 +511,7 @@ fn resume(
     };
     // A resume while the old socket still looks alive (half-open) wins over it; a retry on
     // the same session (its reply was lost) converges.
+    let retry = m.on(&who.session);
     let kick = m.session.clone().filter(|s| *s != who.session);
     let restore = m.held_authority && rules.restore_authority;
     let replay_to = st.seq;
@@ -521,7 +522,9 @@ fn resume(
     m.held_authority = false;
     m.token = Some(next.to_owned());
     m.prev_token = used;
-    st.emit_presence(i, Presence::Back, kick);
+    if !retry {
+        st.emit_presence(i, Presence::Back, kick);
+    }
     if restore && st.authority.is_none() {
         st.set_authority(Some(player.to_owned()));
     }

@@ -1,0 +1,207 @@
+//! The harness of the room contract suite: the same case runs against the memory backend and
+//! against a real Redis (its own `redis-server`, two nodes on it), through the room service
+//! that sessions use, with in-memory session handles (no sockets).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_gateway::metrics::Metrics;
+use holdfast_gateway::registry::SessionHandle;
+use holdfast_gateway::room::fanout::Mirror;
+use holdfast_gateway::room::{Membership, Resume, RoomService};
+use holdfast_gateway::store::{MemoryRooms, RoomBackend, StoreContext};
+use holdfast_gateway::Config;
+use holdfast_protocol::{CloseCode, ErrorCode};
+use holdfast_testkit::Redis;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// Which backend a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// One or two nodes over one backend.
+pub struct Env {
+    nodes: Vec<RoomService>,
+    metrics: Arc<Metrics>,
+    next: AtomicU64,
+    shutdown: CancellationToken,
+    _redis: Option<Redis>,
+    pub config: Config,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn config() -> Config {
+    let mut c = Config::default();
+    c.auth.hmac_secret = "contract".into();
+    c
+}
+
+impl Env {
+    pub async fn new(backend: Backend, config: Config) -> Env {
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        let cfg = Arc::new(config.clone());
+        let ctx = |i: usize| StoreContext {
+            node_id: format!("n{i}").into(),
+            config: cfg.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            mirror: Arc::new(Mirror::default()),
+        };
+        let (nodes, redis) = match backend {
+            Backend::Memory => {
+                let b: Arc<dyn RoomBackend> = Arc::new(MemoryRooms::new());
+                (vec![RoomService::new(b, ctx(0))], None)
+            }
+            Backend::Redis => {
+                let redis = Redis::start();
+                let mut nodes = Vec::new();
+                for i in 0..2 {
+                    let c = holdfast_redis::connect(&redis.url(), "hf").await.unwrap();
+                    let b: Arc<dyn RoomBackend> = c.store;
+                    nodes.push(RoomService::new(b, ctx(i)));
+                }
+                // The pub/sub connections come up in the background.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                (nodes, Some(redis))
+            }
+        };
+        Env {
+            nodes,
+            metrics,
+            next: AtomicU64::new(1),
+            shutdown,
+            _redis: redis,
+            config,
+        }
+    }
+
+    /// Node `i` (the memory backend has one node: every index names it).
+    pub fn node(&self, i: usize) -> &RoomService {
+        &self.nodes[i % self.nodes.len()]
+    }
+
+    /// A new session of `user` on node `node`.
+    pub fn session_on(&self, node: usize, user: &str) -> Arc<SessionHandle> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let node = node % self.nodes.len();
+        SessionHandle::new(
+            format!("n{node}-s{n}").into(),
+            user.into(),
+            4096,
+            16 << 20,
+            self.metrics.clone(),
+        )
+    }
+
+    /// A new session of `user` on node 0.
+    pub fn session(&self, user: &str) -> Arc<SessionHandle> {
+        self.session_on(0, user)
+    }
+
+    /// `s` joins `room` on node `node`; returns the membership and its `joined`.
+    pub async fn join_on(
+        &self,
+        node: usize,
+        s: &Arc<SessionHandle>,
+        room: &str,
+    ) -> (Membership, Value) {
+        let m = self.node(node).join(room, s, None).await.unwrap();
+        let j = expect(s, "joined").await;
+        (m, j)
+    }
+
+    pub async fn join(&self, s: &Arc<SessionHandle>, room: &str) -> (Membership, Value) {
+        self.join_on(0, s, room).await
+    }
+
+    pub async fn publish(&self, m: &Membership, s: &Arc<SessionHandle>, data: Value, id: &str) {
+        self.node(0)
+            .publish(m, s, data, Some(id.into()), None)
+            .await
+            .unwrap();
+    }
+
+    /// Resumes `player` of `joined` (or of the last `reconnected`) in `room` on `s`.
+    pub async fn resume(
+        &self,
+        node: usize,
+        s: &Arc<SessionHandle>,
+        room: &str,
+        player: &str,
+        token: &str,
+        last: u64,
+    ) -> Result<(Membership, Value), ErrorCode> {
+        let req = Resume {
+            room: room.into(),
+            player_id: player.into(),
+            token: token.into(),
+            last_sequence: last,
+            id: Some("r".into()),
+        };
+        match self.node(node).reconnect(req, s).await {
+            Ok(m) => Ok((m, expect(s, "reconnected").await)),
+            Err(e) => Err(e.code),
+        }
+    }
+}
+
+/// The next frame queued to `s`, waiting up to 5 s.
+pub async fn recv(s: &SessionHandle) -> Value {
+    for _ in 0..2500 {
+        if let Some(o) = s.try_pop() {
+            return serde_json::from_str(o.text.as_str()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("no frame for session {} within 5 s", s.id);
+}
+
+/// The next frame, which must be of type `ty`.
+pub async fn expect(s: &SessionHandle, ty: &str) -> Value {
+    let v = recv(s).await;
+    assert_eq!(v["type"], ty, "expected {ty}, got {v}");
+    v
+}
+
+/// Asserts that nothing more reaches `s` for a moment.
+pub async fn quiet(s: &SessionHandle) {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    if let Some(o) = s.try_pop() {
+        panic!("unexpected frame for {}: {}", s.id, o.text.as_str());
+    }
+}
+
+/// Waits until a close was asked for `s`.
+pub async fn closed(s: &SessionHandle) -> CloseCode {
+    tokio::time::timeout(Duration::from_secs(5), s.closed())
+        .await
+        .expect("closed within 5 s")
+}
+
+pub fn token(v: &Value) -> String {
+    v["reconnection_token"].as_str().unwrap().to_owned()
+}
+
+pub fn seq(v: &Value) -> u64 {
+    v["seq"].as_u64().unwrap()
+}
+
+pub fn data(i: u64) -> Value {
+    json!({ "n": i })
+}
+
+/// Now, in Unix ms.
+pub fn now() -> u64 {
+    holdfast_gateway::auth::unix_now_ms()
+}
