@@ -25,6 +25,9 @@ pub struct Membership {
     pub player_id: String,
     /// Every member at the time of the join, this one included.
     pub members: Vec<Member>,
+    /// Members, connected or away (the only figure when the room's presence mode is not
+    /// `full`).
+    pub member_count: u64,
     /// The player id holding authority.
     pub authority: Option<String>,
     /// The room's sequence number at the join; events follow from the next one.

@@ -567,12 +567,13 @@ impl Driver {
             ServerFrame::Welcome(_) => tracing::warn!("ignoring a second welcome"),
             ServerFrame::Joined(joined) => self.on_joined(joined),
             ServerFrame::Left(left) => self.on_left(left),
-            ServerFrame::Event(_)
-            | ServerFrame::MemberJoined(_)
-            | ServerFrame::MemberLeft(_)
-            | ServerFrame::MemberDisconnected(_)
-            | ServerFrame::MemberReconnected(_)
-            | ServerFrame::AuthorityChanged(_) => {
+            // Presence is state, outside the room's stream: no position to track.
+            ServerFrame::Presence(p) => {
+                if self.rooms.contains_key(&p.room) {
+                    self.emit(ClientEvent::Presence(p)).await;
+                }
+            }
+            ServerFrame::Event(_) | ServerFrame::AuthorityChanged(_) => {
                 let mut out = Vec::with_capacity(2);
                 self.judge(frame, &mut out);
                 for event in out {
@@ -665,6 +666,7 @@ impl Driver {
                 room: joined.room,
                 player_id: joined.player_id,
                 members: joined.members,
+                member_count: joined.member_count,
                 authority: joined.authority,
                 seq: joined.seq,
                 epoch: joined.epoch,
@@ -788,6 +790,7 @@ impl Driver {
             recovered,
             gap,
             members,
+            member_count,
             authority,
             seq,
             epoch,
@@ -805,6 +808,7 @@ impl Driver {
             room: name.clone(),
             recovered,
             members,
+            member_count,
             authority,
         }];
         if let Some(gap) = gap {
@@ -822,8 +826,8 @@ impl Driver {
             self.judge(frame, &mut out);
         }
         if let Some(room) = self.rooms.get_mut(&name) {
-            // The resume's own frames (member_reconnected, perhaps authority_changed) are not
-            // sent to the resuming member; its position continues after them.
+            // The resume's own messages (an authority_changed that gave authority back) are
+            // not sent to the resuming member; its position continues after them.
             if let Some((from, to)) = room.position.catch_up(seq, &epoch) {
                 tracing::debug!(room = %name, from, to, "skipping this member's own resume frames");
             }
@@ -1050,10 +1054,6 @@ async fn poll_opt(fut: &mut Option<TokenFuture>) -> Result<String, String> {
 fn epoch_of(frame: &ServerFrame) -> Option<&str> {
     match frame {
         ServerFrame::Event(e) => Some(&e.epoch),
-        ServerFrame::MemberJoined(m)
-        | ServerFrame::MemberLeft(m)
-        | ServerFrame::MemberDisconnected(m)
-        | ServerFrame::MemberReconnected(m) => Some(&m.epoch),
         ServerFrame::AuthorityChanged(a) => Some(&a.epoch),
         ServerFrame::Joined(j) => Some(&j.epoch),
         ServerFrame::Left(l) => Some(&l.epoch),
@@ -1065,10 +1065,7 @@ fn epoch_of(frame: &ServerFrame) -> Option<&str> {
 fn to_event(frame: ServerFrame) -> Option<ClientEvent> {
     Some(match frame {
         ServerFrame::Event(e) => ClientEvent::Event(e),
-        ServerFrame::MemberJoined(m) => ClientEvent::MemberJoined(m),
-        ServerFrame::MemberLeft(m) => ClientEvent::MemberLeft(m),
-        ServerFrame::MemberDisconnected(m) => ClientEvent::MemberDisconnected(m),
-        ServerFrame::MemberReconnected(m) => ClientEvent::MemberReconnected(m),
+        ServerFrame::Presence(p) => ClientEvent::Presence(p),
         ServerFrame::AuthorityChanged(a) => ClientEvent::AuthorityChanged(a),
         ServerFrame::Message(m) => ClientEvent::Message(m),
         other => {

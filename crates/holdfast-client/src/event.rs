@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use holdfast_protocol::{AuthorityChanged, Direct, ErrorCode, Event, Member, MemberChange};
+use holdfast_protocol::{AuthorityChanged, Direct, ErrorCode, Event, Member, Presence};
 use tokio::sync::mpsc;
 
 use crate::error::CloseError;
@@ -51,8 +51,10 @@ pub enum ClientEvent {
         room: String,
         /// True when nothing was lost.
         recovered: bool,
-        /// Every member now.
+        /// Every member now (empty unless the room's presence mode is `full`).
         members: Vec<Member>,
+        /// Members now.
+        member_count: u64,
         /// The player id holding authority now.
         authority: Option<String>,
     },
@@ -78,14 +80,9 @@ pub enum ClientEvent {
     },
     /// Data published to a room.
     Event(Event),
-    /// Another member joined a room.
-    MemberJoined(MemberChange),
-    /// A member left a room.
-    MemberLeft(MemberChange),
-    /// A member's connection dropped; it may come back within the reconnection window.
-    MemberDisconnected(MemberChange),
-    /// A member that had dropped came back.
-    MemberReconnected(MemberChange),
+    /// Members of a room joined, dropped, came back or left (coalesced; apply each change as an
+    /// idempotent update of the member list).
+    Presence(Presence),
     /// A room's authority changed hands.
     AuthorityChanged(AuthorityChanged),
     /// Data sent directly to this user.

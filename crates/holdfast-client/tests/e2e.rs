@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use holdfast_client::protocol::{CloseCode, ErrorCode};
+use holdfast_client::protocol::{CloseCode, ErrorCode, PresenceStatus};
 use holdfast_client::{
     Client, ClientConfig, ClientEvent, CloseError, ConnectError, RequestError, TokenRefresher,
 };
@@ -37,7 +37,7 @@ async fn publish_is_acked_and_delivered_to_every_member() {
         .wait_for(
             "bob joined",
             WAIT,
-            |e| matches!(e, ClientEvent::MemberJoined(m) if m.player_id == b.player_id),
+            |e| matches!(e, ClientEvent::Presence(p) if p.changes.iter().any(|c| c.player_id == b.player_id && c.status == PresenceStatus::Online)),
         )
         .await;
 
@@ -87,7 +87,7 @@ async fn publish_is_acked_and_delivered_to_every_member() {
         .wait_for(
             "alice left",
             WAIT,
-            |e| matches!(e, ClientEvent::MemberLeft(m) if m.player_id == a.player_id),
+            |e| matches!(e, ClientEvent::Presence(p) if p.changes.iter().any(|c| c.player_id == a.player_id && c.status == PresenceStatus::Left)),
         )
         .await;
 
@@ -262,7 +262,7 @@ async fn authority_is_restored_on_resume() {
         .wait_for(
             "alice back",
             WAIT,
-            |e| matches!(e, ClientEvent::MemberReconnected(m) if m.player_id == a.player_id),
+            |e| matches!(e, ClientEvent::Presence(p) if p.changes.iter().any(|c| c.player_id == a.player_id && c.status == PresenceStatus::Online)),
         )
         .await;
     assert!(
@@ -314,7 +314,7 @@ async fn a_lost_range_is_reported_as_one_gap() {
         .wait_for(
             "bob away",
             WAIT,
-            |e| matches!(e, ClientEvent::MemberDisconnected(m) if m.player_id == b.player_id),
+            |e| matches!(e, ClientEvent::Presence(p) if p.changes.iter().any(|c| c.player_id == b.player_id && c.status == PresenceStatus::Away)),
         )
         .await;
     let mut acks = vec![first];

@@ -22,6 +22,10 @@ pub struct Config {
     pub session: SessionConfig,
     /// Room resume after a dropped connection.
     pub reconnection: ReconnectionConfig,
+    /// Options of every room (presence), unless a namespace overrides them.
+    pub rooms: crate::room::options::RoomsConfig,
+    /// Room options by room-name prefix.
+    pub namespaces: Vec<crate::room::options::NamespaceConfig>,
     /// SSE and long-polling transports.
     pub fallback: FallbackConfig,
     /// The cluster broker (used by the binary to pick one).
@@ -312,6 +316,7 @@ impl Config {
             Ok(())
         }
         positive("server.drain_timeout_secs", self.server.drain_timeout_secs)?;
+        crate::room::options::validate(self)?;
         positive("auth.timeout_ms", self.auth.timeout_ms)?;
         positive(
             "heartbeat.ping_interval_ms",

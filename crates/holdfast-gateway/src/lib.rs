@@ -109,6 +109,7 @@ impl Gateway {
         let node = Node::new(config, broker, store);
         let accept = tokio::spawn(http::accept_loop(listener, node.clone()));
         let sweeper = tokio::spawn(sweep_loop(node.clone()));
+        tokio::spawn(presence_loop(node.clone()));
         Ok(Gateway {
             node,
             addr,
@@ -162,6 +163,19 @@ pub async fn serve_with(
     let outcome = gateway.shutdown().await;
     tracing::info!(?outcome, "drained");
     Ok(outcome)
+}
+
+/// Sends the coalesced presence changes of every room on a timer, until the drain starts.
+async fn presence_loop(node: Node) {
+    let every = Duration::from_millis(node.config().rooms.presence_interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = node.inner.drain.token().cancelled() => break,
+            _ = tick.tick() => node.inner.store.mirror().flush_presence(),
+        }
+    }
 }
 
 /// Expires away members and frees empty rooms on a timer, until the drain starts.

@@ -85,28 +85,27 @@ async fn join_leave_and_membership_notifications() {
     assert_eq!(ja["id"], "j1");
     assert_eq!(ja["room"], "lobby");
     assert_eq!(ja["authority"], ja["player_id"]);
-    assert_eq!(ja["seq"], 1);
+    assert_eq!(ja["seq"], 0);
+    assert_eq!(ja["member_count"], 1);
     assert!(ja["reconnection_token"].as_str().unwrap().len() >= 32);
     assert!(!ja["epoch"].as_str().unwrap().is_empty());
 
     let jb = b.join("lobby").await;
-    assert_eq!(jb["seq"], 2);
+    // Presence is not part of the room's stream: joins do not move `seq`.
+    assert_eq!(jb["seq"], 0);
     assert_eq!(jb["members"].as_array().unwrap().len(), 2);
     assert_eq!(jb["authority"], ja["player_id"]);
-    let mj = a.expect("member_joined").await;
+    let mj = a.expect_presence("online").await;
     assert_eq!(mj["player_id"], jb["player_id"]);
     assert_eq!(mj["user_id"], "bob");
-    assert_eq!(mj["seq"], 2);
-    assert_eq!(mj["epoch"], ja["epoch"]);
 
     b.send(json!({"type":"leave","room":"lobby","id":"l1"}))
         .await;
     let left = b.expect("left").await;
     assert_eq!(left["id"], "l1");
-    assert_eq!(left["seq"], 3);
-    let ml = a.expect("member_left").await;
+    assert_eq!(left["seq"], 0);
+    let ml = a.expect_presence("left").await;
     assert_eq!(ml["player_id"], jb["player_id"]);
-    assert_eq!(ml["seq"], 3);
 
     b.send(json!({"type":"leave","room":"lobby","id":"l2"}))
         .await;
@@ -125,10 +124,10 @@ async fn authority_claim_release_and_hand_over() {
     let (mut c, _) = Client::connect(addr, "c").await;
     let pa = a.join("g").await["player_id"].clone();
     let pb = b.join("g").await["player_id"].clone();
-    a.expect("member_joined").await;
+    a.expect_presence("online").await;
     let pc = c.join("g").await["player_id"].clone();
-    a.expect("member_joined").await;
-    b.expect("member_joined").await;
+    a.expect_presence("online").await;
+    b.expect_presence("online").await;
 
     b.send(json!({"type":"claim_authority","room":"g","id":"c1"}))
         .await;
@@ -152,7 +151,7 @@ async fn authority_claim_release_and_hand_over() {
     b.send(json!({"type":"leave","room":"g"})).await;
     b.expect("left").await;
     for cl in [&mut a, &mut c] {
-        cl.expect("member_left").await;
+        cl.expect_presence("left").await;
         let ac = cl.expect("authority_changed").await;
         assert_eq!(ac["authority"], pa);
     }
@@ -167,7 +166,7 @@ async fn publish_fans_out_with_gapless_seq_and_acks() {
     let (mut b, _) = Client::connect(addr, "b").await;
     let ja = a.join("r").await;
     b.join("r").await;
-    a.expect("member_joined").await;
+    a.expect_presence("online").await;
     for i in 0..50 {
         a.send(
             json!({"type":"publish","room":"r","data":{"n":i},"id":format!("m{i}"),
@@ -177,7 +176,7 @@ async fn publish_fans_out_with_gapless_seq_and_acks() {
     }
     for i in 0..50u64 {
         let e = b.expect("event").await;
-        assert_eq!(e["seq"], 3 + i);
+        assert_eq!(e["seq"], 1 + i);
         assert_eq!(e["data"]["n"], i);
         assert_eq!(e["from"], ja["player_id"]);
         assert_eq!(e["user_id"], "a");
@@ -329,7 +328,7 @@ async fn slow_consumer_is_closed_while_others_keep_receiving() {
     let payload = "y".repeat(30_000);
     let total = 600u64;
     let reader = tokio::spawn(async move {
-        // Every room-scoped frame (events and the slow member's `member_disconnected`).
+        // Every room message (events; the slow member's drop is presence, outside the stream).
         let mut seqs = Vec::new();
         let mut events = 0;
         while events < total {

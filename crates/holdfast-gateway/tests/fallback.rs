@@ -178,7 +178,7 @@ async fn sse_session_chats_with_a_websocket_member_and_resumes_by_last_event_id(
     assert_eq!(ev["data"], "hi from sse");
     let (_, ack) = sse.frame().await;
     assert_eq!(ack["type"], "ack");
-    ws.expect("member_joined").await;
+    ws.expect_presence("online").await;
     assert_eq!(ws.expect("event").await["data"], "hi from sse");
 
     // The stream drops; messages published meanwhile are replayed from Last-Event-ID.
@@ -270,7 +270,8 @@ async fn long_polling_session_with_acknowledged_positions() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     ws.join("r").await;
     let r = waiting.await.unwrap();
-    assert_eq!(r["frames"][0]["frame"]["type"], "member_joined");
+    assert_eq!(r["frames"][0]["frame"]["type"], "presence");
+    assert_eq!(r["frames"][0]["frame"]["changes"][0]["status"], "online");
     assert!(r["closed"].is_null());
 }
 
@@ -302,9 +303,9 @@ async fn fallback_sessions_expire_when_the_client_stops_polling() {
         json!({"type":"join","room":"r"}),
     )
     .await;
-    ws.expect("member_joined").await;
+    ws.expect_presence("online").await;
     // No more polls: the session ends and the member turns away like a dropped WebSocket.
-    assert_eq!(ws.expect("member_disconnected").await["user_id"], "gone");
+    assert_eq!(ws.expect_presence("away").await["user_id"], "gone");
     assert!(
         eventually(|| async { metric(addr, "ws_close_total{code=\"4005\"}").await == 1.0 }).await
     );

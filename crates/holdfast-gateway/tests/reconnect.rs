@@ -32,11 +32,11 @@ async fn resume_replays_missed_events_and_rotates_the_token() {
     let (mut b, _) = Client::connect(addr, "bob").await;
     let ja = a.join("game").await;
     let jb = b.join("game").await;
-    a.expect("member_joined").await;
+    a.expect_presence("online").await;
     let token = jb["reconnection_token"].as_str().unwrap().to_owned();
     let last = jb["seq"].as_u64().unwrap();
     cut(b);
-    let md = a.expect("member_disconnected").await;
+    let md = a.expect_presence("away").await;
     assert_eq!(md["player_id"], jb["player_id"]);
     for i in 0..5 {
         a.send(json!({"type":"publish","room":"game","data":i}))
@@ -52,14 +52,14 @@ async fn resume_replays_missed_events_and_rotates_the_token() {
     assert_eq!(r["id"], "rc");
     let events = r["events"].as_array().unwrap();
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (last + 1..=last + 6).collect::<Vec<_>>());
-    assert_eq!(events[0]["type"], "member_disconnected");
-    assert_eq!(events[5]["data"], 4);
+    // Only room messages are replayed: the five events (presence is state, in `members`).
+    assert_eq!(seqs, (last + 1..=last + 5).collect::<Vec<_>>());
+    assert_eq!(events[4]["data"], 4);
     assert_ne!(r["reconnection_token"], token);
     assert_eq!(r["authority"], ja["player_id"]);
-    let mr = a.expect("member_reconnected").await;
+    let mr = a.expect_presence("online").await;
     assert_eq!(mr["player_id"], jb["player_id"]);
-    assert_eq!(mr["seq"], r["seq"]);
+    assert_eq!(r["seq"], last + 5);
     // Live events continue right after the resume position.
     a.send(json!({"type":"publish","room":"game","data":"live"}))
         .await;
@@ -71,24 +71,24 @@ async fn resume_replays_missed_events_and_rotates_the_token() {
     let r_token = r["reconnection_token"].as_str().unwrap().to_owned();
     cut(b2);
     a.expect("event").await;
-    a.expect("member_disconnected").await;
+    a.expect_presence("away").await;
     let (mut b3, _) = Client::connect(addr, "bob").await;
     b3.send(reconnect_frame(&jb, &token, last)).await;
     let r3 = b3.expect("reconnected").await;
     assert_eq!(r3["player_id"], jb["player_id"]);
-    a.expect("member_reconnected").await;
+    a.expect_presence("online").await;
     // Using the newest token spends every older one.
     let t3 = r3["reconnection_token"].as_str().unwrap().to_owned();
     assert_ne!(t3, r_token);
     cut(b3);
-    a.expect("member_disconnected").await;
+    a.expect_presence("away").await;
     let (mut b4, _) = Client::connect(addr, "bob").await;
     b4.send(reconnect_frame(&jb, &t3, r3["seq"].as_u64().unwrap()))
         .await;
     let r4 = b4.expect("reconnected").await;
-    a.expect("member_reconnected").await;
+    a.expect_presence("online").await;
     cut(b4);
-    a.expect("member_disconnected").await;
+    a.expect_presence("away").await;
     let (mut b5, _) = Client::connect(addr, "bob").await;
     for spent in [&token, &r_token] {
         b5.send(reconnect_frame(&jb, spent, last)).await;
@@ -118,14 +118,14 @@ async fn replay_beyond_the_buffer_reports_the_exact_gap() {
     let mut b = b;
     a.join("r").await;
     let jb = b.join("r").await;
-    a.expect("member_joined").await;
-    let last = jb["seq"].as_u64().unwrap(); // 2
+    a.expect_presence("online").await;
+    let last = jb["seq"].as_u64().unwrap(); // 0: presence does not move seq
     cut(b);
-    a.expect("member_disconnected").await; // 3
+    a.expect_presence("away").await;
     for i in 0..30 {
         a.send(json!({"type":"publish","room":"r","data":i})).await;
         a.expect("event").await;
-    } // 4..=33
+    } // 1..=30
     let (mut b2, _) = Client::connect(addr, "b").await;
     b2.send(reconnect_frame(
         &jb,
@@ -135,8 +135,8 @@ async fn replay_beyond_the_buffer_reports_the_exact_gap() {
     .await;
     let r = b2.expect("reconnected").await;
     assert_eq!(r["recovered"], false);
-    assert_eq!(r["gap"]["from"], 3);
-    assert_eq!(r["gap"]["to"], 23);
+    assert_eq!(r["gap"]["from"], 1);
+    assert_eq!(r["gap"]["to"], 20);
     assert_eq!(r["gap"]["epoch"], jb["epoch"]);
     let seqs: Vec<u64> = r["events"]
         .as_array()
@@ -144,8 +144,8 @@ async fn replay_beyond_the_buffer_reports_the_exact_gap() {
         .iter()
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, (24..=33).collect::<Vec<_>>());
-    assert!(metric(addr, "reconnection_events_evicted_total").await >= 23.0);
+    assert_eq!(seqs, (21..=30).collect::<Vec<_>>());
+    assert!(metric(addr, "reconnection_events_evicted_total").await >= 20.0);
 }
 
 #[tokio::test]
@@ -197,7 +197,7 @@ async fn wrong_room_wrong_player_wrong_user_and_expired_window() {
         "reconnection_token_invalid"
     );
     // After the window, the member has left and the token has expired.
-    assert_eq!(a.until("member_left").await["player_id"], jb["player_id"]);
+    assert_eq!(a.until_presence("left").await["player_id"], jb["player_id"]);
     b2.send(reconnect_frame(&jb, &token, 0)).await;
     assert_eq!(
         b2.expect("reconnection_failed").await["code"],
@@ -213,9 +213,9 @@ async fn presence_goes_away_then_back_without_flapping() {
     let (mut b, _) = Client::connect(addr, "b").await;
     a.join("r").await;
     let jb = b.join("r").await;
-    a.expect("member_joined").await;
+    a.expect_presence("online").await;
     cut(b);
-    a.expect("member_disconnected").await;
+    a.expect_presence("away").await;
     // A newcomer sees bob as away, not gone.
     let (mut c, _) = Client::connect(addr, "c").await;
     let jc = c.join("r").await;
@@ -227,7 +227,7 @@ async fn presence_goes_away_then_back_without_flapping() {
         .unwrap()
         .clone();
     assert_eq!(bob["status"], "away");
-    a.expect("member_joined").await;
+    a.expect_presence("online").await;
     let (mut b2, _) = Client::connect(addr, "b").await;
     b2.send(reconnect_frame(
         &jb,
@@ -236,9 +236,13 @@ async fn presence_goes_away_then_back_without_flapping() {
     ))
     .await;
     b2.expect("reconnected").await;
-    // Others see exactly away → back: no member_left, no member_joined.
-    assert_eq!(a.recv().await["type"], "member_reconnected");
-    assert_eq!(c.recv().await["type"], "member_reconnected");
+    // Others see exactly away → back: the same player comes back online, nobody leaves.
+    for cl in [&mut a, &mut c] {
+        let p = cl.expect("presence").await;
+        assert_eq!(p["changes"].as_array().unwrap().len(), 1, "{p}");
+        assert_eq!(p["changes"][0]["status"], "online");
+        assert_eq!(p["changes"][0]["player_id"], jb["player_id"]);
+    }
     assert_eq!(metric(addr, "reconnection_sessions_active").await, 0.0);
 }
 
@@ -252,7 +256,7 @@ async fn authority_is_kept_through_a_drop_and_lost_if_taken_over() {
     guest.join("r").await;
     assert_eq!(jh["authority"], jh["player_id"]);
     cut(host);
-    guest.expect("member_disconnected").await;
+    guest.expect_presence("away").await;
     let (mut host2, _) = Client::connect(addr, "host").await;
     host2
         .send(reconnect_frame(
@@ -266,13 +270,13 @@ async fn authority_is_kept_through_a_drop_and_lost_if_taken_over() {
         r["authority"], jh["player_id"],
         "the host keeps authority through a drop"
     );
-    guest.expect("member_reconnected").await;
+    guest.expect_presence("online").await;
 
     // Now the host drops and the guest takes authority over while it is away.
     let token = r["reconnection_token"].as_str().unwrap().to_owned();
     let seq = r["seq"].as_u64().unwrap();
     cut(host2);
-    guest.expect("member_disconnected").await;
+    guest.expect_presence("away").await;
     guest
         .send(json!({"type":"claim_authority","room":"r","id":"c"}))
         .await;
@@ -296,7 +300,7 @@ async fn authority_passes_on_drop_when_restore_is_off() {
     host.join("r").await;
     let jg = guest.join("r").await;
     cut(host);
-    guest.expect("member_disconnected").await;
+    guest.expect_presence("away").await;
     assert_eq!(
         guest.expect("authority_changed").await["authority"],
         jg["player_id"]
@@ -311,13 +315,13 @@ async fn a_retried_publish_is_delivered_once_across_a_reconnect() {
     let (mut b, _) = Client::connect(addr, "b").await;
     let ja = a.join("r").await;
     b.join("r").await;
-    a.expect("member_joined").await;
+    a.expect_presence("online").await;
     a.send(json!({"type":"publish","room":"r","data":"once","id":"m-1"}))
         .await;
     let e = b.expect("event").await;
     // The publisher drops before reading its ack, reconnects, and retries the same id.
     cut(a);
-    b.expect("member_disconnected").await;
+    b.expect_presence("away").await;
     let (mut a2, _) = Client::connect(addr, "a").await;
     a2.send(reconnect_frame(
         &ja,
@@ -326,7 +330,7 @@ async fn a_retried_publish_is_delivered_once_across_a_reconnect() {
     ))
     .await;
     a2.expect("reconnected").await;
-    b.expect("member_reconnected").await;
+    b.expect_presence("online").await;
     a2.send(json!({"type":"publish","room":"r","data":"once","id":"m-1"}))
         .await;
     let ack = a2.expect("ack").await;
@@ -389,8 +393,11 @@ async fn reconnection_disabled_means_leave_on_drop() {
     let jb = b.join("r").await;
     assert!(jb.get("reconnection_token").is_none());
     cut(b);
-    a.expect("member_joined").await;
-    a.expect("member_left").await;
+    // Joined and gone within one presence interval: coalesced into `left`.
+    assert_eq!(
+        a.expect_presence("left").await["player_id"],
+        jb["player_id"]
+    );
     let (mut b2, _) = Client::connect(addr, "b").await;
     b2.send(reconnect_frame(&jb, "x", 0)).await;
     assert_eq!(

@@ -20,9 +20,9 @@ use std::fmt::Write as _;
 use holdfast_protocol::frames::{MAX_TOKEN_LEN, MAX_USER_LEN};
 use holdfast_protocol::{
     Ack, AuthorityChanged, ClientFrame, CloseCode, Direct, ErrorCode, ErrorFrame, Event, Gap,
-    Joined, Left, Member, MemberChange, MemberStatus, Ping, Publish, Reconnect, Reconnected,
-    ReconnectionFailed, Refresh, Refreshed, RoomRequest, Send, ServerFrame, ServerShutdown,
-    Welcome, MAX_ID_LEN, MAX_ROOM_LEN, PROTOCOL_VERSION,
+    Joined, Left, Member, MemberStatus, MemberUpdate, Ping, Presence, PresenceStatus, Publish,
+    Reconnect, Reconnected, ReconnectionFailed, Refresh, Refreshed, RoomRequest, Send, ServerFrame,
+    ServerShutdown, Welcome, MAX_ID_LEN, MAX_ROOM_LEN, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -206,19 +206,16 @@ fn server_variant(frame: &ServerFrame) -> usize {
         ServerFrame::Joined(_) => 1,
         ServerFrame::Left(_) => 2,
         ServerFrame::Event(_) => 3,
-        ServerFrame::MemberJoined(_) => 4,
-        ServerFrame::MemberLeft(_) => 5,
-        ServerFrame::MemberDisconnected(_) => 6,
-        ServerFrame::MemberReconnected(_) => 7,
-        ServerFrame::AuthorityChanged(_) => 8,
-        ServerFrame::Ack(_) => 9,
-        ServerFrame::Message(_) => 10,
-        ServerFrame::Refreshed(_) => 11,
-        ServerFrame::Reconnected(_) => 12,
-        ServerFrame::ReconnectionFailed(_) => 13,
-        ServerFrame::Error(_) => 14,
-        ServerFrame::Pong(_) => 15,
-        ServerFrame::ServerShutdown(_) => 16,
+        ServerFrame::Presence(_) => 4,
+        ServerFrame::AuthorityChanged(_) => 5,
+        ServerFrame::Ack(_) => 6,
+        ServerFrame::Message(_) => 7,
+        ServerFrame::Refreshed(_) => 8,
+        ServerFrame::Reconnected(_) => 9,
+        ServerFrame::ReconnectionFailed(_) => 10,
+        ServerFrame::Error(_) => 11,
+        ServerFrame::Pong(_) => 12,
+        ServerFrame::ServerShutdown(_) => 13,
     }
 }
 
@@ -269,13 +266,6 @@ fn client_samples() -> Vec<(String, Vec<String>)> {
 
 /// One sample of every server frame, in enum order, with every optional field set.
 fn server_samples() -> Vec<(String, Vec<String>)> {
-    let change = || MemberChange {
-        room: "r".into(),
-        seq: 1,
-        epoch: "e".into(),
-        player_id: "p".into(),
-        user_id: "u".into(),
-    };
     let members = || {
         vec![Member {
             player_id: "p".into(),
@@ -298,6 +288,7 @@ fn server_samples() -> Vec<(String, Vec<String>)> {
             room: "r".into(),
             player_id: "p".into(),
             members: members(),
+            member_count: 1,
             authority: some("p"),
             seq: 1,
             epoch: "e".into(),
@@ -321,10 +312,15 @@ fn server_samples() -> Vec<(String, Vec<String>)> {
             id: some("1"),
             traceparent: some("00"),
         }),
-        ServerFrame::MemberJoined(change()),
-        ServerFrame::MemberLeft(change()),
-        ServerFrame::MemberDisconnected(change()),
-        ServerFrame::MemberReconnected(change()),
+        ServerFrame::Presence(Presence {
+            room: "r".into(),
+            changes: vec![MemberUpdate {
+                player_id: "p".into(),
+                user_id: "u".into(),
+                status: PresenceStatus::Online,
+            }],
+            count: 1,
+        }),
         ServerFrame::AuthorityChanged(AuthorityChanged {
             room: "r".into(),
             seq: 1,
@@ -356,6 +352,7 @@ fn server_samples() -> Vec<(String, Vec<String>)> {
                 epoch: "e".into(),
             }),
             members: members(),
+            member_count: 1,
             authority: some("p"),
             seq: 1,
             epoch: "e".into(),

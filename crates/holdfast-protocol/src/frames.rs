@@ -213,14 +213,8 @@ pub enum ServerFrame {
     Left(Left),
     /// A room event published by a member.
     Event(Event),
-    /// Another member joined the room.
-    MemberJoined(MemberChange),
-    /// A member left the room (or its reconnection window expired).
-    MemberLeft(MemberChange),
-    /// A member's connection dropped; it may come back within the reconnection window.
-    MemberDisconnected(MemberChange),
-    /// A member that had dropped came back.
-    MemberReconnected(MemberChange),
+    /// Members joined, dropped, came back or left (coalesced; not part of the room's seq).
+    Presence(Presence),
     /// The room's authority changed hands (or was released).
     AuthorityChanged(AuthorityChanged),
     /// A client frame with an `id` was applied.
@@ -246,10 +240,6 @@ impl ServerFrame {
     pub fn seq(&self) -> Option<u64> {
         match self {
             ServerFrame::Event(e) => Some(e.seq),
-            ServerFrame::MemberJoined(m)
-            | ServerFrame::MemberLeft(m)
-            | ServerFrame::MemberDisconnected(m)
-            | ServerFrame::MemberReconnected(m) => Some(m.seq),
             ServerFrame::AuthorityChanged(a) => Some(a.seq),
             ServerFrame::Joined(j) => Some(j.seq),
             ServerFrame::Left(l) => Some(l.seq),
@@ -261,10 +251,7 @@ impl ServerFrame {
     pub fn room(&self) -> Option<&str> {
         match self {
             ServerFrame::Event(e) => Some(&e.room),
-            ServerFrame::MemberJoined(m)
-            | ServerFrame::MemberLeft(m)
-            | ServerFrame::MemberDisconnected(m)
-            | ServerFrame::MemberReconnected(m) => Some(&m.room),
+            ServerFrame::Presence(p) => Some(&p.room),
             ServerFrame::AuthorityChanged(a) => Some(&a.room),
             ServerFrame::Joined(j) => Some(&j.room),
             ServerFrame::Left(l) => Some(&l.room),
@@ -324,11 +311,15 @@ pub struct Joined {
     pub room: String,
     /// This member's id in the room.
     pub player_id: String,
-    /// Every member, this one included.
+    /// Every member, this one included (absent when the room's presence mode is not `full`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,
+    /// Members, connected or away, this one included.
+    #[serde(default)]
+    pub member_count: u64,
     /// The player id holding authority, if any.
     pub authority: Option<String>,
-    /// The room's current sequence number (that of this member's `member_joined`).
+    /// The room's current sequence number: the member receives every room message after it.
     pub seq: u64,
     /// The room's stream epoch.
     pub epoch: String,
@@ -345,7 +336,7 @@ pub struct Joined {
 pub struct Left {
     /// The room.
     pub room: String,
-    /// The sequence number of this member's `member_left`.
+    /// The room's sequence number when the member left.
     pub seq: u64,
     /// The room's stream epoch.
     pub epoch: String,
@@ -379,19 +370,43 @@ pub struct Event {
     pub traceparent: Option<String>,
 }
 
-/// `member_joined`, `member_left`, `member_disconnected`, `member_reconnected`.
+/// `presence`: changes of the room's membership since the last `presence` (or since this
+/// member's `joined`/`reconnected`), coalesced. Presence is state, not part of the room's
+/// stream: it carries no `seq`, is not replayed, and a resuming member gets the current list in
+/// `reconnected` instead. Apply each change as an idempotent update of the member list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberChange {
+pub struct Presence {
     /// The room.
     pub room: String,
-    /// Position in the room's stream.
-    pub seq: u64,
-    /// The room's stream epoch.
-    pub epoch: String,
-    /// The member concerned.
+    /// The changes, oldest first; at most one per player (its latest status). Empty when the
+    /// room's presence mode is `count`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<MemberUpdate>,
+    /// Members (connected or away) after these changes.
+    pub count: u64,
+}
+
+/// One member's new status in a `presence` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUpdate {
+    /// The member.
     pub player_id: String,
     /// Its user id.
     pub user_id: String,
+    /// `online` (joined, or came back), `away` (dropped, may resume) or `left` (gone for good).
+    pub status: PresenceStatus,
+}
+
+/// A member's status in a [`MemberUpdate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// Joined, or came back.
+    Online,
+    /// Dropped, within its reconnection window.
+    Away,
+    /// Left, or its reconnection window expired.
+    Left,
 }
 
 /// `authority_changed`.
@@ -459,18 +474,22 @@ pub struct Reconnected {
     pub room: String,
     /// The member's (unchanged) player id.
     pub player_id: String,
-    /// Missed room-scoped frames, in `seq` order.
+    /// Missed room messages (events and authority changes), in `seq` order, as first sent.
     pub events: Vec<ServerFrame>,
     /// True when nothing was lost.
     pub recovered: bool,
     /// The lost range, when `recovered` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap: Option<Gap>,
-    /// Every member now.
+    /// Every member now (absent when the room's presence mode is not `full`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,
+    /// Members, connected or away, now.
+    #[serde(default)]
+    pub member_count: u64,
     /// The authority now.
     pub authority: Option<String>,
-    /// The room's sequence number now.
+    /// The room's sequence number now: live messages continue after it.
     pub seq: u64,
     /// The room's stream epoch now.
     pub epoch: String,

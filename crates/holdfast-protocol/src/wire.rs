@@ -85,6 +85,7 @@ mod tests {
                 epoch: "e".into(),
             }),
             members: vec![],
+            member_count: 0,
             authority: None,
             seq: 5,
             epoch: "e".into(),

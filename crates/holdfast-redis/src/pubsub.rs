@@ -10,6 +10,7 @@ use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
 use holdfast_gateway::auth::unix_now_ms;
 use holdfast_gateway::room::fanout::{Held, Next};
+use holdfast_gateway::room::presence::PresenceNote;
 use holdfast_protocol::CloseCode;
 use tokio::sync::mpsc;
 
@@ -31,6 +32,12 @@ impl RedisRooms {
         let Ok(seq) = seq.parse::<u64>() else {
             return Next::Nothing;
         };
+        if seq == 0 {
+            if let Ok(note) = serde_json::from_str::<PresenceNote>(frame) {
+                ctx.mirror.presence(room, Some(epoch), &note);
+            }
+            return Next::Nothing;
+        }
         if frame.starts_with("{\"type\":\"event\"") {
             if let Some(ts) = frame
                 .split("\"ts\":")

@@ -119,13 +119,19 @@ impl RedisRooms {
                     seq: 0,
                     epoch: String::new(),
                     emitted: 0,
+                    presence: 0,
                     replay: Vec::new(),
                 }));
             }
         };
         let outcome = rules::apply(&mut st, op, rules)?;
         let out = std::mem::take(&mut st.out);
+        let opts = rules.options(room);
+        // Every membership change records a presence change, whatever the presence mode.
+        let membership_changed = !st.changes.is_empty() || st.kick.is_some();
+        let note = st.take_presence(opts.presence);
         if out.is_empty()
+            && !membership_changed
             && st.dedupe_dirty.is_empty()
             && !matches!(op, Op::Join { .. } | Op::Resume { .. })
             && !loaded.version.is_empty()
@@ -136,6 +142,7 @@ impl RedisRooms {
                 seq: st.seq,
                 epoch: st.epoch,
                 emitted: 0,
+                presence: 0,
                 replay: Vec::new(),
             }));
         }
@@ -164,13 +171,18 @@ impl RedisRooms {
             .arg(&version)
             .arg(&body)
             .arg(ttl)
-            .arg(rc.event_buffer_size)
+            .arg(opts.history_size)
             .arg(sh.room_channel(room))
             .arg(room)
             .arg(next_due.map(|d| d.to_string()).unwrap_or_default())
             .arg(replay.map_or(0, |r| r.0))
             .arg(replay.map_or(0, |r| r.1))
-            .arg(&st.epoch);
+            .arg(&st.epoch)
+            .arg(
+                note.as_ref()
+                    .map(|n| serde_json::to_string(n).unwrap_or_default())
+                    .unwrap_or_default(),
+            );
         let mut dirty = std::mem::take(&mut st.dedupe_dirty);
         dirty.sort();
         dirty.dedup();
@@ -184,9 +196,7 @@ impl RedisRooms {
             inv.arg(p).arg(w);
         }
         for e in &out {
-            inv.arg(e.seq)
-                .arg(e.kick.as_deref().unwrap_or("-"))
-                .arg(e.text.as_str());
+            inv.arg(e.seq).arg(e.text.as_str());
         }
         let started = Instant::now();
         let mut conn = sh.conn.clone();
@@ -233,6 +243,7 @@ impl RedisRooms {
             seq: st.seq,
             epoch: st.epoch,
             emitted: out.len(),
+            presence: st.presence_version,
             replay: held,
         }))
     }

@@ -15,12 +15,12 @@ async fn fanout_across_nodes_with_one_seq_per_room() {
     let (mut b, _) = Client::connect(n1.local_addr(), "bob").await;
     let ja = a.join_room("r").await;
     let jb = b.join_room("r").await;
-    assert_eq!(jb["seq"], 2);
+    assert_eq!(jb["seq"], 0);
     assert_eq!(jb["epoch"], ja["epoch"]);
     assert_eq!(jb["members"].as_array().unwrap().len(), 2);
     assert_eq!(jb["authority"], ja["player_id"]);
-    let mj = a.expect("member_joined").await;
-    assert_eq!(mj["seq"], 2);
+    let mj = a.expect_presence("online").await;
+    assert_eq!(mj["player_id"], jb["player_id"]);
     for i in 0..20 {
         a.send(json!({"type":"publish","room":"r","data":{"from":"a","i":i},"id":format!("a{i}")}))
             .await;
@@ -43,7 +43,7 @@ async fn fanout_across_nodes_with_one_seq_per_room() {
                 other => panic!("unexpected {other}: {v}"),
             }
         }
-        assert_eq!(seqs, (3..43).collect::<Vec<u64>>());
+        assert_eq!(seqs, (1..41).collect::<Vec<u64>>());
         seen.push(datas);
     }
     assert_eq!(seen[0], seen[1]);
@@ -66,7 +66,7 @@ async fn acks_follow_the_publishers_own_copy() {
     a.send(json!({"type":"publish","room":"r","data":0,"id":"m0"}))
         .await;
     let ack = a.expect("ack").await;
-    assert_eq!(ack["seq"], 2);
+    assert_eq!(ack["seq"], 1);
 }
 
 #[tokio::test]
@@ -109,9 +109,9 @@ async fn resume_on_another_node_with_replay() {
     let (mut b, _) = Client::connect(n1.local_addr(), "b").await;
     a.join_room("r").await;
     let jb = b.join_room("r").await;
-    a.expect("member_joined").await;
+    a.expect_presence("online").await;
     drop(b); // cut, no close frame
-    a.expect("member_disconnected").await;
+    a.expect_presence("away").await;
     for i in 0..5 {
         a.send(json!({"type":"publish","room":"r","data":i})).await;
         a.expect("event").await;
@@ -131,9 +131,13 @@ async fn resume_on_another_node_with_replay() {
         .iter()
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, vec![3, 4, 5, 6, 7, 8]);
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     assert_eq!(r["player_id"], jb["player_id"]);
-    assert_eq!(a.expect("member_reconnected").await["seq"], r["seq"]);
+    assert_eq!(r["seq"], 5);
+    assert_eq!(
+        a.expect_presence("online").await["player_id"],
+        jb["player_id"]
+    );
     a.send(json!({"type":"publish","room":"r","data":"live"}))
         .await;
     let e = b2.expect("event").await;
@@ -150,30 +154,30 @@ async fn gap_is_exact_when_history_was_trimmed() {
     let (mut b, _) = Client::connect(n0.local_addr(), "b").await;
     a.join_room("r").await;
     let jb = b.join_room("r").await;
-    a.expect("member_joined").await;
+    a.expect_presence("online").await;
     drop(b);
-    a.expect("member_disconnected").await; // 3
+    a.expect_presence("away").await;
     for i in 0..10 {
         a.send(json!({"type":"publish","room":"r","data":i})).await;
         a.expect("event").await;
-    } // 4..=13
+    } // 1..=10
     let (mut b2, _) = Client::connect(n0.local_addr(), "b").await;
     b2.send(
         json!({"type":"reconnect","room":"r","player_id":jb["player_id"],
-        "token":jb["reconnection_token"],"last_sequence":2}),
+        "token":jb["reconnection_token"],"last_sequence":0}),
     )
     .await;
     let r = b2.expect("reconnected").await;
     assert_eq!(r["recovered"], false);
-    assert_eq!(r["gap"]["from"], 3);
-    assert_eq!(r["gap"]["to"], 8);
+    assert_eq!(r["gap"]["from"], 1);
+    assert_eq!(r["gap"]["to"], 5);
     let seqs: Vec<u64> = r["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, vec![9, 10, 11, 12, 13]);
+    assert_eq!(seqs, vec![6, 7, 8, 9, 10]);
 }
 
 #[tokio::test]
@@ -192,12 +196,12 @@ async fn presence_expiry_and_authority_hand_over_across_nodes() {
     assert_eq!(jg["authority"], jh["player_id"]);
     drop(host);
     assert_eq!(
-        guest.expect("member_disconnected").await["player_id"],
+        guest.expect_presence("away").await["player_id"],
         jh["player_id"]
     );
     // The window passes: the host leaves for good and authority passes to the guest.
     assert_eq!(
-        guest.expect("member_left").await["player_id"],
+        guest.expect_presence("left").await["player_id"],
         jh["player_id"]
     );
     assert_eq!(
@@ -237,7 +241,11 @@ async fn redis_outage_reports_not_ready_and_errors_then_recovers() {
     assert_eq!(a.expect_close().await, 1011);
     let (mut b, _) = Client::connect(addr, "b").await;
     let j = b.join_room("r").await;
-    assert_eq!(j["seq"], 1, "a fresh stream with a new epoch");
+    assert_eq!(j["seq"], 0, "a fresh stream");
+    assert_eq!(
+        j["member_count"], 1,
+        "with a new epoch and only the new member"
+    );
 }
 
 #[tokio::test]
@@ -331,18 +339,18 @@ async fn many_members_joining_one_room_at_once_all_get_their_place() {
     publisher
         .send(json!({"type":"publish","room":"crowd","data":"all here?"}))
         .await;
-    // Every member sees every room message after its own join, in order, then the event.
+    // Every member gets the event right after its own position (presence frames aside).
     for (c, joined_at) in clients.iter_mut() {
-        let mut expect = *joined_at + 1;
+        assert_eq!(*joined_at, 0);
         loop {
             let v = c.recv().await;
-            let seq = v["seq"].as_u64().unwrap();
-            assert_eq!(seq, expect, "gapless after joining: {v}");
-            expect += 1;
-            if v["type"] == "event" {
-                assert_eq!(v["data"], "all here?");
-                break;
+            if v["type"] == "presence" {
+                continue;
             }
+            assert_eq!(v["type"], "event", "{v}");
+            assert_eq!(v["seq"], 1);
+            assert_eq!(v["data"], "all here?");
+            break;
         }
     }
 }

@@ -20,6 +20,8 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct Client {
     /// The socket, for steps the helpers do not cover.
     pub ws: Ws,
+    /// Presence changes read but not yet asked for (a `presence` frame may carry several).
+    changes: std::collections::VecDeque<Value>,
 }
 
 /// Opens `ws://addr/ws{query}` with extra request `headers`; the status when the upgrade was
@@ -38,7 +40,10 @@ pub async fn try_connect(
             .insert(name, v.parse().expect("a valid header value"));
     }
     match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(Client { ws }),
+        Ok((ws, _)) => Ok(Client {
+            ws,
+            changes: Default::default(),
+        }),
         Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
         Err(e) => panic!("connect failed: {e}"),
     }
@@ -99,6 +104,38 @@ impl Client {
             }
         }
         panic!("no `{ty}` frame");
+    }
+
+    /// The next presence change with `status` (`online`, `away` or `left`), from `presence`
+    /// frames; earlier changes with another status are passed over. Any other frame type in
+    /// between fails the test.
+    pub async fn expect_presence(&mut self, status: &str) -> Value {
+        self.presence_change(status, false).await
+    }
+
+    /// Like [`Client::expect_presence`], skipping frames of other types.
+    pub async fn until_presence(&mut self, status: &str) -> Value {
+        self.presence_change(status, true).await
+    }
+
+    async fn presence_change(&mut self, status: &str, skip_others: bool) -> Value {
+        for _ in 0..10_000 {
+            if let Some(i) = self.changes.iter().position(|c| c["status"] == status) {
+                self.changes.drain(..i);
+                if let Some(c) = self.changes.pop_front() {
+                    return c;
+                }
+            }
+            self.changes.clear();
+            let v = self.recv().await;
+            if v["type"] == "presence" {
+                self.changes
+                    .extend(v["changes"].as_array().cloned().unwrap_or_default());
+            } else if !skip_others {
+                panic!("expected a presence change `{status}`, got {v}");
+            }
+        }
+        panic!("no presence change `{status}`");
     }
 
     /// An `error` frame with this code.

@@ -261,14 +261,6 @@ impl Recorder {
             .into_iter()
             .filter_map(|e| match e {
                 ClientEvent::Event(e) if e.room == room => Some(e.seq),
-                ClientEvent::MemberJoined(m)
-                | ClientEvent::MemberLeft(m)
-                | ClientEvent::MemberDisconnected(m)
-                | ClientEvent::MemberReconnected(m)
-                    if m.room == room =>
-                {
-                    Some(m.seq)
-                }
                 ClientEvent::AuthorityChanged(a) if a.room == room => Some(a.seq),
                 _ => None,
             })

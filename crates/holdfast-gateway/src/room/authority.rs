@@ -25,7 +25,7 @@ impl RoomState {
     pub fn set_authority(&mut self, to: Option<String>) -> u64 {
         self.authority = to;
         let authority = self.authority.clone();
-        self.emit(None, move |room, seq, epoch| {
+        self.emit(move |room, seq, epoch| {
             ServerFrame::AuthorityChanged(AuthorityChanged {
                 room,
                 seq,

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use holdfast_protocol::CloseCode;
+use holdfast_protocol::{encode, CloseCode, MemberUpdate, Presence, ServerFrame};
 
+use super::presence::PresenceNote;
 use crate::registry::SessionHandle;
 
 /// Messages held per room while waiting for a missing range.
@@ -28,6 +29,9 @@ struct Sub {
     player: Arc<str>,
     /// Messages after this seq are delivered to it.
     after: u64,
+    /// Presence changes numbered after this one are news to it (earlier ones are in the list
+    /// its reply carried).
+    seen: u64,
 }
 
 /// A room message on its way to local members.
@@ -51,6 +55,15 @@ pub enum Next {
 /// This node's view of one room.
 #[derive(Default)]
 pub struct LocalRoom {
+    /// The room's name.
+    name: Arc<str>,
+    /// Presence changes not sent yet (at most one per player), with the room's presence
+    /// version of each; the latest version; and the latest member count.
+    pending: Vec<(u64, MemberUpdate)>,
+    changes: u64,
+    count: u64,
+    /// Whether a `presence` frame is due.
+    presence_due: bool,
     /// The stream's epoch as last seen.
     epoch: Option<String>,
     /// The last seq fanned out here; `None` until the first message since subscribing.
@@ -109,16 +122,91 @@ impl LocalRoom {
         }
     }
 
-    fn fanout(&mut self, seq: u64, held: Held) {
-        if let Some(k) = &held.kick {
-            self.subs.retain(|s| {
-                if &*s.session.id == k.as_str() {
-                    s.session.close(CloseCode::Replaced);
-                    false
-                } else {
-                    true
+    /// Takes a presence note: fences out the session it names, and queues its changes for the
+    /// next `presence` frame. Returns true when a frame is now due.
+    pub fn presence(&mut self, note: &PresenceNote) -> bool {
+        if let Some(k) = &note.kick {
+            self.kick(k);
+        }
+        if note.announce {
+            for c in &note.changes {
+                self.pending.retain(|(_, p)| p.player_id != c.player_id);
+                self.pending.push((note.version, c.clone()));
+            }
+            if note.version > self.changes {
+                self.changes = note.version;
+                self.count = note.count;
+            }
+            self.presence_due = true;
+        }
+        self.presence_due
+    }
+
+    /// Sends the due `presence` frame, serialised once, to every local member.
+    pub fn flush_presence(&mut self) {
+        if !self.presence_due {
+            return;
+        }
+        self.presence_due = false;
+        let pending = std::mem::take(&mut self.pending);
+        let latest = self.changes;
+        // Each member is sent the changes after the reply it got (earlier ones are in the list
+        // that reply carried), when one of them is about another member. Members placed at the
+        // same point share one serialisation: in the steady state that is every member.
+        let mut frames: Vec<(u64, Option<Utf8Bytes>)> = Vec::new();
+        for s in self.subs.iter_mut() {
+            let seen = s.seen;
+            s.seen = seen.max(latest);
+            let news = if pending.is_empty() {
+                latest > seen
+            } else {
+                pending
+                    .iter()
+                    .any(|(n, c)| *n > seen && c.player_id != *s.player)
+            };
+            if !news {
+                continue;
+            }
+            let text = match frames.iter().find(|(k, _)| *k == seen) {
+                Some((_, t)) => t.clone(),
+                None => {
+                    let changes: Vec<MemberUpdate> = pending
+                        .iter()
+                        .filter(|(n, _)| *n > seen)
+                        .map(|(_, c)| c.clone())
+                        .collect();
+                    let frame = ServerFrame::Presence(Presence {
+                        room: self.name.to_string(),
+                        changes,
+                        count: self.count,
+                    });
+                    let t = Some(Utf8Bytes::from(encode(&frame)));
+                    frames.push((seen, t.clone()));
+                    t
                 }
-            });
+            };
+            if let Some(t) = text {
+                s.session.enqueue(t, None);
+            }
+        }
+    }
+
+    fn kick(&mut self, session: &str) {
+        self.subs.retain(|s| {
+            if &*s.session.id == session {
+                s.session.close(CloseCode::Replaced);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn fanout(&mut self, seq: u64, held: Held) {
+        // Presence changes made before this message reach members before it.
+        self.flush_presence();
+        if let Some(k) = &held.kick {
+            self.kick(k);
         }
         let now = Instant::now();
         for s in &self.subs {
@@ -170,7 +258,13 @@ impl LocalRoom {
 
     /// Sets the position of a new local member at `seq` (its reply was queued just before).
     /// Returns false when it could not be caught up.
-    pub fn add_sub(&mut self, session: Arc<SessionHandle>, player: Arc<str>, seq: u64) -> bool {
+    pub fn add_sub(
+        &mut self,
+        session: Arc<SessionHandle>,
+        player: Arc<str>,
+        seq: u64,
+        presence: u64,
+    ) -> bool {
         // A member placed again (a retried operation) is not delivered to twice.
         self.subs
             .retain(|s| !(Arc::ptr_eq(&s.session, &session) && s.player == player));
@@ -196,6 +290,7 @@ impl LocalRoom {
             session,
             player,
             after,
+            seen: presence,
         });
         true
     }
@@ -251,6 +346,8 @@ impl LocalRoom {
 #[derive(Default)]
 pub struct Mirror {
     rooms: Mutex<HashMap<Arc<str>, Arc<Mutex<LocalRoom>>>>,
+    /// Rooms with a `presence` frame due (bounded by the rooms with a view).
+    due: Mutex<Vec<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -259,6 +356,17 @@ impl std::fmt::Debug for Mirror {
             .field("rooms", &self.len())
             .finish()
     }
+}
+
+/// Where a member's reply put it: the stream's epoch and seq, and the room's presence version.
+#[derive(Debug, Clone, Copy)]
+pub struct Position<'a> {
+    /// The stream's epoch.
+    pub epoch: &'a str,
+    /// The member receives every room message after this seq.
+    pub seq: u64,
+    /// The member's reply reflected the membership up to this presence version.
+    pub presence: u64,
 }
 
 /// A locked view of one room.
@@ -303,7 +411,16 @@ impl Mirror {
     /// Counts an operation that will place a member in `room`, creating the view. Returns
     /// whether the backend must still subscribe.
     pub fn enter(&self, room: &str) -> bool {
-        let view = self.map().entry(room.into()).or_default().clone();
+        let view = self
+            .map()
+            .entry(room.into())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(LocalRoom {
+                    name: room.into(),
+                    ..LocalRoom::default()
+                }))
+            })
+            .clone();
         let mut v = lock(&view);
         v.joining += 1;
         !v.subscribed
@@ -339,12 +456,16 @@ impl Mirror {
     pub fn place(
         &self,
         room: &str,
-        epoch: &str,
-        seq: u64,
+        at: Position<'_>,
         session: &Arc<SessionHandle>,
         player: &Arc<str>,
         reply: Utf8Bytes,
     ) {
+        let Position {
+            epoch,
+            seq,
+            presence,
+        } = at;
         let Some(view) = self.get(room) else {
             session.close(CloseCode::InternalError);
             return;
@@ -353,7 +474,7 @@ impl Mirror {
         v.joining = v.joining.saturating_sub(1);
         v.see_epoch(epoch);
         session.enqueue(reply, None);
-        if !v.add_sub(session.clone(), player.clone(), seq) {
+        if !v.add_sub(session.clone(), player.clone(), seq, presence) {
             session.close(CloseCode::InternalError);
         }
     }
@@ -363,12 +484,45 @@ impl Mirror {
     pub fn reply_at(&self, room: &str, seq: u64, session: &Arc<SessionHandle>, reply: Utf8Bytes) {
         if let Some(view) = self.get(room) {
             let mut v = lock(&view);
-            if seq > 0 && v.delivered.is_none_or(|d| d < seq) {
+            // Already delivered here, or before this member's own position (its reply
+            // covered it): at once.
+            let placed_after = v
+                .subs
+                .iter()
+                .any(|s| Arc::ptr_eq(&s.session, session) && s.after >= seq);
+            if seq > 0 && !placed_after && v.delivered.is_none_or(|d| d < seq) {
                 v.acks.push((seq, session.clone(), reply));
                 return;
             }
         }
         session.enqueue(reply, None);
+    }
+
+    /// Hands a presence note of `room` to its view; the changes go out with the next
+    /// [`Mirror::flush_presence`] or before the room's next message, whichever comes first.
+    pub fn presence(&self, room: &str, epoch: Option<&str>, note: &PresenceNote) {
+        let Some(view) = self.get(room) else { return };
+        let mut v = lock(&view);
+        if let Some(e) = epoch {
+            v.see_epoch(e);
+        }
+        if v.presence(note) {
+            drop(v);
+            let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+            if !due.iter().any(|r| &**r == room) {
+                due.push(room.into());
+            }
+        }
+    }
+
+    /// Sends every due `presence` frame (one per room, whatever the number of changes).
+    pub fn flush_presence(&self) {
+        let due = std::mem::take(&mut *self.due.lock().unwrap_or_else(|e| e.into_inner()));
+        for room in due {
+            if let Some(view) = self.get(&room) {
+                lock(&view).flush_presence();
+            }
+        }
     }
 
     /// Hands one message of `room`'s stream to its view.
@@ -417,8 +571,8 @@ mod tests {
     fn members_placed_out_of_order_each_get_everything_after_their_position() {
         let mut lr = LocalRoom::default();
         let (x, y) = (session("x"), session("y"));
-        assert!(lr.add_sub(y.clone(), "py".into(), 10));
-        assert!(lr.add_sub(x.clone(), "px".into(), 5));
+        assert!(lr.add_sub(y.clone(), "py".into(), 10, 0));
+        assert!(lr.add_sub(x.clone(), "px".into(), 5, 0));
         for seq in 6..=12 {
             assert_eq!(lr.receive(seq, held(seq)), Next::Nothing);
         }
@@ -428,7 +582,7 @@ mod tests {
         assert_eq!(drained(&x), want(6..=12));
         assert_eq!(drained(&y), want(11..=12));
         let z = session("z");
-        assert!(lr.add_sub(z.clone(), "pz".into(), 9));
+        assert!(lr.add_sub(z.clone(), "pz".into(), 9, 0));
         assert_eq!(drained(&z), want(10..=12));
     }
 
@@ -436,7 +590,7 @@ mod tests {
     fn a_jump_asks_for_the_missing_range_and_holds_what_came_early() {
         let mut lr = LocalRoom::default();
         let x = session("x");
-        assert!(lr.add_sub(x.clone(), "px".into(), 1));
+        assert!(lr.add_sub(x.clone(), "px".into(), 1, 0));
         assert_eq!(lr.receive(2, held(2)), Next::Nothing);
         assert_eq!(lr.receive(5, held(5)), Next::Fetch(3, 4));
         assert_eq!(drained(&x).len(), 1);

@@ -7,10 +7,12 @@
 //! - [`presence`]: the frames that announce membership changes.
 //! - [`stream`]: the replay ring and the gap arithmetic of a resume.
 //! - [`fanout`]: local delivery in `seq` order and replies at the member's position.
+//! - [`options`]: `[rooms]` and `[[namespaces]]`: presence mode, limits and history by prefix.
 //! - [`service`]: what sessions call: frame → operation → reply.
 
 pub mod authority;
 pub mod fanout;
+pub mod options;
 pub mod presence;
 pub mod rules;
 pub mod service;

@@ -1,54 +1,75 @@
-//! Presence: the frames that tell members who joined, dropped, came back or left.
+//! Presence: who joined, dropped, came back or left. Presence is state, not part of the room's
+//! stream: changes carry no seq, are never replayed (a resuming member gets the current list),
+//! and are coalesced per room before they are sent (see [`super::fanout`]), so a storm of drops
+//! and resumes neither evicts events from the replay buffer nor floods the members.
 
-use holdfast_protocol::{MemberChange, ServerFrame};
+use holdfast_protocol::{MemberUpdate, PresenceStatus};
+use serde::{Deserialize, Serialize};
 
+use super::options::PresenceMode;
 use super::state::RoomState;
 
-/// What happened to a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
-    /// A new member (`member_joined`).
-    Joined,
-    /// Gone for good (`member_left`).
-    Left,
-    /// Dropped, within its reconnection window (`member_disconnected`).
-    Away,
-    /// Resumed (`member_reconnected`).
-    Back,
+/// The presence part of an operation's result, handed to every node with members in the room.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceNote {
+    /// The changes (empty unless the room's presence mode is `full`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<MemberUpdate>,
+    /// Members after the operation.
+    pub count: u64,
+    /// Whether members are told (`false` when the presence mode is `off`).
+    #[serde(default)]
+    pub announce: bool,
+    /// The room's presence version after these changes (members whose reply was taken at or
+    /// after it already have them).
+    #[serde(default)]
+    pub version: u64,
+    /// A session fenced out of the room: closed with 4000 where it is connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kick: Option<String>,
 }
 
 impl RoomState {
-    /// Emits the presence change of member `idx`. Returns its seq.
-    pub fn emit_presence(&mut self, idx: usize, what: Presence, kick: Option<String>) -> u64 {
+    /// Records that member `idx` now has `status`.
+    pub fn note_presence(&mut self, idx: usize, status: PresenceStatus) {
         let (player_id, user_id) = (
             self.members[idx].player.clone(),
             self.members[idx].user.clone(),
         );
-        self.emit_presence_of(player_id, user_id, what, kick)
+        self.note_presence_of(player_id, user_id, status);
     }
 
-    /// Emits a presence change for a member record no longer in the list.
-    pub fn emit_presence_of(
-        &mut self,
-        player_id: String,
-        user_id: String,
-        what: Presence,
-        kick: Option<String>,
-    ) -> u64 {
-        self.emit(kick, move |room, seq, epoch| {
-            let change = MemberChange {
-                room,
-                seq,
-                epoch,
-                player_id,
-                user_id,
-            };
-            match what {
-                Presence::Joined => ServerFrame::MemberJoined(change),
-                Presence::Left => ServerFrame::MemberLeft(change),
-                Presence::Away => ServerFrame::MemberDisconnected(change),
-                Presence::Back => ServerFrame::MemberReconnected(change),
-            }
+    /// Records a presence change for a member record no longer in the list.
+    pub fn note_presence_of(&mut self, player_id: String, user_id: String, status: PresenceStatus) {
+        self.changes.retain(|c| c.player_id != player_id);
+        self.changes.push(MemberUpdate {
+            player_id,
+            user_id,
+            status,
+        });
+    }
+
+    /// Takes the presence result of the operation just applied, for a room in `mode`.
+    pub fn take_presence(&mut self, mode: PresenceMode) -> Option<PresenceNote> {
+        let changes = std::mem::take(&mut self.changes);
+        if !changes.is_empty() {
+            self.presence_version += 1;
+        }
+        let kick = self.kick.take();
+        let announce = !changes.is_empty() && mode != PresenceMode::Off;
+        if !announce && kick.is_none() {
+            return None;
+        }
+        Some(PresenceNote {
+            changes: if mode == PresenceMode::Full {
+                changes
+            } else {
+                Vec::new()
+            },
+            count: self.members.len() as u64,
+            announce,
+            version: self.presence_version,
+            kick,
         })
     }
 }

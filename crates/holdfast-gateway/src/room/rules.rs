@@ -5,10 +5,10 @@
 //! Contract of [`apply`]: on `Err` the state is unchanged (every check comes before the first
 //! change); on `Ok` the emitted messages are in `state.out`, in seq order.
 
-use holdfast_protocol::{ErrorCode, Event, Member, ServerFrame};
+use holdfast_protocol::{ErrorCode, Event, Member, PresenceStatus, ServerFrame};
 use serde_json::Value;
 
-use super::presence::Presence;
+use super::options::{Namespaces, PresenceMode, RoomOptions};
 use super::state::{MemberRecord, RoomState};
 use super::RoomError;
 use crate::tokens::hashes_match;
@@ -16,28 +16,30 @@ use crate::tokens::hashes_match;
 /// Settings the rules read, taken from the node's configuration.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    /// `limits.max_members_per_room`.
-    pub max_members: usize,
     /// `session.dedupe_window`.
     pub dedupe_window: usize,
     /// `reconnection.enabled`.
     pub reconnection: bool,
-    /// `reconnection.window_secs`, in ms.
-    pub window_ms: u64,
     /// `reconnection.restore_authority`.
     pub restore_authority: bool,
+    /// Per-room options (`[rooms]`, `[[namespaces]]`).
+    pub namespaces: Namespaces,
 }
 
 impl Rules {
     /// The rules of a node with `config`.
     pub fn from_config(config: &crate::Config) -> Rules {
         Rules {
-            max_members: config.limits.max_members_per_room,
             dedupe_window: config.session.dedupe_window,
             reconnection: config.reconnection.enabled,
-            window_ms: config.reconnection.window_secs.saturating_mul(1000),
             restore_authority: config.reconnection.restore_authority,
+            namespaces: Namespaces::from_config(config),
         }
+    }
+
+    /// The options of room `name`.
+    pub fn options(&self, name: &str) -> RoomOptions {
+        self.namespaces.options(name)
     }
 }
 
@@ -151,8 +153,10 @@ pub enum Outcome {
     Joined {
         /// Its player id.
         player: String,
-        /// Every member now.
+        /// Every member now (empty unless the presence mode is `full`).
         members: Vec<Member>,
+        /// Members now.
+        count: u64,
         /// The authority now.
         authority: Option<String>,
     },
@@ -171,8 +175,10 @@ pub enum Outcome {
     Away,
     /// `reconnect`.
     Resumed {
-        /// Every member now.
+        /// Every member now (empty unless the presence mode is `full`).
         members: Vec<Member>,
+        /// Members now.
+        count: u64,
         /// The authority now.
         authority: Option<String>,
         /// The stream position before this resume's own messages: replay ends here.
@@ -244,7 +250,7 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                 traceparent.clone(),
                 *ts,
             );
-            let seq = st.emit(None, move |room, seq, epoch| {
+            let seq = st.emit(move |room, seq, epoch| {
                 ServerFrame::Event(Event {
                     room,
                     seq,
@@ -285,7 +291,7 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             }
             let (data, event_id, traceparent, ts) =
                 (data.clone(), id.clone(), traceparent.clone(), *ts);
-            let seq = st.emit(None, move |room, seq, epoch| {
+            let seq = st.emit(move |room, seq, epoch| {
                 ServerFrame::Event(Event {
                     room,
                     seq,
@@ -357,12 +363,13 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                 return Ok(Outcome::Away);
             }
             let held = st.authority.as_deref() == Some(player);
+            let window = rules.options(&st.name).window_ms;
             let m = &mut st.members[i];
             m.session = None;
             m.node = None;
-            m.away_until = Some(now.saturating_add(rules.window_ms));
+            m.away_until = Some(now.saturating_add(window));
             m.held_authority = held;
-            st.emit_presence(i, Presence::Away, None);
+            st.note_presence(i, PresenceStatus::Away);
             if held && !rules.restore_authority {
                 st.set_authority(st.successor(Some(player)));
             }
@@ -404,7 +411,8 @@ fn join(
         st.members[i].prev_token = None;
         return Ok(Outcome::Joined {
             player: st.members[i].player.clone(),
-            members: st.member_list(),
+            members: listed(st, rules),
+            count: st.members.len() as u64,
             authority: st.authority.clone(),
         });
     }
@@ -415,7 +423,7 @@ fn join(
     // A fresh join replaces an away membership of the same user (the client chose not to
     // resume it), so that one does not count against the limit.
     let count = st.members.len() - usize::from(replaced.is_some());
-    if count >= rules.max_members {
+    if count >= rules.options(&st.name).max_members {
         return Err(err(ErrorCode::RoomFull, "the room is full"));
     }
     if let Some(i) = replaced {
@@ -437,10 +445,11 @@ fn join(
         st.authority = Some(player.clone());
     }
     let i = st.members.len() - 1;
-    st.emit_presence(i, Presence::Joined, None);
+    st.note_presence(i, PresenceStatus::Online);
     Ok(Outcome::Joined {
         player,
-        members: st.member_list(),
+        members: listed(st, rules),
+        count: st.members.len() as u64,
         authority: st.authority.clone(),
     })
 }
@@ -523,25 +532,37 @@ fn resume(
     m.token = Some(next.to_owned());
     m.prev_token = used;
     if !retry {
-        st.emit_presence(i, Presence::Back, kick);
+        st.note_presence(i, PresenceStatus::Online);
     }
+    st.kick = kick;
     if restore && st.authority.is_none() {
         st.set_authority(Some(player.to_owned()));
     }
     Ok(Outcome::Resumed {
-        members: st.member_list(),
+        members: listed(st, rules),
+        count: st.members.len() as u64,
         authority: st.authority.clone(),
         replay_to,
     })
 }
 
-/// Removes member `i` for good: `member_left`, authority to the successor, a tombstone for
+/// The member list a reply carries: the whole list in presence mode `full`, none otherwise
+/// (so a join or resume in a large room costs O(1) in its size).
+fn listed(st: &RoomState, rules: &Rules) -> Vec<Member> {
+    if rules.options(&st.name).presence == PresenceMode::Full {
+        st.member_list()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Removes member `i` for good: presence `left`, authority to the successor, a tombstone for
 /// its token.
 fn remove(st: &mut RoomState, i: usize) {
     let m = st.members.remove(i);
     st.dedupe.remove(&m.player);
     st.dedupe_dirty.push(m.player.clone());
-    st.emit_presence_of(m.player.clone(), m.user, Presence::Left, None);
+    st.note_presence_of(m.player.clone(), m.user, PresenceStatus::Left);
     st.succeed(&m.player);
     if let Some(token) = m.token {
         st.bury(m.player, token);

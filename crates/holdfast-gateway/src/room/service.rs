@@ -12,7 +12,7 @@ use holdfast_protocol::{
 };
 use serde_json::Value;
 
-use super::fanout::Mirror;
+use super::fanout::{Mirror, Position};
 use super::rules::{Op, Outcome, Who};
 use super::stream::replay;
 use super::{Membership, Resume, RoomError};
@@ -142,6 +142,7 @@ impl RoomService {
         let Outcome::Joined {
             player,
             members,
+            count,
             authority,
         } = a.outcome
         else {
@@ -155,6 +156,7 @@ impl RoomService {
             room: room.to_owned(),
             player_id: player.clone(),
             members,
+            member_count: count,
             authority,
             seq: a.seq,
             epoch: a.epoch.clone(),
@@ -163,7 +165,7 @@ impl RoomService {
         });
         let player: Arc<str> = player.into();
         self.mirror
-            .place(room, &a.epoch, a.seq, session, &player, text(&joined));
+            .place(room, position(&a), session, &player, text(&joined));
         Ok(Membership {
             room: room.into(),
             player,
@@ -330,6 +332,7 @@ impl RoomService {
         };
         let Outcome::Resumed {
             members,
+            count,
             authority,
             replay_to,
         } = a.outcome
@@ -351,6 +354,7 @@ impl RoomService {
                 epoch: a.epoch.clone(),
             }),
             members,
+            member_count: count,
             authority,
             // This resume's own messages are not sent to this member: it continues after them.
             seq: a.seq,
@@ -364,7 +368,7 @@ impl RoomService {
         self.metrics.reconnection_tokens_issued.inc();
         let player: Arc<str> = req.player_id.as_str().into();
         self.mirror
-            .place(&req.room, &a.epoch, a.seq, session, &player, frame);
+            .place(&req.room, position(&a), session, &player, frame);
         Ok(Membership {
             room: req.room.as_str().into(),
             player,
@@ -474,6 +478,14 @@ impl RoomService {
                 "room operation still failing after retries; giving up"
             );
         });
+    }
+}
+
+fn position(a: &Applied) -> Position<'_> {
+    Position {
+        epoch: &a.epoch,
+        seq: a.seq,
+        presence: a.presence,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use axum::extract::ws::Utf8Bytes;
-use holdfast_protocol::{encode, Member, MemberStatus, ServerFrame};
+use holdfast_protocol::{encode, Member, MemberStatus, MemberUpdate, ServerFrame};
 use serde::{Deserialize, Serialize};
 
 use crate::dedupe::DedupeWindow;
@@ -70,8 +70,6 @@ pub struct Emitted {
     pub seq: u64,
     /// Its serialised frame.
     pub text: Utf8Bytes,
-    /// A session this message fences out of the room (its membership moved on).
-    pub kick: Option<String>,
 }
 
 /// The state of one room.
@@ -88,6 +86,9 @@ pub struct RoomState {
     pub authority: Option<String>,
     /// Members in join order: the longest-present first, so succession is a scan.
     pub members: Vec<MemberRecord>,
+    /// Counts the operations that changed the membership (the version of its presence).
+    #[serde(default)]
+    pub presence_version: u64,
     /// Expired members, bounded by [`MAX_TOMBSTONES`].
     #[serde(default)]
     pub tombstones: VecDeque<Tombstone>,
@@ -101,6 +102,12 @@ pub struct RoomState {
     /// Messages emitted by the operation being applied.
     #[serde(skip)]
     pub out: Vec<Emitted>,
+    /// Presence changes made by the operation being applied (not part of the stream).
+    #[serde(skip)]
+    pub changes: Vec<MemberUpdate>,
+    /// A session the operation fenced out of the room (its membership moved on).
+    #[serde(skip)]
+    pub kick: Option<String>,
     /// The room's name, for the frames.
     #[serde(skip)]
     pub name: String,
@@ -115,10 +122,13 @@ impl RoomState {
             next_player: 0,
             authority: None,
             members: Vec::new(),
+            presence_version: 0,
             tombstones: VecDeque::new(),
             dedupe: HashMap::new(),
             dedupe_dirty: Vec::new(),
             out: Vec::new(),
+            changes: Vec::new(),
+            kick: None,
             name: name.to_owned(),
         }
     }
@@ -155,17 +165,12 @@ impl RoomState {
     }
 
     /// Emits one room message: allocates its seq and serialises it once. Returns the seq.
-    pub fn emit(
-        &mut self,
-        kick: Option<String>,
-        make: impl FnOnce(String, u64, String) -> ServerFrame,
-    ) -> u64 {
+    pub fn emit(&mut self, make: impl FnOnce(String, u64, String) -> ServerFrame) -> u64 {
         self.seq += 1;
         let frame = make(self.name.clone(), self.seq, self.epoch.clone());
         self.out.push(Emitted {
             seq: self.seq,
             text: Utf8Bytes::from(encode(&frame)),
-            kick,
         });
         self.seq
     }

@@ -61,9 +61,10 @@ impl MemoryRooms {
                 match map.get(room) {
                     Some(r) => r.clone(),
                     None if rules::creates(op) => {
+                        let o = rules.options(room);
                         let r = Arc::new(Mutex::new(MemRoom {
                             state: Some(RoomState::new(room, random_epoch())),
-                            ring: EventRing::new(rc.event_buffer_size, rc.event_buffer_bytes),
+                            ring: EventRing::new(o.history_size, o.history_bytes),
                         }));
                         map.insert(room.into(), r.clone());
                         ctx.metrics.rooms_active.inc();
@@ -76,6 +77,7 @@ impl MemoryRooms {
                                 seq: 0,
                                 epoch: String::new(),
                                 emitted: 0,
+                                presence: 0,
                                 replay: Vec::new(),
                             }
                         })
@@ -89,6 +91,7 @@ impl MemoryRooms {
             let outcome = rules::apply(st, op, rules)?;
             st.dedupe_dirty.clear();
             let out = std::mem::take(&mut st.out);
+            let note = st.take_presence(rules.options(room).presence);
             let (members2, away2) = counts(st);
             ctx.metrics
                 .room_members
@@ -105,7 +108,11 @@ impl MemoryRooms {
                 seq: st.seq,
                 epoch: st.epoch.clone(),
                 emitted: out.len(),
+                presence: st.presence_version,
             };
+            if let Some(note) = &note {
+                ctx.mirror.presence(room, Some(&st.epoch), note);
+            }
             for e in out {
                 if rc.enabled {
                     ctx.metrics.reconnection_events_buffered.inc();
@@ -119,7 +126,7 @@ impl MemoryRooms {
                     e.seq,
                     Some(&st.epoch),
                     Held {
-                        kick: e.kick,
+                        kick: None,
                         text: e.text,
                     },
                 );

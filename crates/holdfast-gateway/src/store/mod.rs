@@ -64,6 +64,8 @@ pub struct Applied {
     pub epoch: String,
     /// How many messages the operation appended to the stream.
     pub emitted: usize,
+    /// The room's presence version after the operation.
+    pub presence: u64,
     /// The messages of [`rules::replay_range`](crate::room::rules::replay_range) still held
     /// when the operation was applied (read before its own messages were appended).
     pub replay: Vec<Buffered>,

@@ -7,8 +7,9 @@
 -- ARGV 1 expected version ('' when the room must not exist), 2 new version, 3 new state
 -- ('' drops the room), 4 key TTL (s), 5 history length, 6 channel, 7 room name,
 -- 8 next away deadline (ms, '' for none), 9 replay from, 10 replay to (0 for none), 11 epoch,
--- 12 number of dedupe changes; then that many (player, window JSON or '' to delete) pairs;
--- then the emitted messages as (seq, kick or '-', frame) triples.
+-- 12 the presence note ('' for none; published with seq 0, never kept), 13 number of dedupe
+-- changes; then that many (player, window JSON or '' to delete) pairs; then the emitted
+-- messages as (seq, frame) pairs.
 local cur = redis.call('HGET', KEYS[1], 'v') or ''
 if cur ~= ARGV[1] then return {'conflict'} end
 
@@ -21,8 +22,12 @@ if to > 0 then
   end
 end
 
-local n = tonumber(ARGV[12])
-local i = 13
+if ARGV[12] ~= '' then
+  redis.call('PUBLISH', ARGV[6], '0 ' .. ARGV[11] .. ' - ' .. ARGV[12])
+end
+
+local n = tonumber(ARGV[13])
+local i = 14
 for _ = 1, n do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[2], ARGV[i])
@@ -33,11 +38,11 @@ for _ = 1, n do
 end
 
 local cap = tonumber(ARGV[5])
-while i + 2 <= #ARGV do
-  local seq, kick, f = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  redis.call('XADD', KEYS[3], 'MAXLEN', cap, seq .. '-1', 'f', f, 'k', kick)
-  redis.call('PUBLISH', ARGV[6], seq .. ' ' .. ARGV[11] .. ' ' .. kick .. ' ' .. f)
-  i = i + 3
+while i + 1 <= #ARGV do
+  local seq, f = ARGV[i], ARGV[i + 1]
+  redis.call('XADD', KEYS[3], 'MAXLEN', cap, seq .. '-1', 'f', f)
+  redis.call('PUBLISH', ARGV[6], seq .. ' ' .. ARGV[11] .. ' - ' .. f)
+  i = i + 2
 end
 
 if ARGV[3] == '' then

@@ -76,6 +76,19 @@ impl Env {
                 (nodes, Some(redis))
             }
         };
+        // Presence changes go out on a timer, as the gateway's presence loop does.
+        for n in &nodes {
+            let mirror = n.mirror().clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => mirror.flush_presence(),
+                    }
+                }
+            });
+        }
         Env {
             nodes,
             metrics,
@@ -172,6 +185,38 @@ pub async fn expect(s: &SessionHandle, ty: &str) -> Value {
     let v = recv(s).await;
     assert_eq!(v["type"], ty, "expected {ty}, got {v}");
     v
+}
+
+/// The changes of the next frame, which must be `presence`, as (player, status) pairs.
+pub async fn presence(s: &SessionHandle) -> Vec<(String, String)> {
+    let v = expect(s, "presence").await;
+    v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["player_id"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Reads `presence` frames (only) until one says `player` is now `status`.
+pub async fn presence_until(s: &SessionHandle, player: &str, status: &str) {
+    for _ in 0..100 {
+        let changes = presence(s).await;
+        if changes.iter().any(|(p, st)| p == player && st == status) {
+            return;
+        }
+    }
+    panic!("no presence change {player} {status}");
+}
+
+/// `(player, status)` as owned strings.
+pub fn change(player: &str, status: &str) -> (String, String) {
+    (player.to_owned(), status.to_owned())
 }
 
 /// Asserts that nothing more reaches `s` for a moment.
