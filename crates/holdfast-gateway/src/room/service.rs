@@ -164,8 +164,17 @@ impl RoomService {
             id,
         });
         let player: Arc<str> = player.into();
-        self.mirror
-            .place(room, position(&a), session, &player, text(&joined));
+        self.mirror.place(
+            room,
+            Position {
+                epoch: &a.epoch,
+                seq: a.seq,
+                presence: a.presence,
+            },
+            session,
+            &player,
+            text(&joined),
+        );
         Ok(Membership {
             room: room.into(),
             player,
@@ -367,8 +376,17 @@ impl RoomService {
         self.metrics.reconnection_completions.inc();
         self.metrics.reconnection_tokens_issued.inc();
         let player: Arc<str> = req.player_id.as_str().into();
-        self.mirror
-            .place(&req.room, position(&a), session, &player, frame);
+        self.mirror.place(
+            &req.room,
+            Position {
+                epoch: &a.epoch,
+                seq: a.seq,
+                presence: a.presence,
+            },
+            session,
+            &player,
+            frame,
+        );
         Ok(Membership {
             room: req.room.as_str().into(),
             player,
@@ -478,14 +496,6 @@ impl RoomService {
                 "room operation still failing after retries; giving up"
             );
         });
-    }
-}
-
-fn position(a: &Applied) -> Position<'_> {
-    Position {
-        epoch: &a.epoch,
-        seq: a.seq,
-        presence: a.presence,
     }
 }
 
