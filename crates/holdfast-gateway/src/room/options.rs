@@ -168,19 +168,21 @@ mod tests {
 
     #[test]
     fn the_longest_prefix_wins() {
-        let mut c = Config::default();
-        c.namespaces = vec![
-            NamespaceConfig {
-                prefix: "game:".into(),
-                max_members: Some(8),
-                ..Default::default()
-            },
-            NamespaceConfig {
-                prefix: "game:big:".into(),
-                presence: Some(PresenceMode::Count),
-                ..Default::default()
-            },
-        ];
+        let mut c = Config {
+            namespaces: vec![
+                NamespaceConfig {
+                    prefix: "game:".into(),
+                    max_members: Some(8),
+                    ..Default::default()
+                },
+                NamespaceConfig {
+                    prefix: "game:big:".into(),
+                    presence: Some(PresenceMode::Count),
+                    ..Default::default()
+                },
+            ],
+            ..Config::default()
+        };
         validate(&c).unwrap_or_else(|e| panic!("{e}"));
         let ns = Namespaces::from_config(&c);
         assert_eq!(ns.options("game:1").max_members, 8);
