@@ -149,7 +149,7 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn request_claims(
+async fn request_claims(
     node: &Node,
     token: Option<&str>,
     headers: &HeaderMap,
@@ -161,7 +161,7 @@ fn request_claims(
     let Some(token) = token else {
         return Err(Refusal(StatusCode::UNAUTHORIZED, "auth_failed"));
     };
-    match node.inner.verifier.verify(&token) {
+    match node.inner.verifier.verify(&token).await {
         Ok(c) => Ok(c),
         Err(AuthError::Expired) => Err(Refusal(StatusCode::UNAUTHORIZED, "token_expired")),
         Err(AuthError::Invalid) => Err(Refusal(StatusCode::UNAUTHORIZED, "auth_failed")),
@@ -189,6 +189,12 @@ async fn open(
             ))
         }
     };
+    if crate::permissions::check_connect(node, &claims)
+        .await
+        .is_err()
+    {
+        return Err(Refusal(StatusCode::FORBIDDEN, "forbidden"));
+    }
     let session = Session::start(node.clone(), claims).await;
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (changed, _) = watch::channel(0);
@@ -345,7 +351,7 @@ pub async fn sse(
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match request_claims(&node, q.token.as_deref(), &headers) {
+    let claims = match request_claims(&node, q.token.as_deref(), &headers).await {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
@@ -512,7 +518,7 @@ pub async fn poll(
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match request_claims(&node, q.token.as_deref(), &headers) {
+    let claims = match request_claims(&node, q.token.as_deref(), &headers).await {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
@@ -581,7 +587,7 @@ pub async fn send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let claims = match request_claims(&node, q.token.as_deref(), &headers) {
+    let claims = match request_claims(&node, q.token.as_deref(), &headers).await {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };

@@ -67,8 +67,8 @@ fn config_rejects_invalid_values_naming_the_key() {
         .contains("ping_intervall_ms"));
 }
 
-#[test]
-fn token_requires_a_secret_and_signs_with_it() {
+#[tokio::test]
+async fn token_requires_a_secret_and_signs_with_it() {
     let out = holdfast(&["token", "--user", "u1"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let out = holdfast(
@@ -78,7 +78,7 @@ fn token_requires_a_secret_and_signs_with_it() {
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap();
     let v = holdfast_gateway::auth::Verifier::new("s", 0);
-    assert_eq!(v.verify(token.trim()).unwrap().sub, "u1");
+    assert_eq!(v.verify(token.trim()).await.unwrap().sub, "u1");
 }
 
 #[tokio::test]
