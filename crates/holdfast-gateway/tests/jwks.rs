@@ -1,5 +1,6 @@
 //! Tokens signed with RSA, EC and Ed25519 keys, verified from a JWKS served by a local HTTP
 //! server: caching, key rotation, a JWKS server that goes down, and static PEM keys.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

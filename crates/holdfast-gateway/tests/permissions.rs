@@ -1,5 +1,6 @@
 //! Room permissions, direct-message permissions and hooks over real sockets, with the
 //! application's hook endpoints served by a local HTTP server.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
