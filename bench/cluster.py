@@ -68,6 +68,7 @@ def node(port, env_extra, name):
     env = dict(os.environ)
     env.update({
         "HOLDFAST_AUTH__HMAC_SECRET": SECRET,
+        "HOLDFAST_ROOMS__JOIN": "open",
         "HOLDFAST_LIMITS__MAX_CONNECTIONS_PER_IP": "200000",
         "HOLDFAST_LIMITS__RATE_LIMIT_PER_SEC": "100000",
         "HOLDFAST_LIMITS__RATE_LIMIT_BURST": "100000",

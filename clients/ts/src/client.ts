@@ -21,7 +21,7 @@
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
 import { Emitter } from "./emitter.js";
-import { HoldfastError } from "./errors.js";
+import { ForbiddenError, HoldfastError } from "./errors.js";
 import { CloseCode, shouldReconnect, type ErrorCode } from "./generated.js";
 import { StreamPosition } from "./position.js";
 import {
@@ -40,6 +40,7 @@ import {
   type MemberReconnectedFrame,
   type MessageFrame,
   type ReconnectedFrame,
+  type ReconnectFrame,
   type ReconnectionFailedFrame,
   type RoomFrame,
   type ServerFrame,
@@ -159,6 +160,8 @@ interface Room {
   playerId: string;
   /** The latest reconnection token; single-use, so replaced on every resume. */
   token: string | undefined;
+  /** The join token the room was joined with, presented again on resume. */
+  joinToken: string | undefined;
   /** What the application has seen of the room's stream. */
   position: StreamPosition;
   /** Whether the membership is live on the current connection; room requests wait otherwise. */
@@ -167,7 +170,7 @@ interface Room {
 
 /** A request waiting for its reply. */
 type Pending =
-  | { kind: "join"; room: string; sent: boolean; resolve: (m: Membership) => void; reject: (e: HoldfastError) => void }
+  | { kind: "join"; room: string; token?: string; sent: boolean; resolve: (m: Membership) => void; reject: (e: HoldfastError) => void }
   | { kind: "leave"; room: string; sent: boolean; resolve: () => void; reject: (e: HoldfastError) => void }
   | { kind: "publish"; room: string; data: unknown; sent: boolean; resolve: (seq: number) => void; reject: (e: HoldfastError) => void }
   | { kind: "send"; to: string; data: unknown; sent: boolean; resolve: () => void; reject: (e: HoldfastError) => void }
@@ -308,9 +311,14 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     this.onClose(this.generation, { reason: "dropped by the application" });
   }
 
-  /** Joins `room`; resolves with the membership. */
-  join(room: string): Promise<Membership> {
-    return new Promise((resolve, reject) => this.request({ kind: "join", room, sent: false, resolve, reject }));
+  /**
+   * Joins `room`; resolves with the membership. `options.token` is a join token from the
+   * application (for rooms the connection token's `rooms` claim does not cover); it is kept to
+   * resume the room after a reconnect. A refusal rejects with a {@link ForbiddenError}.
+   */
+  join(room: string, options: { token?: string } = {}): Promise<Membership> {
+    const token = options.token;
+    return new Promise((resolve, reject) => this.request({ kind: "join", room, token, sent: false, resolve, reject }));
   }
 
   /** Leaves `room`. Leaving a room the gateway no longer has this client in succeeds. */
@@ -536,7 +544,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     let frame: ClientFrame;
     switch (p.kind) {
       case "join":
-        frame = { type: "join", room: p.room, id };
+        frame = p.token === undefined ? { type: "join", room: p.room, id } : { type: "join", room: p.room, token: p.token, id };
         break;
       case "leave":
         frame = { type: "leave", room: p.room, id };
@@ -701,7 +709,9 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       }
       const id = `${this.idPrefix}${++this.nextOrder}`;
       this.pending.set(id, { kind: "resume", room: name, sent: true });
-      this.write({ type: "reconnect", room: name, player_id: room.playerId, token: room.token, last_sequence: room.position.seq, id });
+      const frame: ReconnectFrame = { type: "reconnect", room: name, player_id: room.playerId, token: room.token, last_sequence: room.position.seq, id };
+      if (room.joinToken !== undefined) frame.join_token = room.joinToken;
+      this.write(frame);
     }
     this.flush();
   }
@@ -746,6 +756,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     this.rooms.set(joined.room, {
       playerId: joined.player_id,
       token: joined.reconnection_token,
+      joinToken: p?.kind === "join" ? p.token : undefined,
       position: new StreamPosition(joined.seq, joined.epoch),
       live: true,
     });
@@ -809,7 +820,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       this.emit("error", error);
       return;
     }
-    const failure = new HoldfastError(error.code, error.message);
+    const failure = error.code === "forbidden" ? new ForbiddenError(error.message) : new HoldfastError(error.code, error.message);
     switch (p.kind) {
       case "leave":
         // Leaving a room the gateway no longer has this member in is a success.

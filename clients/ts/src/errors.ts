@@ -27,4 +27,22 @@ export class HoldfastError extends Error {
   ) {
     super(message);
   }
+
+  /**
+   * Whether the gateway refused the operation as not permitted: `forbidden` (join, publish,
+   * send), or a room that could not be resumed because the user may no longer join it.
+   */
+  get forbidden(): boolean {
+    return this.code === "forbidden" || this.resumeCode === "forbidden";
+  }
+}
+
+/**
+ * The gateway answered `forbidden`: the user may not join that room, publish there or message
+ * that user. The connection stays up.
+ */
+export class ForbiddenError extends HoldfastError {
+  constructor(message: string) {
+    super("forbidden", message);
+  }
 }

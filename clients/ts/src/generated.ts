@@ -38,6 +38,7 @@ export const ERROR_CODES = [
   "reconnection_failed",
   "broker_unavailable",
   "internal",
+  "forbidden",
 ] as const;
 
 /** The `code` of an `error` or `reconnection_failed` frame. */
@@ -133,13 +134,13 @@ export type ServerFrameType = (typeof SERVER_FRAME_TYPES)[number];
 /** The fields of every client frame (besides `type`), optional ones included. */
 export const CLIENT_FRAME_FIELDS = {
   auth: ["token"] as const,
-  join: ["id", "room"] as const,
+  join: ["id", "room", "token"] as const,
   leave: ["id", "room"] as const,
   publish: ["data", "id", "room", "traceparent"] as const,
   send: ["data", "id", "to"] as const,
   claim_authority: ["id", "room"] as const,
   release_authority: ["id", "room"] as const,
-  reconnect: ["id", "last_sequence", "player_id", "room", "token"] as const,
+  reconnect: ["id", "join_token", "last_sequence", "player_id", "room", "token"] as const,
   refresh: ["id", "token"] as const,
   ping: ["id"] as const,
 } as const;

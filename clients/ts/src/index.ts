@@ -17,7 +17,7 @@ export { Backoff } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";
 export { StreamPosition } from "./position.js";
 export type { Verdict } from "./position.js";
-export { HoldfastError } from "./errors.js";
+export { ForbiddenError, HoldfastError } from "./errors.js";
 export type { RequestErrorCode } from "./errors.js";
 export { Emitter } from "./emitter.js";
 export * from "./generated.js";

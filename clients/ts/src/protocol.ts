@@ -40,6 +40,8 @@ export interface AuthFrame {
 export interface JoinFrame {
   type: "join";
   room: string;
+  /** A join token for this room (a JWT with `sub` and `room`) from the application. */
+  token?: string;
   id?: string;
 }
 export interface LeaveFrame {
@@ -76,6 +78,8 @@ export interface ReconnectFrame {
   player_id: string;
   token: string;
   last_sequence: number;
+  /** The join token the room was joined with, if any: the join policy is checked again. */
+  join_token?: string;
   id?: string;
 }
 export interface RefreshFrame {

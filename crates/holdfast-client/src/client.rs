@@ -45,6 +45,7 @@ pub(crate) enum Command {
     /// `join`.
     Join {
         room: String,
+        token: Option<String>,
         reply: Reply<Membership>,
     },
     /// `leave`.
@@ -108,7 +109,26 @@ impl Client {
     /// Joins `room`.
     pub async fn join(&self, room: impl Into<String>) -> Result<Membership, RequestError> {
         let room = room.into();
-        self.request(|reply| Command::Join { room, reply }).await
+        self.request(|reply| Command::Join {
+            room,
+            token: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Joins `room` with a join token from the application (a JWT for this user and exactly
+    /// this room), for rooms whose join policy is `token` when the connection token's `rooms`
+    /// claim does not cover the room. The token is kept to resume the room after a reconnect.
+    /// A refusal is [`RequestError::Forbidden`].
+    pub async fn join_with_token(
+        &self,
+        room: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Result<Membership, RequestError> {
+        let (room, token) = (room.into(), Some(token.into()));
+        self.request(|reply| Command::Join { room, token, reply })
+            .await
     }
 
     /// Leaves `room`. Leaving a room the gateway no longer knows this member in succeeds.

@@ -65,6 +65,8 @@ struct Room {
     player_id: String,
     /// The latest reconnection token; each is single-use, so it is replaced on every resume.
     token: Option<String>,
+    /// The join token the room was joined with, presented again on resume.
+    join_token: Option<String>,
     /// What the application has seen of the room's stream.
     position: StreamPosition,
     /// True once the membership is live on the current connection (joined, or resumed);
@@ -85,6 +87,7 @@ struct Pending {
 enum PendingKind {
     Join {
         room: String,
+        token: Option<String>,
         reply: Reply<Membership>,
     },
     Leave {
@@ -415,6 +418,7 @@ impl Driver {
                 continue;
             };
             let (player_id, last_sequence) = (room.player_id.clone(), room.position.seq());
+            let join_token = room.join_token.clone();
             let Some(token) = room.token.clone() else {
                 self.lose_room(
                     &name,
@@ -430,6 +434,7 @@ impl Driver {
                 player_id,
                 token,
                 last_sequence,
+                join_token,
                 id: Some(self.id_for(order)),
             });
             self.pending.insert(
@@ -481,8 +486,9 @@ impl Driver {
             return Ok(());
         };
         let frame = match &pending.kind {
-            PendingKind::Join { room, .. } => ClientFrame::Join(RoomRequest {
+            PendingKind::Join { room, token, .. } => ClientFrame::Join(holdfast_protocol::Join {
                 room: room.clone(),
+                token: token.clone(),
                 id,
             }),
             PendingKind::Leave { room, .. } => ClientFrame::Leave(RoomRequest {
@@ -521,7 +527,7 @@ impl Driver {
     /// Records a command as a pending request (not yet sent) and returns its number.
     fn accept(&mut self, cmd: Command) -> u64 {
         let kind = match cmd {
-            Command::Join { room, reply } => PendingKind::Join { room, reply },
+            Command::Join { room, token, reply } => PendingKind::Join { room, token, reply },
             Command::Leave { room, reply } => PendingKind::Leave { room, reply },
             Command::Publish { room, data, reply } => PendingKind::Publish { room, data, reply },
             Command::Send { to, data, reply } => PendingKind::Send { to, data, reply },
@@ -644,19 +650,20 @@ impl Driver {
     }
 
     fn on_joined(&mut self, joined: Joined) {
-        let reply = match self.take(joined.id.as_deref()) {
-            Some(PendingKind::Join { reply, .. }) => Some(reply),
+        let (reply, join_token) = match self.take(joined.id.as_deref()) {
+            Some(PendingKind::Join { reply, token, .. }) => (Some(reply), token),
             Some(other) => {
                 tracing::warn!(?other, "joined answered another request");
-                None
+                (None, None)
             }
-            None => None,
+            None => (None, None),
         };
         self.rooms.insert(
             joined.room.clone(),
             Room {
                 player_id: joined.player_id.clone(),
                 token: joined.reconnection_token,
+                join_token,
                 position: StreamPosition::new(joined.seq, joined.epoch.clone()),
                 live: true,
             },
@@ -704,10 +711,7 @@ impl Driver {
     }
 
     async fn on_error(&mut self, error: ErrorFrame) {
-        let server = || RequestError::Server {
-            code: error.code,
-            message: error.message.clone(),
-        };
+        let server = || RequestError::from_server(error.code, error.message.clone());
         match self.take(error.id.as_deref()) {
             Some(PendingKind::Join { reply, .. }) => {
                 let _ = reply.send(Err(server()));

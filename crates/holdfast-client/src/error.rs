@@ -119,6 +119,13 @@ pub enum RequestError {
         /// The gateway's explanation.
         message: String,
     },
+    /// The gateway refused the request with `forbidden`: the user may not join the room (or
+    /// resume it), publish there, or message that user. The session continues.
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// The gateway's explanation.
+        message: String,
+    },
     /// The connection dropped after the request was sent and before its reply; the request
     /// may or may not have been applied. Publishes never fail this way: they are resent.
     #[error("the connection dropped before the reply; the request may have been applied")]
@@ -137,6 +144,37 @@ pub enum RequestError {
     /// The client has stopped.
     #[error("the client is closed: {0}")]
     Closed(CloseError),
+}
+
+impl RequestError {
+    /// The error for an `error` frame: [`RequestError::Forbidden`] for `forbidden`,
+    /// [`RequestError::Server`] otherwise.
+    pub fn from_server(code: ErrorCode, message: String) -> RequestError {
+        if code == ErrorCode::Forbidden {
+            RequestError::Forbidden { message }
+        } else {
+            RequestError::Server { code, message }
+        }
+    }
+
+    /// Whether the gateway refused the operation as not permitted (including a room that could
+    /// not be resumed because the user may no longer join it).
+    pub fn is_forbidden(&self) -> bool {
+        match self {
+            RequestError::Forbidden { .. } => true,
+            RequestError::RoomLost { code, .. } => *code == ErrorCode::Forbidden,
+            _ => false,
+        }
+    }
+
+    /// The stable error code behind this error, when the gateway sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            RequestError::Forbidden { .. } => Some(ErrorCode::Forbidden),
+            RequestError::Server { code, .. } | RequestError::RoomLost { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -659,3 +659,29 @@ async fn reconnects_present_a_fresh_token() {
     assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     alice.close().await;
 }
+
+#[tokio::test]
+async fn forbidden_is_a_typed_error_and_a_join_token_survives_a_reconnect() {
+    // Rooms need a token (the default once a secret is configured).
+    let gw = gateway(|c| c.rooms.join = None).await;
+    let proxy = Proxy::start(gw.local_addr()).await;
+    let (ann, events) = connect(client_config(proxy.addr(), "ann")).await;
+    let err = ann.join("private").await.unwrap_err();
+    assert!(matches!(err, RequestError::Forbidden { .. }), "{err:?}");
+    assert!(err.is_forbidden());
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+    let err = ann.send("bob", json!(1)).await.unwrap_err();
+    assert!(err.is_forbidden(), "{err:?}");
+
+    let join_token = holdfast_testkit::token_with(json!({"sub": "ann", "room": "private"}));
+    ann.join_with_token("private", join_token).await.unwrap();
+    proxy.cut_all();
+    events
+        .wait_for(
+            "resumed",
+            WAIT,
+            |e| matches!(e, ClientEvent::Resumed { room, .. } if room == "private"),
+        )
+        .await;
+    ann.publish("private", json!({"n": 1})).await.unwrap();
+}

@@ -101,6 +101,18 @@ var HoldfastError = class extends Error {
   code;
   resumeCode;
   name = "HoldfastError";
+  /**
+   * Whether the gateway refused the operation as not permitted: `forbidden` (join, publish,
+   * send), or a room that could not be resumed because the user may no longer join it.
+   */
+  get forbidden() {
+    return this.code === "forbidden" || this.resumeCode === "forbidden";
+  }
+};
+var ForbiddenError = class extends HoldfastError {
+  constructor(message) {
+    super("forbidden", message);
+  }
 };
 
 // src/generated.ts
@@ -131,7 +143,8 @@ var ERROR_CODES = [
   "reconnection_expired",
   "reconnection_failed",
   "broker_unavailable",
-  "internal"
+  "internal",
+  "forbidden"
 ];
 var CloseCode = {
   Normal: 1e3,
@@ -199,13 +212,13 @@ var SERVER_FRAME_TYPES = [
 ];
 var CLIENT_FRAME_FIELDS = {
   auth: ["token"],
-  join: ["id", "room"],
+  join: ["id", "room", "token"],
   leave: ["id", "room"],
   publish: ["data", "id", "room", "traceparent"],
   send: ["data", "id", "to"],
   claim_authority: ["id", "room"],
   release_authority: ["id", "room"],
-  reconnect: ["id", "last_sequence", "player_id", "room", "token"],
+  reconnect: ["id", "join_token", "last_sequence", "player_id", "room", "token"],
   refresh: ["id", "token"],
   ping: ["id"]
 };
@@ -804,9 +817,14 @@ var HoldfastClient = class extends Emitter {
     connection.drop();
     this.onClose(this.generation, { reason: "dropped by the application" });
   }
-  /** Joins `room`; resolves with the membership. */
-  join(room) {
-    return new Promise((resolve, reject) => this.request({ kind: "join", room, sent: false, resolve, reject }));
+  /**
+   * Joins `room`; resolves with the membership. `options.token` is a join token from the
+   * application (for rooms the connection token's `rooms` claim does not cover); it is kept to
+   * resume the room after a reconnect. A refusal rejects with a {@link ForbiddenError}.
+   */
+  join(room, options = {}) {
+    const token = options.token;
+    return new Promise((resolve, reject) => this.request({ kind: "join", room, token, sent: false, resolve, reject }));
   }
   /** Leaves `room`. Leaving a room the gateway no longer has this client in succeeds. */
   leave(room) {
@@ -1009,7 +1027,7 @@ var HoldfastClient = class extends Emitter {
     let frame;
     switch (p.kind) {
       case "join":
-        frame = { type: "join", room: p.room, id };
+        frame = p.token === void 0 ? { type: "join", room: p.room, id } : { type: "join", room: p.room, token: p.token, id };
         break;
       case "leave":
         frame = { type: "leave", room: p.room, id };
@@ -1162,7 +1180,9 @@ var HoldfastClient = class extends Emitter {
       }
       const id = `${this.idPrefix}${++this.nextOrder}`;
       this.pending.set(id, { kind: "resume", room: name, sent: true });
-      this.write({ type: "reconnect", room: name, player_id: room.playerId, token: room.token, last_sequence: room.position.seq, id });
+      const frame = { type: "reconnect", room: name, player_id: room.playerId, token: room.token, last_sequence: room.position.seq, id };
+      if (room.joinToken !== void 0) frame.join_token = room.joinToken;
+      this.write(frame);
     }
     this.flush();
   }
@@ -1203,6 +1223,7 @@ var HoldfastClient = class extends Emitter {
     this.rooms.set(joined.room, {
       playerId: joined.player_id,
       token: joined.reconnection_token,
+      joinToken: p?.kind === "join" ? p.token : void 0,
       position: new StreamPosition(joined.seq, joined.epoch),
       live: true
     });
@@ -1259,7 +1280,7 @@ var HoldfastClient = class extends Emitter {
       this.emit("error", error);
       return;
     }
-    const failure = new HoldfastError(error.code, error.message);
+    const failure = error.code === "forbidden" ? new ForbiddenError(error.message) : new HoldfastError(error.code, error.message);
     switch (p.kind) {
       case "leave":
         if (error.code === "not_in_room") {
@@ -1363,6 +1384,7 @@ export {
   CloseCode,
   ERROR_CODES,
   Emitter,
+  ForbiddenError,
   HoldfastClient,
   HoldfastError,
   MAX_ID_LEN,

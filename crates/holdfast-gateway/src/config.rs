@@ -14,6 +14,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Token verification.
     pub auth: AuthConfig,
+    /// Calls to the application's HTTP hooks (join and connect decisions).
+    pub hooks: HooksConfig,
     /// WebSocket ping/pong keepalive.
     pub heartbeat: HeartbeatConfig,
     /// Size, rate and count limits.
@@ -22,8 +24,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Room resume after a dropped connection.
     pub reconnection: ReconnectionConfig,
-    /// Options of every room (presence), unless a namespace overrides them.
-    pub rooms: crate::room::options::RoomsConfig,
+    /// Options of every room (who may join, presence), unless a namespace overrides them.
+    pub rooms: RoomsConfig,
     /// Room options by room-name prefix.
     pub namespaces: Vec<crate::room::options::NamespaceConfig>,
     /// SSE and long-polling transports.
@@ -73,8 +75,24 @@ pub struct AuthConfig {
     pub hmac_secret: String,
     /// How long an unauthenticated connection may wait before sending `auth`.
     pub timeout_ms: u64,
-    /// Clock skew tolerated when checking `exp`, in seconds.
+    /// Clock skew tolerated when checking `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Further verification keys, chosen by the token header's `kid` (`[[auth.keys]]`).
+    pub keys: Vec<KeyConfig>,
+    /// A JWKS document (`http://` URL) with public keys chosen by `kid`. Empty: none.
+    pub jwks_url: String,
+    /// How long a fetched JWKS is used before it is fetched again in the background.
+    pub jwks_cache_secs: u64,
+    /// Least time between two fetches of the JWKS (a token with an unknown `kid` triggers one).
+    pub jwks_min_refresh_secs: u64,
+    /// Time limit of one JWKS fetch, connection included.
+    pub jwks_timeout_ms: u64,
+    /// Largest JWKS response accepted, in bytes.
+    pub jwks_max_bytes: usize,
+    /// Accepted `iss` values; empty: `iss` is not checked.
+    pub issuer: Vec<String>,
+    /// Accepted `aud` values; empty: `aud` is not checked.
+    pub audience: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -83,6 +101,82 @@ impl Default for AuthConfig {
             hmac_secret: String::new(),
             timeout_ms: 10_000,
             leeway_secs: 0,
+            keys: Vec::new(),
+            jwks_url: String::new(),
+            jwks_cache_secs: 300,
+            jwks_min_refresh_secs: 30,
+            jwks_timeout_ms: 5_000,
+            jwks_max_bytes: 256 * 1024,
+            issuer: Vec::new(),
+            audience: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any real verification key is configured (a secret, a key or a JWKS).
+    pub fn has_keys(&self) -> bool {
+        !self.hmac_secret.is_empty() || !self.keys.is_empty() || !self.jwks_url.is_empty()
+    }
+}
+
+/// One `[[auth.keys]]` entry: exactly one of `secret` (HS*) or `public_key` (PEM, RS*/PS*,
+/// ES*, EdDSA).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The `kid` tokens name this key with; empty: tokens without a `kid` may use it.
+    pub kid: String,
+    /// `HS256`, `HS384`, `HS512`, `RS256`, `RS384`, `RS512`, `PS256`, `PS384`, `PS512`,
+    /// `ES256`, `ES384` or `EdDSA`.
+    pub alg: String,
+    /// The shared secret of an HS* key.
+    pub secret: String,
+    /// The PEM public key of an asymmetric key (the binary fills it from `public_key_file`).
+    pub public_key: String,
+    /// A file holding the PEM public key; read by the binary at start.
+    pub public_key_file: String,
+}
+
+/// How a room's joins are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinMode {
+    /// Any authenticated user may join.
+    Open,
+    /// The connection token's `rooms` claim, or a join token for the room, must allow it.
+    Token,
+    /// The application's `hooks.join_url` decides.
+    Hook,
+}
+
+pub use crate::room::options::RoomsConfig;
+
+/// `[hooks]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// `http://` URL POSTed `{user, room, session_id, node_id}` for rooms with `join = "hook"`.
+    pub join_url: String,
+    /// `http://` URL POSTed `{user, node_id}` after a connection's token is verified; empty:
+    /// not called.
+    pub connect_url: String,
+    /// Time limit of one hook call, connection included; a late answer refuses.
+    pub timeout_ms: u64,
+    /// Most hook calls in flight on this node; a call beyond it is refused at once.
+    pub max_concurrent: usize,
+    /// Largest hook response accepted, in bytes; a larger one refuses.
+    pub max_response_bytes: usize,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            join_url: String::new(),
+            connect_url: String::new(),
+            timeout_ms: 2_000,
+            max_concurrent: 256,
+            max_response_bytes: 64 * 1024,
         }
     }
 }
@@ -441,6 +535,7 @@ impl Config {
                 message: "must be between 16 and 100000".into(),
             });
         }
+        self.validate_auth()?;
         let url = &self.broker.url;
         if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(ConfigError {
@@ -469,7 +564,7 @@ impl Config {
     /// What `serve` checks on top of [`Config::validate`] unless `server.development` is set:
     /// no setting that is only safe on a developer's machine.
     pub fn check_production(&self) -> Result<(), ConfigError> {
-        if self.auth.hmac_secret.is_empty() && !self.broker.url.is_empty() {
+        if !self.auth.has_keys() && !self.broker.url.is_empty() {
             return Err(ConfigError {
                 key: "auth.hmac_secret",
                 message: "is empty: the nodes of a cluster must share one secret, even in \
@@ -480,20 +575,66 @@ impl Config {
         if self.server.development {
             return Ok(());
         }
-        if self.auth.hmac_secret.is_empty() {
+        if !self.auth.has_keys() {
             return Err(ConfigError {
                 key: "auth.hmac_secret",
-                message: "is empty: set it (HOLDFAST_AUTH__HMAC_SECRET, or [auth] hmac_secret \
+                message: "is empty (and no auth.keys or auth.jwks_url): set it (HOLDFAST_AUTH__HMAC_SECRET, or [auth] hmac_secret \
                           in the config file), or ask for development mode with \
                           `holdfast serve --dev` (a random secret for this run only)"
                     .into(),
             });
         }
-        if self.auth.hmac_secret.trim().is_empty() {
+        if !self.auth.hmac_secret.is_empty() && self.auth.hmac_secret.trim().is_empty() {
             return Err(ConfigError {
                 key: "auth.hmac_secret",
                 message: "is blank".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// The `[auth]`, `[rooms]` and `[hooks]` checks.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        fn err(key: &'static str, message: &str) -> Result<(), ConfigError> {
+            Err(ConfigError {
+                key,
+                message: message.into(),
+            })
+        }
+        fn http_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+            if !url.is_empty() && !url.starts_with("http://") {
+                return err(key, "must be an http:// URL (or empty)");
+            }
+            Ok(())
+        }
+        for k in &self.auth.keys {
+            if let Err(m) = crate::auth::check_key_config(k) {
+                return err("auth.keys", &m);
+            }
+        }
+        http_url("auth.jwks_url", &self.auth.jwks_url)?;
+        if self.auth.jwks_min_refresh_secs == 0 {
+            return err("auth.jwks_min_refresh_secs", "must be greater than 0");
+        }
+        if self.auth.jwks_timeout_ms == 0 {
+            return err("auth.jwks_timeout_ms", "must be greater than 0");
+        }
+        if self.auth.jwks_max_bytes < 1024 {
+            return err("auth.jwks_max_bytes", "must be at least 1024");
+        }
+        http_url("hooks.join_url", &self.hooks.join_url)?;
+        http_url("hooks.connect_url", &self.hooks.connect_url)?;
+        if self.hooks.timeout_ms == 0 {
+            return err("hooks.timeout_ms", "must be greater than 0");
+        }
+        if self.hooks.max_concurrent == 0 {
+            return err("hooks.max_concurrent", "must be greater than 0");
+        }
+        if self.hooks.max_response_bytes < 64 {
+            return err("hooks.max_response_bytes", "must be at least 64");
+        }
+        if self.rooms.join == Some(JoinMode::Hook) && self.hooks.join_url.is_empty() {
+            return err("hooks.join_url", "is required by rooms.join = \"hook\"");
         }
         Ok(())
     }

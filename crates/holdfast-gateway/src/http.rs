@@ -116,8 +116,13 @@ async fn ws_upgrade(
     }
     let claims = match request_token(query.as_deref(), &headers) {
         None => None,
-        Some(token) => match node.inner.verifier.verify(&token) {
-            Ok(c) => Some(c),
+        Some(token) => match node.inner.verifier.verify(&token).await {
+            Ok(c) => {
+                if crate::permissions::check_connect(&node, &c).await.is_err() {
+                    return reject(&node, StatusCode::FORBIDDEN, "forbidden");
+                }
+                Some(c)
+            }
             Err(AuthError::Expired) => {
                 return reject(&node, StatusCode::UNAUTHORIZED, "token_expired")
             }

@@ -2,7 +2,12 @@
 //!
 //! # Layout
 //! - [`config`]: every tunable and its default; validation names the offending key.
-//! - [`auth`]: HS256 token verification (and minting for development and tests).
+//! - [`auth`]: JWT verification with secrets, public keys and a JWKS (and minting for
+//!   development and tests).
+//! - [`permissions`]: who may join a room, publish, or message a user; every decision in one
+//!   place.
+//! - [`hooks`]: the bounded calls to the application's join and connect hooks.
+//! - [`outbound`]: the bounded HTTP client those calls (and JWKS fetches) use.
 //! - [`node`]: one gateway node: the shared state of its listener, sessions and sweeper.
 //! - [`registry`]: user → live session, single-socket enforcement, and the session handle with
 //!   its bounded outbound queue.
@@ -31,10 +36,13 @@ pub mod dedupe;
 mod demo;
 pub mod drain;
 pub mod fallback;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod outbound;
+pub mod permissions;
 pub mod registry;
 pub mod room;
 mod session;
@@ -60,9 +68,10 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// An empty `auth.hmac_secret` reached the library (the binary replaces it in development
-    /// mode); the library never runs with a guessable secret.
-    #[error("auth.hmac_secret is empty")]
+    /// No verification key reached the library: `auth.hmac_secret`, `auth.keys` and
+    /// `auth.jwks_url` are all empty (the binary sets a random secret in development mode); the
+    /// library never runs with a guessable secret.
+    #[error("no verification key: auth.hmac_secret, auth.keys and auth.jwks_url are empty")]
     NoSecret,
     /// The listener's address could not be read.
     #[error("listener: {0}")]
@@ -102,7 +111,7 @@ impl Gateway {
         store: Option<Arc<dyn store::RoomBackend>>,
     ) -> Result<Gateway, StartError> {
         config.validate()?;
-        if config.auth.hmac_secret.is_empty() {
+        if !config.auth.has_keys() {
             return Err(StartError::NoSecret);
         }
         let addr = listener.local_addr()?;

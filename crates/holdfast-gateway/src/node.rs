@@ -33,8 +33,10 @@ pub struct NodeInner {
     pub id: Arc<str>,
     /// Immutable after start.
     pub config: Arc<Config>,
-    /// Token checks with the node's secret.
+    /// Token checks with the node's keys.
     pub verifier: Verifier,
+    /// The application's join and connect hooks.
+    pub hooks: crate::hooks::Hooks,
     /// This node's metrics (never process-global).
     pub metrics: Arc<Metrics>,
     /// user → session.
@@ -114,7 +116,8 @@ impl Node {
         );
         let inner = Arc::new(NodeInner {
             id,
-            verifier: Verifier::new(&config.auth.hmac_secret, config.auth.leeway_secs),
+            verifier: Verifier::from_config(&config.auth),
+            hooks: crate::hooks::Hooks::new(&config.hooks),
             store: rooms,
             sessions: CountLimit::new(
                 config.limits.max_connections,

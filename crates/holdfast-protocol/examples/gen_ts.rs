@@ -223,7 +223,11 @@ fn server_variant(frame: &ServerFrame) -> usize {
 fn client_samples() -> Vec<(String, Vec<String>)> {
     let samples = vec![
         ClientFrame::Auth(holdfast_protocol::Auth { token: "t".into() }),
-        ClientFrame::Join(room_request()),
+        ClientFrame::Join(holdfast_protocol::Join {
+            room: "r".into(),
+            token: some("t"),
+            id: some("1"),
+        }),
         ClientFrame::Leave(room_request()),
         ClientFrame::Publish(Publish {
             room: "r".into(),
@@ -243,6 +247,7 @@ fn client_samples() -> Vec<(String, Vec<String>)> {
             player_id: "p".into(),
             token: "t".into(),
             last_sequence: 1,
+            join_token: some("t"),
             id: some("1"),
         }),
         ClientFrame::Refresh(Refresh {

@@ -57,11 +57,14 @@ pub enum ErrorCode {
     BrokerUnavailable,
     /// An unexpected server-side failure; the frame may be retried.
     Internal,
+    /// The session's user may not do this: join (or resume) the room, or message the user. The
+    /// same answer whether a `send` target is online or not.
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every error code, in documentation order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidFrame,
@@ -84,6 +87,7 @@ impl ErrorCode {
         ErrorCode::ReconnectionFailed,
         ErrorCode::BrokerUnavailable,
         ErrorCode::Internal,
+        ErrorCode::Forbidden,
     ];
 
     /// The code as it appears on the wire.
@@ -111,6 +115,7 @@ impl ErrorCode {
             ErrorCode::ReconnectionFailed => "reconnection_failed",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }

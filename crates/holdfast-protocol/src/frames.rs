@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::codes::ErrorCode;
 use crate::{MAX_ID_LEN, MAX_ROOM_LEN};
 
-/// Longest token accepted in `auth`, `refresh` or `reconnect`, in bytes.
+/// Longest token accepted in `auth`, `refresh`, `join` or `reconnect`, in bytes.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Longest user id accepted as a `send` target, in bytes.
 pub const MAX_USER_LEN: usize = 256;
@@ -23,7 +23,7 @@ pub enum ClientFrame {
     /// Authenticates a connection that did not carry a token in its upgrade request.
     Auth(Auth),
     /// Joins a room.
-    Join(RoomRequest),
+    Join(Join),
     /// Leaves a room.
     Leave(RoomRequest),
     /// Publishes `data` to every member of a room.
@@ -61,8 +61,8 @@ impl ClientFrame {
     pub fn id(&self) -> Option<&str> {
         match self {
             ClientFrame::Auth(_) => None,
-            ClientFrame::Join(f)
-            | ClientFrame::Leave(f)
+            ClientFrame::Join(f) => f.id.as_deref(),
+            ClientFrame::Leave(f)
             | ClientFrame::ClaimAuthority(f)
             | ClientFrame::ReleaseAuthority(f) => f.id.as_deref(),
             ClientFrame::Publish(f) => f.id.as_deref(),
@@ -80,8 +80,14 @@ impl ClientFrame {
         }
         match self {
             ClientFrame::Auth(f) => check_len("token", &f.token, MAX_TOKEN_LEN),
-            ClientFrame::Join(f)
-            | ClientFrame::Leave(f)
+            ClientFrame::Join(f) => {
+                check_room(&f.room)?;
+                match &f.token {
+                    Some(t) => check_len("token", t, MAX_TOKEN_LEN),
+                    None => Ok(()),
+                }
+            }
+            ClientFrame::Leave(f)
             | ClientFrame::ClaimAuthority(f)
             | ClientFrame::ReleaseAuthority(f) => check_room(&f.room),
             ClientFrame::Publish(f) => {
@@ -95,7 +101,11 @@ impl ClientFrame {
             ClientFrame::Reconnect(f) => {
                 check_room(&f.room)?;
                 check_len("player_id", &f.player_id, MAX_ID_LEN)?;
-                check_len("token", &f.token, MAX_TOKEN_LEN)
+                check_len("token", &f.token, MAX_TOKEN_LEN)?;
+                match &f.join_token {
+                    Some(t) => check_len("join_token", t, MAX_TOKEN_LEN),
+                    None => Ok(()),
+                }
             }
             ClientFrame::Refresh(f) => check_len("token", &f.token, MAX_TOKEN_LEN),
             ClientFrame::Ping(_) => Ok(()),
@@ -130,7 +140,22 @@ pub struct Auth {
     pub token: String,
 }
 
-/// A frame that names one room: `join`, `leave`, `claim_authority`, `release_authority`.
+/// `join`: enter a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    /// The room's name.
+    pub room: String,
+    /// A join token for this room: a JWT with `sub` (the session's user) and `room` (exactly
+    /// this room), signed like connection tokens. Needed only where the room's join policy is
+    /// `token` and the connection token's `rooms` claim does not cover the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Client-chosen id echoed in the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// A frame that names one room: `leave`, `claim_authority`, `release_authority`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomRequest {
     /// The room's name.
@@ -178,6 +203,10 @@ pub struct Reconnect {
     pub token: String,
     /// The highest room `seq` the client has processed.
     pub last_sequence: u64,
+    /// The join token the membership was admitted with, when it was (see [`Join::token`]): the
+    /// room's join policy is checked again on resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
     /// Client-chosen id echoed in the reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,

@@ -59,6 +59,15 @@ impl Client {
         (c, welcome)
     }
 
+    /// Connects with `token` in the query and reads `welcome`.
+    pub async fn connect_with_token(addr: SocketAddr, token: &str) -> (Client, Value) {
+        let mut c = try_connect(addr, &format!("?token={token}"), &[])
+            .await
+            .expect("upgrade accepted");
+        let welcome = c.expect("welcome").await;
+        (c, welcome)
+    }
+
     /// Sends a JSON frame.
     pub async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;

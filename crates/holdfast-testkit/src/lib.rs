@@ -3,12 +3,15 @@
 //! - [`Client`]: a WebSocket test client speaking JSON frames to a gateway over a real socket;
 //! - [`free_port`]: a port nobody listens on right now;
 //! - [`Redis`]: a `redis-server` of the test's own on a free port, killed on drop;
-//! - small HTTP probes ([`http_get`], [`http_status`], [`metric`]) and [`eventually`].
+//! - small HTTP probes ([`http_get`], [`http_status`], [`metric`]) and [`eventually`];
+//! - [`HttpStub`]: a tiny HTTP server standing in for the application (JWKS, hooks);
+//! - [`token_with`]: a token carrying any claims.
 //!
 //! Every helper panics with a message on failure: they are for tests.
 
 mod client;
 mod redis;
+mod stub;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +21,7 @@ use tokio::net::TcpStream;
 
 pub use client::{try_connect, Client, Ws};
 pub use redis::Redis;
+pub use stub::{HttpStub, StubReply, StubRequest};
 
 /// The secret test gateways sign tokens with.
 pub const SECRET: &str = "test-secret";
@@ -27,6 +31,17 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// A token for `user` signed with [`SECRET`], valid for ten minutes.
 pub fn token(user: &str) -> String {
     holdfast_gateway::auth::mint_token(SECRET, user, Duration::from_secs(600))
+}
+
+/// A token signed with [`SECRET`] carrying `claims` (a JSON object; `exp` is added when
+/// missing, ten minutes ahead).
+pub fn token_with(mut claims: serde_json::Value) -> String {
+    if claims.get("exp").is_none() {
+        claims["exp"] = serde_json::json!(holdfast_gateway::auth::unix_now() + 600);
+    }
+    holdfast_gateway::auth::SigningKey::new("HS256", SECRET.as_bytes(), None)
+        .and_then(|k| k.sign(&claims))
+        .expect("sign a test token")
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it).

@@ -36,7 +36,8 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
-    /// Prints a signed token for a user, using the configured secret (development and tests).
+    /// Prints a signed token for a user (development and tests): HS256 with the configured
+    /// secret, or signed with a private key file.
     Token {
         /// The user id (the token's `sub`).
         #[arg(long)]
@@ -47,6 +48,31 @@ enum Command {
         /// TOML configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Sign with this key file instead of `auth.hmac_secret`: a PEM private key (RS*, PS*,
+        /// ES*, EdDSA; EC and Ed25519 keys in PKCS#8) or, for HS*, a file holding the secret.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The algorithm to sign with (HS256 without --key, RS256 with it by default).
+        #[arg(long)]
+        alg: Option<String>,
+        /// The `kid` header, naming the key among the gateway's keys.
+        #[arg(long)]
+        kid: Option<String>,
+        /// The `rooms` claim: room names or prefix patterns ending in `*`, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        rooms: Vec<String>,
+        /// The `send` claim: `true`, `false`, or user ids and patterns, comma separated.
+        #[arg(long)]
+        send: Option<String>,
+        /// Make a join token for this room (the `room` claim) instead of a connection token.
+        #[arg(long)]
+        join_room: Option<String>,
+        /// The `iss` claim.
+        #[arg(long)]
+        iss: Option<String>,
+        /// The `aud` claim.
+        #[arg(long)]
+        aud: Option<String>,
     },
     /// Prints the effective configuration (secrets redacted), or the offending key.
     Config {
@@ -77,23 +103,88 @@ fn main() -> ExitCode {
             }
             serve(cfg)
         }
-        Command::Token { user, ttl, config } => {
+        Command::Token {
+            user,
+            ttl,
+            config,
+            key,
+            alg,
+            kid,
+            rooms,
+            send,
+            join_room,
+            iss,
+            aud,
+        } => {
             let cfg = match settings::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            if cfg.auth.hmac_secret.is_empty() {
-                return fail(
-                    "no `auth.hmac_secret` is configured: set HOLDFAST_AUTH__HMAC_SECRET or \
-                     [auth] hmac_secret in the config file (without one, `serve --dev` prints \
-                     a development token at start-up)",
-                );
+            let signer = match key {
+                Some(path) => {
+                    let material = match std::fs::read(&path) {
+                        Ok(m) => m,
+                        Err(e) => return fail(&format!("cannot read {}: {e}", path.display())),
+                    };
+                    let alg = alg.unwrap_or_else(|| "RS256".into());
+                    let material = if alg.starts_with("HS") {
+                        String::from_utf8_lossy(&material)
+                            .trim()
+                            .as_bytes()
+                            .to_vec()
+                    } else {
+                        material
+                    };
+                    auth::SigningKey::new(&alg, &material, kid)
+                }
+                None if cfg.auth.hmac_secret.is_empty() => {
+                    return fail(
+                        "no `auth.hmac_secret` is configured: set HOLDFAST_AUTH__HMAC_SECRET or \
+                         [auth] hmac_secret in the config file, or pass --key (without one, \
+                         `serve --dev` prints a development token at start-up)",
+                    );
+                }
+                None => auth::SigningKey::new(
+                    alg.as_deref().unwrap_or("HS256"),
+                    cfg.auth.hmac_secret.as_bytes(),
+                    kid,
+                ),
+            };
+            let signer = match signer {
+                Ok(s) => s,
+                Err(e) => return fail(&e),
+            };
+            let mut claims = serde_json::json!({
+                "sub": user,
+                "exp": auth::unix_now() + ttl,
+            });
+            if !rooms.is_empty() {
+                claims["rooms"] = serde_json::json!(rooms);
             }
-            println!(
-                "{}",
-                auth::mint_token(&cfg.auth.hmac_secret, &user, Duration::from_secs(ttl))
-            );
-            ExitCode::SUCCESS
+            match send.as_deref() {
+                None => {}
+                Some("true") => claims["send"] = serde_json::json!(true),
+                Some("false") => claims["send"] = serde_json::json!(false),
+                Some(list) => {
+                    claims["send"] = serde_json::json!(list.split(',').collect::<Vec<_>>())
+                }
+            }
+            if let Some(room) = join_room {
+                claims["room"] = serde_json::json!(room);
+            }
+            if let Some(iss) = iss {
+                claims["iss"] = serde_json::json!(iss);
+            }
+            if let Some(aud) = aud {
+                claims["aud"] = serde_json::json!(aud);
+            }
+            match signer.sign(&claims) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
         }
         Command::Config { config } => match settings::load(config.as_deref()) {
             Ok(cfg) => match settings::render_redacted(&cfg) {
@@ -122,7 +213,14 @@ fn serve(mut cfg: Config) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    if cfg.auth.hmac_secret.is_empty() {
+    if !cfg.auth.has_keys() {
+        if cfg.rooms.join.is_none() {
+            cfg.rooms.join = Some(holdfast_gateway::config::JoinMode::Open);
+            tracing::warn!(
+                "development mode: rooms.join defaults to `open`, every user may join every \
+                 room; configure a key (rooms.join then defaults to `token`)"
+            );
+        }
         cfg.auth.hmac_secret = settings::random_secret();
         let token = auth::mint_token(&cfg.auth.hmac_secret, "dev", Duration::from_secs(3600));
         tracing::warn!(

@@ -25,8 +25,25 @@ pub fn load(file: Option<&Path>) -> Result<Config, String> {
             format!("invalid configuration: `{key}`: {}", e.kind)
         }
     })?;
+    let mut cfg = cfg;
+    load_key_files(&mut cfg)?;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
+}
+
+/// Reads each `[[auth.keys]]` `public_key_file` into `public_key`.
+fn load_key_files(cfg: &mut Config) -> Result<(), String> {
+    for k in &mut cfg.auth.keys {
+        if !k.public_key_file.is_empty() && k.public_key.is_empty() {
+            k.public_key = std::fs::read_to_string(&k.public_key_file).map_err(|e| {
+                format!(
+                    "invalid configuration: `auth.keys`: cannot read public_key_file {}: {e}",
+                    k.public_key_file
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The configuration as TOML with secrets redacted.
@@ -37,6 +54,11 @@ pub fn render_redacted(cfg: &Config) -> Result<String, String> {
     } else {
         "(redacted)".into()
     };
+    for k in &mut shown.auth.keys {
+        if !k.secret.is_empty() {
+            k.secret = "(redacted)".into();
+        }
+    }
     shown.broker.url = holdfast_redis::redact_url(&shown.broker.url);
     toml::to_string(&shown).map_err(|e| format!("cannot render the configuration: {e}"))
 }

@@ -67,8 +67,8 @@ fn config_rejects_invalid_values_naming_the_key() {
         .contains("ping_intervall_ms"));
 }
 
-#[test]
-fn token_requires_a_secret_and_signs_with_it() {
+#[tokio::test]
+async fn token_requires_a_secret_and_signs_with_it() {
     let out = holdfast(&["token", "--user", "u1"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let out = holdfast(
@@ -78,7 +78,7 @@ fn token_requires_a_secret_and_signs_with_it() {
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap();
     let v = holdfast_gateway::auth::Verifier::new("s", 0);
-    assert_eq!(v.verify(token.trim()).unwrap().sub, "u1");
+    assert_eq!(v.verify(token.trim()).await.unwrap().sub, "u1");
 }
 
 /// `serve` without a secret: refused unless development mode is asked for, and always
@@ -161,4 +161,68 @@ async fn serve_drains_on_sigterm_and_exits_zero() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn token_signs_with_a_private_key_and_adds_permission_claims() {
+    let keys = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../holdfast-gateway/tests/fixtures/keys"
+    );
+    let out = holdfast(
+        &[
+            "token",
+            "--user",
+            "u2",
+            "--key",
+            &format!("{keys}/ec1.key"),
+            "--alg",
+            "ES256",
+            "--kid",
+            "ec-1",
+            "--rooms",
+            "lobby,game-*",
+            "--send",
+            "true",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let cfg = holdfast_gateway::config::AuthConfig {
+        keys: vec![holdfast_gateway::config::KeyConfig {
+            kid: "ec-1".into(),
+            alg: "ES256".into(),
+            public_key: std::fs::read_to_string(format!("{keys}/ec1.pub")).unwrap(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let v = holdfast_gateway::auth::Verifier::from_config(&cfg);
+    let claims = v.verify(token.trim()).await.unwrap();
+    assert_eq!(claims.sub, "u2");
+    assert_eq!(
+        claims.rooms,
+        Some(vec!["lobby".to_owned(), "game-*".to_owned()])
+    );
+    assert_eq!(
+        claims.send,
+        Some(holdfast_gateway::auth::SendClaim::All(true))
+    );
+
+    let out = holdfast(
+        &["token", "--user", "u2", "--join-room", "dm-1"],
+        &[("HOLDFAST_AUTH__HMAC_SECRET", "s")],
+    );
+    assert!(out.status.success());
+    let v = holdfast_gateway::auth::Verifier::new("s", 0);
+    let claims = v
+        .verify(String::from_utf8(out.stdout).unwrap().trim())
+        .await
+        .unwrap();
+    assert_eq!(claims.room.as_deref(), Some("dm-1"));
 }

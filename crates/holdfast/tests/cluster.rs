@@ -45,6 +45,7 @@ impl NodeProc {
         let child = Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .env("HOLDFAST_AUTH__HMAC_SECRET", SECRET)
+            .env("HOLDFAST_ROOMS__JOIN", "open")
             .env(
                 "HOLDFAST_BROKER__URL",
                 format!("redis://127.0.0.1:{}/", self.redis),

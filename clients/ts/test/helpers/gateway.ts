@@ -59,6 +59,7 @@ export async function startGateway(env: Record<string, string> = {}): Promise<Ga
     env: {
       PATH: process.env.PATH ?? "",
       HOLDFAST_AUTH__HMAC_SECRET: SECRET,
+      HOLDFAST_ROOMS__JOIN: "open",
       HOLDFAST_SERVER__DRAIN_TIMEOUT_SECS: "2",
       RUST_LOG: process.env.RUST_LOG ?? "warn",
       ...env,

@@ -22,6 +22,7 @@ pub use holdfast_testkit::{token, SECRET};
 pub fn config(tweak: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config::default();
     config.auth.hmac_secret = SECRET.into();
+    config.rooms.join = Some(holdfast_gateway::config::JoinMode::Open);
     config.heartbeat.ping_interval_ms = 200;
     config.heartbeat.pong_timeout_ms = 400;
     config.reconnection.window_secs = 30;

@@ -108,8 +108,12 @@ pub(crate) type ConnExt = Option<Extension<Arc<ConnSlot>>>;
 
 /// The checks every fallback request passes before anything else: the token, then the
 /// browser origin.
-fn check_request(node: &Node, token: Option<&str>, headers: &HeaderMap) -> Result<Claims, Refusal> {
-    let claims = request_claims(node, token, headers)?;
+async fn check_request(
+    node: &Node,
+    token: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Claims, Refusal> {
+    let claims = request_claims(node, token, headers).await?;
     if !origin_allowed(&node.config().limits, headers) {
         return Err(Refusal(StatusCode::FORBIDDEN, "origin_not_allowed"));
     }
@@ -139,7 +143,7 @@ fn refused(node: &Node, r: Refusal) -> Response {
     r.into_response()
 }
 
-fn request_claims(
+async fn request_claims(
     node: &Node,
     token: Option<&str>,
     headers: &HeaderMap,
@@ -151,7 +155,7 @@ fn request_claims(
     let Some(token) = token else {
         return Err(Refusal(StatusCode::UNAUTHORIZED, "auth_failed"));
     };
-    match node.inner.verifier.verify(&token) {
+    match node.inner.verifier.verify(&token).await {
         Ok(c) => Ok(c),
         Err(AuthError::Expired) => Err(Refusal(StatusCode::UNAUTHORIZED, "token_expired")),
         Err(AuthError::Invalid) => Err(Refusal(StatusCode::UNAUTHORIZED, "auth_failed")),
@@ -175,6 +179,12 @@ async fn open(node: &Node, claims: Claims, peer: IpAddr) -> Result<Arc<FallbackS
             ))
         }
     };
+    if crate::permissions::check_connect(node, &claims)
+        .await
+        .is_err()
+    {
+        return Err(Refusal(StatusCode::FORBIDDEN, "forbidden"));
+    }
     let session = Session::start(node.clone(), claims).await;
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (changed, _) = watch::channel(0);

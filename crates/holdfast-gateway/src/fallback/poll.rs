@@ -74,7 +74,7 @@ pub async fn poll(
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match check_request(&node, q.token.as_deref(), &headers) {
+    let claims = match check_request(&node, q.token.as_deref(), &headers).await {
         Ok(c) => c,
         Err(r) => return refused(&node, r),
     };
@@ -167,7 +167,7 @@ pub async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let claims = match check_request(&node, q.token.as_deref(), &headers) {
+    let claims = match check_request(&node, q.token.as_deref(), &headers).await {
         Ok(c) => c,
         Err(r) => return refused(&node, r),
     };

@@ -39,7 +39,7 @@ pub async fn sse(
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match check_request(&node, q.token.as_deref(), &headers) {
+    let claims = match check_request(&node, q.token.as_deref(), &headers).await {
         Ok(c) => c,
         Err(r) => return refused(&node, r),
     };

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, JoinMode};
 
 /// How much of a room's membership its members see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -23,6 +23,10 @@ pub enum PresenceMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomsConfig {
+    /// Who may join: `open`, `token` or `hook`. Unset: `token` when a verification key is
+    /// configured (the binary sets `open` in development mode, with a warning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinMode>,
     /// Presence mode.
     pub presence: PresenceMode,
     /// Presence changes are coalesced and sent at most this often per room (and before the
@@ -33,6 +37,7 @@ pub struct RoomsConfig {
 impl Default for RoomsConfig {
     fn default() -> Self {
         RoomsConfig {
+            join: None,
             presence: PresenceMode::Full,
             presence_interval_ms: 50,
         }
@@ -46,6 +51,8 @@ impl Default for RoomsConfig {
 pub struct NamespaceConfig {
     /// Room-name prefix (non-empty).
     pub prefix: String,
+    /// Who may join (see `[rooms] join`).
+    pub join: Option<JoinMode>,
     /// Presence mode.
     pub presence: Option<PresenceMode>,
     /// Most members (connected or away).
@@ -71,6 +78,16 @@ pub struct RoomOptions {
     pub history_bytes: usize,
     /// Reconnection window, in ms.
     pub window_ms: u64,
+}
+
+impl Config {
+    /// The namespace whose prefix is the longest one `room` starts with.
+    pub fn namespace_of(&self, room: &str) -> Option<&NamespaceConfig> {
+        self.namespaces
+            .iter()
+            .filter(|n| room.starts_with(n.prefix.as_str()))
+            .max_by_key(|n| n.prefix.len())
+    }
 }
 
 /// Resolves room options by name.

@@ -54,8 +54,15 @@ where
                 inner.metrics.messages_received.inc();
                 frames += 1;
                 let reply = match parse_client_frame(&text) {
-                    Ok(ClientFrame::Auth(a)) => match inner.verifier.verify(&a.token) {
-                        Ok(claims) => return Ok(claims),
+                    Ok(ClientFrame::Auth(a)) => match inner.verifier.verify(&a.token).await {
+                        Ok(claims) => {
+                            if let Err(f) = crate::permissions::check_connect(node, &claims).await {
+                                write_now(ws, &error_frame(ErrorCode::Forbidden, f.0, None)).await;
+                                close_with(ws, CloseCode::AuthFailed).await;
+                                return Err(CloseCode::AuthFailed.code());
+                            }
+                            return Ok(claims);
+                        }
                         Err(AuthError::Expired) => {
                             write_now(ws, &error_frame(ErrorCode::TokenExpired, "token expired", None)).await;
                             close_with(ws, CloseCode::TokenExpired).await;

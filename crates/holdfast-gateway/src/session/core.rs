@@ -16,6 +16,7 @@ use holdfast_protocol::{
 use super::ratelimit::TokenBucket;
 use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
 use crate::node::Node;
+use crate::permissions;
 use crate::registry::SessionHandle;
 use crate::room::{encode, RoomError};
 use crate::store::{Membership, Resume};
@@ -79,6 +80,8 @@ pub(crate) struct Session {
     strikes: u32,
     /// When the token expires.
     pub(crate) expiry: tokio::time::Instant,
+    /// The token's claims, for permission checks (replaced by `refresh`).
+    claims: Claims,
 }
 
 impl Session {
@@ -120,6 +123,7 @@ impl Session {
             bucket: TokenBucket::new(limits.rate_limit_per_sec, limits.rate_limit_burst),
             strikes: 0,
             expiry: expiry_instant(claims.exp),
+            claims,
             rooms: Rooms::default(),
             handle,
             node,
@@ -158,6 +162,14 @@ impl Session {
             .with_label_values(&[code.as_str()])
             .inc();
         self.reply(&error_frame(code, message, id));
+    }
+
+    /// Whether the session may join (or resume) `room`; `join_token` as presented.
+    async fn may_join(&self, room: &str, join_token: Option<&str>) -> Result<(), &'static str> {
+        let id = &self.handle.id;
+        permissions::check_join(&self.node, &self.claims, id, room, join_token)
+            .await
+            .map_err(|f| f.0)
     }
 
     fn room_error(&self, e: RoomError, id: Option<String>) {
@@ -210,6 +222,8 @@ impl Session {
                         "too many rooms for one session",
                         r.id,
                     );
+                } else if let Err(why) = self.may_join(&r.room, r.token.as_deref()).await {
+                    self.reply_error(ErrorCode::Forbidden, why, r.id);
                 } else {
                     match inner.store.join(&r.room, &self.handle, r.id.clone()).await {
                         Ok(m) => {
@@ -229,6 +243,9 @@ impl Session {
             },
             ClientFrame::Publish(p) => match self.rooms.get(p.room.as_str()) {
                 None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", p.id),
+                Some(_) if !permissions::may_publish(&inner.config, &self.claims, &p.room) => {
+                    self.reply_error(ErrorCode::Forbidden, "publishing here is not allowed", p.id)
+                }
                 Some(m) => {
                     let r = inner
                         .store
@@ -263,6 +280,9 @@ impl Session {
                     }
                 }
             },
+            ClientFrame::Send(s) if !permissions::may_send(&inner.config, &self.claims, &s.to) => {
+                self.reply_error(ErrorCode::Forbidden, "you may not message this user", s.id)
+            }
             ClientFrame::Send(s) => {
                 let text = encode(&ServerFrame::Message(Direct {
                     from: self.handle.user.to_string(),
@@ -304,6 +324,9 @@ impl Session {
                         ErrorCode::TooManyRooms,
                         "too many rooms for one session",
                     ));
+                } else if let Err(why) = self.may_join(&r.room, r.join_token.as_deref()).await {
+                    inner.metrics.reconnection_validation_failures.inc();
+                    self.reply(&failed(ErrorCode::Forbidden, why));
                 } else {
                     let req = Resume {
                         room: r.room.clone(),
@@ -320,13 +343,14 @@ impl Session {
                     }
                 }
             }
-            ClientFrame::Refresh(r) => match inner.verifier.verify(&r.token) {
+            ClientFrame::Refresh(r) => match inner.verifier.verify(&r.token).await {
                 Ok(claims) if *claims.sub == *self.handle.user => {
                     self.expiry = expiry_instant(claims.exp);
                     self.reply(&ServerFrame::Refreshed(Refreshed {
                         expires_at: claims.exp,
                         id: r.id,
                     }));
+                    self.claims = claims;
                 }
                 Ok(_) => self.reply_error(
                     ErrorCode::TokenUserMismatch,

@@ -137,6 +137,8 @@ impl Peer {
 fn node(tweak: impl FnOnce(&mut Config)) -> Node {
     let mut config = Config::default();
     config.auth.hmac_secret = SECRET.into();
+    // These tests exercise rooms, not permissions.
+    config.rooms.join = Some(crate::config::JoinMode::Open);
     tweak(&mut config);
     Node::new(config, MemoryBroker::new(), None)
 }
@@ -145,6 +147,7 @@ fn claims(user: &str, ttl_secs: u64) -> Claims {
     Claims {
         sub: user.into(),
         exp: unix_now() + ttl_secs,
+        ..Claims::default()
     }
 }
 

@@ -12,6 +12,8 @@ use holdfast_gateway::{Config, Gateway};
 pub fn test_config() -> Config {
     let mut c = Config::default();
     c.auth.hmac_secret = SECRET.into();
+    // Open rooms, as most tests exercise rooms, not permissions (tests/permissions.rs does).
+    c.rooms.join = Some(holdfast_gateway::config::JoinMode::Open);
     c.server.drain_timeout_secs = 5;
     c
 }

@@ -13,6 +13,7 @@ use holdfast_gateway::{Config, Gateway};
 pub fn config(node: &str) -> Config {
     let mut c = Config::default();
     c.auth.hmac_secret = SECRET.into();
+    c.rooms.join = Some(holdfast_gateway::config::JoinMode::Open);
     c.server.node_id = node.into();
     c.server.drain_timeout_secs = 5;
     c.reconnection.sweep_interval_ms = 100;
