@@ -246,6 +246,24 @@ async fn history_returns_exactly_what_a_gap_names_and_what_follows_it() {
     )
     .await;
     assert_eq!(g["events"], json!([]));
+    // The range after it, in the gap's epoch; a stream of another epoch holds none of it.
+    let epoch = r["gap"]["epoch"].as_str().unwrap();
+    let (_, same) = call(
+        api,
+        "GET",
+        &format!("/api/v1/rooms/r/history?from=12&to=12&epoch={epoch}"),
+        None,
+    )
+    .await;
+    assert_eq!(same["events"][0]["seq"], 12);
+    let (_, other) = call(
+        api,
+        "GET",
+        "/api/v1/rooms/r/history?from=12&to=12&epoch=0000",
+        None,
+    )
+    .await;
+    assert_eq!(other["events"], json!([]));
     // ...and the range after it is the replay, frame for frame, for what is still held (the
     // resume itself added `member_reconnected`, which pushed the oldest replayed event out).
     let (_, after) = call(

@@ -351,3 +351,37 @@ pub async fn serve(listener: TcpListener, node: Node) {
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(6), tracker.wait()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_configured_key_is_accepted_and_nothing_else() {
+        let keys = Keys::new(&[
+            "first-key-0123456789".into(),
+            " second-key-0123456789 ".into(),
+        ]);
+        assert!(keys.accepts("first-key-0123456789"));
+        assert!(keys.accepts("second-key-0123456789"));
+        assert!(!keys.accepts("first-key-012345678"));
+        assert!(!keys.accepts(""));
+        assert!(!Keys::new(&[]).accepts("first-key-0123456789"));
+    }
+
+    #[test]
+    fn limits_default_and_are_bounded() {
+        assert_eq!(check_limit(None), Ok(DEFAULT_LIMIT));
+        assert_eq!(check_limit(Some(MAX_LIMIT)), Ok(MAX_LIMIT));
+        assert!(check_limit(Some(0)).is_err());
+        assert!(check_limit(Some(MAX_LIMIT + 1)).is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("room", "lobby", 128).is_ok());
+        assert!(check_name("room", "", 128).is_err());
+        assert!(check_name("room", "a\nb", 128).is_err());
+        assert!(check_name("room", &"x".repeat(129), 128).is_err());
+    }
+}

@@ -47,6 +47,9 @@ pub struct HistoryQuery {
     pub to: Option<u64>,
     /// Most messages answered (default 100, at most 1,000); the oldest come first.
     pub limit: Option<usize>,
+    /// The epoch the range belongs to (a `gap`'s): when the room's stream has another epoch
+    /// now, none of the range is held, and the answer is empty.
+    pub epoch: Option<String>,
 }
 
 /// The query of a room listing.
@@ -113,14 +116,23 @@ pub async fn history(
             "`from` must not be greater than `to`",
         ));
     }
-    let held = node
-        .inner
-        .store
+    let store = &node.inner.store;
+    if let Some(epoch) = &q.epoch {
+        let current = store.info(&room).await.map_err(ApiError::room)?;
+        if current.is_none_or(|i| i.epoch != *epoch) {
+            return Ok(history_body(&room, &[]));
+        }
+    }
+    let held = store
         .history(&room, from, to)
         .await
         .map_err(ApiError::room)?;
-    let events = &held[..held.len().min(limit)];
-    let room_json = serde_json::to_string(&room).unwrap_or_else(|_| "\"\"".into());
+    Ok(history_body(&room, &held[..held.len().min(limit)]))
+}
+
+/// `{"room": ..., "events": [...]}` with the stored frames copied in as they are.
+fn history_body(room: &str, events: &[crate::room::stream::Buffered]) -> Response {
+    let room_json = serde_json::to_string(room).unwrap_or_else(|_| "\"\"".into());
     let size = room_json.len() + 32 + events.iter().map(|b| b.text.len() + 1).sum::<usize>();
     let mut body = String::with_capacity(size);
     body.push_str("{\"room\":");
@@ -133,7 +145,7 @@ pub async fn history(
         body.push_str(b.text.as_str());
     }
     body.push_str("]}");
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `GET /api/v1/rooms`: `{"rooms": [names], "next_cursor": string|null}`.
