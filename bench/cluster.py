@@ -74,6 +74,7 @@ def node(port, env_extra, name):
         "HOLDFAST_LIMITS__RATE_LIMIT_BURST": "100000",
         "HOLDFAST_LOG__LEVEL": "warn",
         "HOLDFAST_SERVER__NODE_ID": name,
+        "HOLDFAST_API__LISTEN": "",
     })
     env.update(env_extra)
     p = subprocess.Popen([HOLDFAST, "serve", "--listen", f"127.0.0.1:{port}"], env=env,

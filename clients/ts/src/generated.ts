@@ -59,6 +59,7 @@ export const CloseCode = {
   AuthTimeout: 4004,
   HeartbeatTimeout: 4005,
   AuthFailed: 4006,
+  DisconnectedByServer: 4007,
 } as const;
 
 /** A close code a Holdfast gateway sends. */
@@ -79,6 +80,7 @@ export const CLOSE_CODES: Readonly<Record<CloseCode, { readonly reason: string; 
   4004: { reason: "auth_timeout", reconnect: true },
   4005: { reason: "heartbeat_timeout", reconnect: true },
   4006: { reason: "auth_failed", reconnect: false },
+  4007: { reason: "disconnected_by_server", reconnect: false },
 };
 
 /**

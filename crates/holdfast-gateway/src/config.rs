@@ -34,6 +34,10 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// Log output (used by the binary).
     pub log: LogConfig,
+    /// The internal listener: the server API for the application's backend, and `/metrics`.
+    pub api: ApiConfig,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`
@@ -387,6 +391,54 @@ impl Default for LogConfig {
     }
 }
 
+/// `[api]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the internal listener (server API and `/metrics`); empty disables it. Never
+    /// expose it to the Internet: it is for the application's backend and the scraper.
+    pub listen: String,
+    /// Keys accepted in `Authorization: Bearer <key>`; several, so a key can be rotated
+    /// without downtime. Empty: every API request is refused (401).
+    pub keys: Vec<String>,
+    /// Largest request body, in bytes; larger ones are answered 413.
+    pub max_body_bytes: usize,
+    /// Most connections the internal listener holds at once; further ones wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
+    /// Most rooms in one `POST /api/v1/broadcast`.
+    pub max_broadcast_rooms: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8081".into(),
+            keys: Vec::new(),
+            max_body_bytes: 1 << 20,
+            max_connections: 256,
+            max_broadcast_rooms: 1_000,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether the public listener serves `/metrics` too (the internal listener always does).
+    pub public: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { public: true }
+    }
+}
+
+/// Shortest accepted API key, in bytes: a key is a bearer secret and must not be guessable.
+pub const MIN_API_KEY_LEN: usize = 16;
+
 /// A configuration value out of range, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: `{key}` {message}")]
@@ -550,6 +602,34 @@ impl Config {
                 message: "must be non-empty without spaces".into(),
             });
         }
+        if self
+            .api
+            .keys
+            .iter()
+            .any(|k| k.trim().len() < MIN_API_KEY_LEN)
+        {
+            return Err(ConfigError {
+                key: "api.keys",
+                message: format!("every key must have at least {MIN_API_KEY_LEN} characters"),
+            });
+        }
+        if self.api.max_body_bytes < self.limits.max_message_bytes {
+            return Err(ConfigError {
+                key: "api.max_body_bytes",
+                message: "must be at least limits.max_message_bytes".into(),
+            });
+        }
+        if self.api.max_body_bytes > 64 << 20 {
+            return Err(ConfigError {
+                key: "api.max_body_bytes",
+                message: "must be at most 67108864".into(),
+            });
+        }
+        positive("api.max_connections", self.api.max_connections as u64)?;
+        positive(
+            "api.max_broadcast_rooms",
+            self.api.max_broadcast_rooms as u64,
+        )?;
         if !matches!(self.log.format.as_str(), "human" | "json") {
             return Err(ConfigError {
                 key: "log.format",

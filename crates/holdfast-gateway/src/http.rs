@@ -13,7 +13,8 @@
 //!   `limits.max_connections_per_ip` sessions, 401 for an invalid or expired token.
 //! - `GET /sse`, `POST /sse/send`, `GET /poll`, `POST /poll/send`: the fallback transports
 //!   (see [`crate::fallback`]); same authentication and limits as `/ws`.
-//! - `GET /metrics`: Prometheus text format.
+//! - `GET /metrics`: Prometheus text format, only when `metrics.public` is set (the internal
+//!   listener always serves it, see [`crate::api`]).
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 when the node accepts new sessions, 503 while draining or while the
 //!   cluster broker is unreachable.
@@ -46,14 +47,16 @@ pub fn router(node: Node) -> Router {
             .route("/poll", get(fallback::poll))
             .route("/poll/send", post(fallback::send));
     }
-    r.route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
+    if node.config().metrics.public {
+        r = r.route("/metrics", get(metrics));
+    }
+    r.route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(crate::demo::router())
         .with_state(node)
 }
 
-async fn metrics(State(node): State<Node>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(node): State<Node>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics().render(),

@@ -24,11 +24,14 @@
 //!   and body checks.
 //! - [`metrics`]: the node's Prometheus metrics.
 //! - [`http`]: the endpoints and the accept loop.
+//! - [`api`]: the internal listener: the server API for the application's backend, and
+//!   `/metrics`.
 //!
 //! Entry points take their listener and their shutdown from the caller, so the binary passes
 //! OS signals and a real port while tests pass `127.0.0.1:0`; there is no process-global
 //! state, so several nodes can run in one process.
 
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
@@ -78,17 +81,38 @@ pub enum StartError {
     Listener(#[from] std::io::Error),
 }
 
+/// The listeners of a node, bound by the caller (the binary from `server.listen` and
+/// `api.listen`, tests on `127.0.0.1:0`).
+pub struct Listeners {
+    /// Clients: WebSocket, fallback transports, health.
+    pub public: TcpListener,
+    /// The internal listener (server API, `/metrics`); `None` serves no API.
+    pub api: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(public: TcpListener) -> Listeners {
+        Listeners { public, api: None }
+    }
+}
+
 /// A running gateway node.
 pub struct Gateway {
     node: Node,
     addr: SocketAddr,
+    api_addr: Option<SocketAddr>,
     accept: JoinHandle<()>,
+    api: Option<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
 }
 
 impl Gateway {
     /// Starts a node on `listener` with the embedded in-memory broker.
-    pub async fn start(config: Config, listener: TcpListener) -> Result<Gateway, StartError> {
+    pub async fn start(
+        config: Config,
+        listener: impl Into<Listeners>,
+    ) -> Result<Gateway, StartError> {
         Gateway::start_with_broker(config, listener, MemoryBroker::new()).await
     }
 
@@ -96,7 +120,7 @@ impl Gateway {
     /// several nodes to run a cluster in one process).
     pub async fn start_with_broker(
         config: Config,
-        listener: TcpListener,
+        listener: impl Into<Listeners>,
         broker: Arc<dyn Broker>,
     ) -> Result<Gateway, StartError> {
         Gateway::start_with(config, listener, broker, None).await
@@ -106,7 +130,7 @@ impl Gateway {
     /// by a cluster (as `holdfast-redis` provides).
     pub async fn start_with(
         config: Config,
-        listener: TcpListener,
+        listeners: impl Into<Listeners>,
         broker: Arc<dyn Broker>,
         store: Option<Arc<dyn store::RoomBackend>>,
     ) -> Result<Gateway, StartError> {
@@ -114,22 +138,37 @@ impl Gateway {
         if !config.auth.has_keys() {
             return Err(StartError::NoSecret);
         }
-        let addr = listener.local_addr()?;
+        let Listeners { public, api } = listeners.into();
+        let addr = public.local_addr()?;
+        let api_addr = api.as_ref().map(TcpListener::local_addr).transpose()?;
+        if api.is_some() && config.api.keys.is_empty() {
+            tracing::warn!("api.keys is empty: the server API refuses every request");
+        }
         let node = Node::new(config, broker, store);
-        let accept = tokio::spawn(http::accept_loop(listener, node.clone()));
+        let accept = tokio::spawn(http::accept_loop(public, node.clone()));
+        let api = api.map(|l| tokio::spawn(api::serve(l, node.clone())));
         let sweeper = tokio::spawn(sweep_loop(node.clone()));
         tokio::spawn(presence_loop(node.clone()));
+        let heartbeat = tokio::spawn(api::nodes::heartbeat_loop(node.clone()));
         Ok(Gateway {
             node,
             addr,
+            api_addr,
             accept,
+            api,
             sweeper,
+            heartbeat,
         })
     }
 
     /// The address the node listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the internal listener (server API, `/metrics`), when it has one.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// The node.
@@ -143,7 +182,13 @@ impl Gateway {
         let grace = Duration::from_secs(self.node.config().server.drain_timeout_secs);
         let outcome = self.node.inner.drain.run(grace).await;
         let _ = self.accept.await;
+        if let Some(api) = self.api {
+            let _ = api.await;
+        }
         self.sweeper.abort();
+        self.heartbeat.abort();
+        let inner = &self.node.inner;
+        inner.broker.forget_node(&inner.id).await;
         outcome
     }
 }
@@ -151,7 +196,7 @@ impl Gateway {
 /// Runs a node until `shutdown` resolves, then drains it. This is what `holdfast serve` does.
 pub async fn serve(
     config: Config,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainOutcome, StartError> {
     serve_with(config, listener, MemoryBroker::new(), None, shutdown).await
@@ -160,13 +205,16 @@ pub async fn serve(
 /// Like [`serve`], with a given broker and room store (a cluster's).
 pub async fn serve_with(
     config: Config,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     broker: Arc<dyn Broker>,
     store: Option<Arc<dyn store::RoomBackend>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainOutcome, StartError> {
     let gateway = Gateway::start_with(config, listener, broker, store).await?;
     tracing::info!(addr = %gateway.local_addr(), node = gateway.node().id(), "holdfast listening");
+    if let Some(api) = gateway.api_addr() {
+        tracing::info!(addr = %api, "internal listener (server API, /metrics)");
+    }
     shutdown.await;
     tracing::info!("draining");
     let outcome = gateway.shutdown().await;

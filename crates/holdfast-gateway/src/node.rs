@@ -10,7 +10,7 @@ use holdfast_protocol::CloseCode;
 use rand::RngCore;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, NodeSink};
+use crate::broker::{Broker, NodeSink, NodeStatus};
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::limits::{CountLimit, Full, Slot};
@@ -202,11 +202,27 @@ impl NodeSink for NodeInner {
         &self.id
     }
 
-    fn close_user(&self, user: &str, session: Option<&str>, code: CloseCode) {
+    fn close_user(&self, user: &str, session: Option<&str>, code: CloseCode) -> bool {
         if let Some(s) = self.registry.get(user) {
             if session.is_none_or(|id| *s.id == *id) {
                 s.close(code);
+                return true;
             }
+        }
+        false
+    }
+
+    fn session_of(&self, user: &str) -> Option<Arc<str>> {
+        self.registry.get(user).map(|s| s.id.clone())
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            id: self.id.to_string(),
+            sessions: self.sessions.total() as u64,
+            rooms: self.store.mirror().len() as u64,
+            draining: self.drain.is_draining(),
+            updated_ms: crate::auth::unix_now_ms(),
         }
     }
 

@@ -160,11 +160,14 @@ pub enum CloseCode {
     HeartbeatTimeout = 4005,
     /// 4006: the in-band `auth` frame carried an invalid token. Terminal.
     AuthFailed = 4006,
+    /// 4007: the application's backend closed the session (`POST /api/v1/disconnect`).
+    /// Terminal: the backend decides when the user may come back.
+    DisconnectedByServer = 4007,
 }
 
 impl CloseCode {
     /// Every close code, in documentation order.
-    pub const ALL: [CloseCode; 13] = [
+    pub const ALL: [CloseCode; 14] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -178,6 +181,7 @@ impl CloseCode {
         CloseCode::AuthTimeout,
         CloseCode::HeartbeatTimeout,
         CloseCode::AuthFailed,
+        CloseCode::DisconnectedByServer,
     ];
 
     /// The numeric code sent in the close frame.
@@ -206,6 +210,7 @@ impl CloseCode {
             CloseCode::AuthTimeout => "auth_timeout",
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::AuthFailed => "auth_failed",
+            CloseCode::DisconnectedByServer => "disconnected_by_server",
         }
     }
 
@@ -213,8 +218,9 @@ impl CloseCode {
     ///
     /// `false` means the condition will not go away by itself: another connection took over
     /// (`Replaced`), the credentials are bad (`AuthFailed`, `PolicyViolation`), the token must be
-    /// renewed first (`TokenExpired`), or the client sends what the server refuses
-    /// (`MessageTooBig`, `ProtocolError`).
+    /// renewed first (`TokenExpired`), the client sends what the server refuses
+    /// (`MessageTooBig`, `ProtocolError`), or the application's backend removed the user
+    /// (`DisconnectedByServer`: reconnecting by itself would undo a kick or a ban).
     pub fn should_reconnect(self) -> bool {
         match self {
             CloseCode::GoingAway
@@ -229,7 +235,8 @@ impl CloseCode {
             | CloseCode::MessageTooBig
             | CloseCode::Replaced
             | CloseCode::TokenExpired
-            | CloseCode::AuthFailed => false,
+            | CloseCode::AuthFailed
+            | CloseCode::DisconnectedByServer => false,
         }
     }
 }
@@ -263,6 +270,7 @@ mod tests {
     fn terminal_codes_do_not_reconnect() {
         assert!(!CloseCode::Replaced.should_reconnect());
         assert!(!CloseCode::AuthFailed.should_reconnect());
+        assert!(!CloseCode::DisconnectedByServer.should_reconnect());
         assert!(CloseCode::GoingAway.should_reconnect());
         assert!(CloseCode::SlowConsumer.should_reconnect());
     }

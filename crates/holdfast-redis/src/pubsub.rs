@@ -161,6 +161,11 @@ impl RedisRooms {
             if let Some((session, user)) = rest.split_once(' ') {
                 sink.close_user(user, Some(session), CloseCode::Replaced);
             }
+        } else if let Some(rest) = payload.strip_prefix("disconnect ") {
+            // The server API closed this user's session from another node.
+            if let Some((session, user)) = rest.split_once(' ') {
+                sink.close_user(user, Some(session), CloseCode::DisconnectedByServer);
+            }
         } else if let Some(rest) = payload.strip_prefix("direct ") {
             let Some((len, rest)) = rest.split_once(' ') else {
                 return;

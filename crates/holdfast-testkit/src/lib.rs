@@ -3,7 +3,8 @@
 //! - [`Client`]: a WebSocket test client speaking JSON frames to a gateway over a real socket;
 //! - [`free_port`]: a port nobody listens on right now;
 //! - [`Redis`]: a `redis-server` of the test's own on a free port, killed on drop;
-//! - small HTTP probes ([`http_get`], [`http_status`], [`metric`]) and [`eventually`];
+//! - small HTTP probes ([`http_get`], [`http_status`], [`http_request`], [`metric`]) and
+//!   [`eventually`];
 //! - [`HttpStub`]: a tiny HTTP server standing in for the application (JWKS, hooks);
 //! - [`token_with`]: a token carrying any claims.
 //!
@@ -71,6 +72,71 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     (status, body)
+}
+
+/// `method path` with an optional bearer `key` and JSON `body`, over a fresh connection; the
+/// status (0 when the request failed) and the body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(k) = key {
+        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if method != "GET" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let head_end = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+    let (head, rest) = text.split_at(head_end);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    (status, body)
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// The status of `GET path` (0 when the request failed).

@@ -243,6 +243,23 @@ fn serve(mut cfg: Config) -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(&format!("cannot listen on {}: {e}", cfg.server.listen)),
         };
+        let api = if cfg.api.listen.is_empty() {
+            None
+        } else {
+            match listen(&cfg.api.listen).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    return fail(&format!(
+                        "cannot listen on {} (api.listen): {e}",
+                        cfg.api.listen
+                    ))
+                }
+            }
+        };
+        let listener = holdfast_gateway::Listeners {
+            public: listener,
+            api,
+        };
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         let result = if cfg.broker.url.is_empty() {

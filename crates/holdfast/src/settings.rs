@@ -60,6 +60,9 @@ pub fn render_redacted(cfg: &Config) -> Result<String, String> {
         }
     }
     shown.broker.url = holdfast_redis::redact_url(&shown.broker.url);
+    for key in &mut shown.api.keys {
+        *key = "(redacted)".into();
+    }
     toml::to_string(&shown).map_err(|e| format!("cannot render the configuration: {e}"))
 }
 

@@ -89,7 +89,9 @@ fn serve_without_a_secret_refuses_to_start_unless_in_development_mode() {
     let listen = format!("127.0.0.1:{port}");
     let run = |args: &[&str], env: &[(&str, &str)]| {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env_remove("HOLDFAST_AUTH__HMAC_SECRET");
+        cmd.args(args)
+            .env_remove("HOLDFAST_AUTH__HMAC_SECRET")
+            .env("HOLDFAST_API__LISTEN", "");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -115,9 +117,11 @@ fn serve_without_a_secret_refuses_to_start_unless_in_development_mode() {
 async fn serve_drains_on_sigterm_and_exits_zero() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let api_port = free_port();
     let mut child = tokio::process::Command::new(BIN)
         .args(["serve", "--listen", &listen])
         .env("HOLDFAST_AUTH__HMAC_SECRET", "cli-secret")
+        .env("HOLDFAST_API__LISTEN", format!("127.0.0.1:{api_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -136,6 +140,13 @@ async fn serve_drains_on_sigterm_and_exits_zero() {
     let mut ws = ws.expect("server came up");
     let first = ws.next().await.unwrap().unwrap();
     assert!(first.to_text().unwrap().contains("\"welcome\""));
+    // The internal listener is up: metrics without a key, the API only with one.
+    let api: std::net::SocketAddr = ([127, 0, 0, 1], api_port).into();
+    assert_eq!(holdfast_testkit::http_status(api, "/metrics").await, 200);
+    assert_eq!(
+        holdfast_testkit::http_status(api, "/api/v1/nodes").await,
+        401
+    );
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

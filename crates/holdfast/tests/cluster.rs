@@ -16,11 +16,14 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const SECRET: &str = "cluster-cli-secret";
+const API_KEY: &str = "cluster-cli-api-key-0123";
 
 /// One `holdfast serve` process on a fixed port, restartable.
 struct NodeProc {
     name: String,
     port: u16,
+    /// The internal listener's port: every process needs its own.
+    api_port: u16,
     redis: u16,
     child: Option<Child>,
 }
@@ -30,6 +33,7 @@ impl NodeProc {
         let mut n = NodeProc {
             name: name.into(),
             port: free_port(),
+            api_port: free_port(),
             redis,
             child: None,
         };
@@ -51,6 +55,11 @@ impl NodeProc {
                 format!("redis://127.0.0.1:{}/", self.redis),
             )
             .env("HOLDFAST_SERVER__NODE_ID", &self.name)
+            .env(
+                "HOLDFAST_API__LISTEN",
+                format!("127.0.0.1:{}", self.api_port),
+            )
+            .env("HOLDFAST_API__KEYS", format!("[\"{API_KEY}\"]"))
             .env("HOLDFAST_SERVER__SHUTDOWN_RECONNECT_AFTER_MS", "50")
             .env("HOLDFAST_SERVER__DRAIN_TIMEOUT_SECS", "5")
             .env("HOLDFAST_LIMITS__RATE_LIMIT_PER_SEC", "10000")
@@ -294,6 +303,7 @@ fn unreachable_redis_at_start_is_a_clear_error() {
         .env("HOLDFAST_AUTH__HMAC_SECRET", SECRET)
         .env("HOLDFAST_BROKER__URL", format!("redis://127.0.0.1:{port}/"))
         .env("HOLDFAST_BROKER__CONNECT_TIMEOUT_SECS", "1")
+        .env("HOLDFAST_API__LISTEN", "")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

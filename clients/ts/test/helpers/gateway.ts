@@ -61,6 +61,8 @@ export async function startGateway(env: Record<string, string> = {}): Promise<Ga
       HOLDFAST_AUTH__HMAC_SECRET: SECRET,
       HOLDFAST_ROOMS__JOIN: "open",
       HOLDFAST_SERVER__DRAIN_TIMEOUT_SECS: "2",
+      // Several gateways run at once: none takes the default internal port.
+      HOLDFAST_API__LISTEN: "",
       RUST_LOG: process.env.RUST_LOG ?? "warn",
       ...env,
     },
