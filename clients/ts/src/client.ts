@@ -34,10 +34,7 @@ import {
   type JoinedFrame,
   type LeftFrame,
   type Member,
-  type MemberDisconnectedFrame,
-  type MemberJoinedFrame,
-  type MemberLeftFrame,
-  type MemberReconnectedFrame,
+  type PresenceFrame,
   type MessageFrame,
   type ReconnectedFrame,
   type ReconnectFrame,
@@ -104,7 +101,10 @@ export interface ClientOptions {
 export interface Membership {
   room: string;
   playerId: string;
+  /** Every member (empty when the room's presence mode is not `full`). */
   members: Member[];
+  /** Members, connected or away, this one included. */
+  memberCount: number;
   authority: string | null;
   seq: number;
   epoch: string;
@@ -124,11 +124,11 @@ export interface ClientEvents {
   closed: { code?: number; reason: string };
   /** A room event, once and in order. */
   event: EventFrame;
-  member_joined: MemberJoinedFrame;
-  member_left: MemberLeftFrame;
-  /** A member dropped and is away for the reconnection window (not gone). */
-  member_disconnected: MemberDisconnectedFrame;
-  member_reconnected: MemberReconnectedFrame;
+  /**
+   * Members joined, dropped (`away`, may come back), came back (`online`) or left: coalesced,
+   * outside the room's stream. Apply each change as an idempotent update of the member list.
+   */
+  presence: PresenceFrame;
   authority_changed: AuthorityChangedFrame;
   /** Data sent directly to this user. */
   message: MessageFrame;
@@ -138,7 +138,16 @@ export interface ClientEvents {
    * A room was resumed after a reconnect, emitted after the `gap` (if any) and the replayed
    * frames; its members and authority as they are now.
    */
-  resumed: { room: string; recovered: boolean; members: Member[]; authority: string | null; seq: number; epoch: string };
+  resumed: {
+    room: string;
+    recovered: boolean;
+    /** Empty when the room's presence mode is not `full`. */
+    members: Member[];
+    memberCount: number;
+    authority: string | null;
+    seq: number;
+    epoch: string;
+  };
   /** A room could not be resumed; the client is no longer in it. */
   resume_failed: { room: string; code: ErrorCode; message: string };
   /** The gateway is draining; the client reconnects after `reconnectAfterMs` plus jitter. */
@@ -627,12 +636,11 @@ export class HoldfastClient extends Emitter<ClientEvents> {
         this.onLeft(frame);
         break;
       case "event":
-      case "member_joined":
-      case "member_left":
-      case "member_disconnected":
-      case "member_reconnected":
       case "authority_changed":
         this.judge(frame);
+        break;
+      case "presence":
+        this.emit("presence", frame);
         break;
       case "ack":
         this.onAck(frame);
@@ -733,18 +741,6 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       case "event":
         this.emit("event", frame);
         break;
-      case "member_joined":
-        this.emit("member_joined", frame);
-        break;
-      case "member_left":
-        this.emit("member_left", frame);
-        break;
-      case "member_disconnected":
-        this.emit("member_disconnected", frame);
-        break;
-      case "member_reconnected":
-        this.emit("member_reconnected", frame);
-        break;
       case "authority_changed":
         this.emit("authority_changed", frame);
         break;
@@ -764,7 +760,8 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       p.resolve({
         room: joined.room,
         playerId: joined.player_id,
-        members: joined.members,
+        members: joined.members ?? [],
+        memberCount: joined.member_count,
         authority: joined.authority,
         seq: joined.seq,
         epoch: joined.epoch,
@@ -864,15 +861,16 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       if (lost) this.emit("gap", { room: resumed.room, from: lost.from, to: lost.to, epoch: resumed.gap.epoch });
     }
     for (const frame of resumed.events) if (isRoomFrame(frame)) this.judge(frame);
-    // The resume's own frames (member_reconnected, perhaps authority_changed) are not sent to
-    // the resuming member; its position continues after them.
+    // The resume's own messages (an authority_changed that gave authority back) are not sent
+    // to the resuming member; its position continues after them.
     room.position.catchUp(resumed.seq, resumed.epoch);
     // Announced after the replay, so the snapshot of members and authority (which is current)
-    // overrides what the replayed member frames implied.
+    // overrides what the replayed frames implied.
     this.emit("resumed", {
       room: resumed.room,
       recovered: resumed.recovered,
-      members: resumed.members,
+      members: resumed.members ?? [],
+      memberCount: resumed.member_count,
       authority: resumed.authority,
       seq: resumed.seq,
       epoch: resumed.epoch,

@@ -123,9 +123,12 @@ export interface JoinedFrame {
   type: "joined";
   room: string;
   player_id: string;
-  members: Member[];
+  /** Every member (absent when the room's presence mode is not `full`). */
+  members?: Member[];
+  /** Members, connected or away, this one included. */
+  member_count: number;
   authority: string | null;
-  /** The position of this member's own `member_joined`. */
+  /** The room's position: the member receives every room message after it. */
   seq: number;
   epoch: string;
   reconnection_token?: string;
@@ -153,24 +156,25 @@ export interface EventFrame {
   id?: string;
   traceparent?: string;
 }
-interface MemberChangeFields {
-  room: string;
-  seq: number;
-  epoch: string;
+/** A member's status in a `presence` change. */
+export type PresenceStatus = "online" | "away" | "left";
+/** One member's new status. */
+export interface MemberUpdate {
   player_id: string;
   user_id: string;
+  status: PresenceStatus;
 }
-export interface MemberJoinedFrame extends MemberChangeFields {
-  type: "member_joined";
-}
-export interface MemberLeftFrame extends MemberChangeFields {
-  type: "member_left";
-}
-export interface MemberDisconnectedFrame extends MemberChangeFields {
-  type: "member_disconnected";
-}
-export interface MemberReconnectedFrame extends MemberChangeFields {
-  type: "member_reconnected";
+/**
+ * Membership changes, coalesced. Presence is state, not part of the room's stream: no `seq`,
+ * never replayed. Apply each change as an idempotent update of the member list.
+ */
+export interface PresenceFrame {
+  type: "presence";
+  room: string;
+  /** Absent when the room's presence mode is `count`. */
+  changes?: MemberUpdate[];
+  /** Members, connected or away, after these changes. */
+  count: number;
 }
 export interface AuthorityChangedFrame {
   type: "authority_changed";
@@ -211,7 +215,9 @@ export interface ReconnectedFrame {
   events: RoomFrame[];
   recovered: boolean;
   gap?: Gap;
-  members: Member[];
+  /** Every member (absent when the room's presence mode is not `full`). */
+  members?: Member[];
+  member_count: number;
   authority: string | null;
   seq: number;
   epoch: string;
@@ -242,13 +248,7 @@ export interface ServerShutdownFrame {
 }
 
 /** The room-scoped frames that carry `seq` and `epoch` and pass through stream positions. */
-export type RoomFrame =
-  | EventFrame
-  | MemberJoinedFrame
-  | MemberLeftFrame
-  | MemberDisconnectedFrame
-  | MemberReconnectedFrame
-  | AuthorityChangedFrame;
+export type RoomFrame = EventFrame | AuthorityChangedFrame;
 
 /** A frame the server sends. */
 export type ServerFrame =
@@ -256,6 +256,7 @@ export type ServerFrame =
   | JoinedFrame
   | LeftFrame
   | RoomFrame
+  | PresenceFrame
   | AckFrame
   | MessageFrame
   | RefreshedFrame
@@ -269,10 +270,6 @@ export type ServerFrame =
 export function isRoomFrame(frame: ServerFrame): frame is RoomFrame {
   switch (frame.type) {
     case "event":
-    case "member_joined":
-    case "member_left":
-    case "member_disconnected":
-    case "member_reconnected":
     case "authority_changed":
       return true;
     default:

@@ -159,7 +159,8 @@ var CloseCode = {
   RateLimited: 4003,
   AuthTimeout: 4004,
   HeartbeatTimeout: 4005,
-  AuthFailed: 4006
+  AuthFailed: 4006,
+  DisconnectedByServer: 4007
 };
 var CLOSE_CODES = {
   1e3: { reason: "normal", reconnect: false },
@@ -174,7 +175,8 @@ var CLOSE_CODES = {
   4003: { reason: "rate_limited", reconnect: true },
   4004: { reason: "auth_timeout", reconnect: true },
   4005: { reason: "heartbeat_timeout", reconnect: true },
-  4006: { reason: "auth_failed", reconnect: false }
+  4006: { reason: "auth_failed", reconnect: false },
+  4007: { reason: "disconnected_by_server", reconnect: false }
 };
 function shouldReconnect(code) {
   return CLOSE_CODES[code]?.reconnect;
@@ -196,10 +198,7 @@ var SERVER_FRAME_TYPES = [
   "joined",
   "left",
   "event",
-  "member_joined",
-  "member_left",
-  "member_disconnected",
-  "member_reconnected",
+  "presence",
   "authority_changed",
   "ack",
   "message",
@@ -224,18 +223,15 @@ var CLIENT_FRAME_FIELDS = {
 };
 var SERVER_FRAME_FIELDS = {
   welcome: ["expires_at", "max_message_bytes", "node_id", "ping_interval_ms", "pong_timeout_ms", "protocol", "session_id", "user_id"],
-  joined: ["authority", "epoch", "id", "members", "player_id", "reconnection_token", "room", "seq"],
+  joined: ["authority", "epoch", "id", "member_count", "members", "player_id", "reconnection_token", "room", "seq"],
   left: ["epoch", "id", "room", "seq"],
   event: ["data", "epoch", "from", "id", "room", "seq", "traceparent", "ts", "user_id"],
-  member_joined: ["epoch", "player_id", "room", "seq", "user_id"],
-  member_left: ["epoch", "player_id", "room", "seq", "user_id"],
-  member_disconnected: ["epoch", "player_id", "room", "seq", "user_id"],
-  member_reconnected: ["epoch", "player_id", "room", "seq", "user_id"],
+  presence: ["changes", "count", "room"],
   authority_changed: ["authority", "epoch", "room", "seq"],
   ack: ["id", "room", "seq"],
   message: ["data", "from", "ts"],
   refreshed: ["expires_at", "id"],
-  reconnected: ["authority", "epoch", "events", "gap", "id", "members", "player_id", "reconnection_token", "recovered", "room", "seq"],
+  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "room", "seq"],
   reconnection_failed: ["code", "id", "message", "room"],
   error: ["code", "id", "message"],
   pong: ["id"],
@@ -298,10 +294,6 @@ var StreamPosition = class {
 function isRoomFrame(frame) {
   switch (frame.type) {
     case "event":
-    case "member_joined":
-    case "member_left":
-    case "member_disconnected":
-    case "member_reconnected":
     case "authority_changed":
       return true;
     default:
@@ -1103,12 +1095,11 @@ var HoldfastClient = class extends Emitter {
         this.onLeft(frame);
         break;
       case "event":
-      case "member_joined":
-      case "member_left":
-      case "member_disconnected":
-      case "member_reconnected":
       case "authority_changed":
         this.judge(frame);
+        break;
+      case "presence":
+        this.emit("presence", frame);
         break;
       case "ack":
         this.onAck(frame);
@@ -1201,18 +1192,6 @@ var HoldfastClient = class extends Emitter {
       case "event":
         this.emit("event", frame);
         break;
-      case "member_joined":
-        this.emit("member_joined", frame);
-        break;
-      case "member_left":
-        this.emit("member_left", frame);
-        break;
-      case "member_disconnected":
-        this.emit("member_disconnected", frame);
-        break;
-      case "member_reconnected":
-        this.emit("member_reconnected", frame);
-        break;
       case "authority_changed":
         this.emit("authority_changed", frame);
         break;
@@ -1231,7 +1210,8 @@ var HoldfastClient = class extends Emitter {
       p.resolve({
         room: joined.room,
         playerId: joined.player_id,
-        members: joined.members,
+        members: joined.members ?? [],
+        memberCount: joined.member_count,
         authority: joined.authority,
         seq: joined.seq,
         epoch: joined.epoch
@@ -1325,7 +1305,8 @@ var HoldfastClient = class extends Emitter {
     this.emit("resumed", {
       room: resumed.room,
       recovered: resumed.recovered,
-      members: resumed.members,
+      members: resumed.members ?? [],
+      memberCount: resumed.member_count,
       authority: resumed.authority,
       seq: resumed.seq,
       epoch: resumed.epoch

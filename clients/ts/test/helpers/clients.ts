@@ -28,9 +28,9 @@ export function makeClient(url: string, user: string, options: Partial<ClientOpt
     rec.events.push(e);
     rec.log.push(`event ${e.room}#${e.seq}`);
   });
-  for (const name of ["member_joined", "member_left", "member_disconnected", "member_reconnected"] as const) {
-    client.on(name, (f) => rec.log.push(`${name} ${f.user_id}#${f.seq}`));
-  }
+  client.on("presence", (p) => {
+    for (const c of p.changes ?? []) rec.log.push(`presence ${c.user_id} ${c.status}`);
+  });
   client.on("gap", (g) => rec.log.push(`gap ${g.room} ${g.from}-${g.to}`));
   client.on("resumed", (r) => rec.log.push(`resumed ${r.room} recovered=${r.recovered}`));
   client.on("transport", (t) => rec.transports.push(t.transport));

@@ -46,7 +46,7 @@ describe("websocket against a real gateway", { timeout: 60_000 }, () => {
       await b.client.publish("resume", { n: 0 });
       await until(() => a.events.length === 1, "the first event");
       a.client.dropConnection();
-      await until(() => b.log.some((l) => l.startsWith("member_disconnected carol")), "carol shown away");
+      await until(() => b.log.some((l) => l.startsWith("presence carol away")), "carol shown away");
       for (let n = 1; n <= 4; n++) await b.client.publish("resume", { n });
       await until(() => a.events.length === 5, "the replayed events", 10_000);
       // Publishes made while disconnected are resent after the resume and delivered once.
@@ -55,7 +55,7 @@ describe("websocket against a real gateway", { timeout: 60_000 }, () => {
       await until(() => b.events.length === 6 && a.events.length === 6, "carol's publish");
       assert.deepEqual(numbers(a), [0, 1, 2, 3, 4, 5]);
       assert.ok(a.log.includes("resumed resume recovered=true"), a.log.join("\n"));
-      assert.ok(b.log.some((l) => l.startsWith("member_reconnected carol")));
+      assert.ok(b.log.some((l) => l.startsWith("presence carol online")));
       const seqs = a.events.map((e) => e.seq);
       assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y));
     } finally {
@@ -92,7 +92,7 @@ describe("websocket against a real gateway", { timeout: 60_000 }, () => {
       a.client.close();
       const before = a.client.roomsSnapshot();
       assert.equal(before.length, 1);
-      await until(() => b.log.some((l) => l.startsWith("member_disconnected grace")), "grace shown away");
+      await until(() => b.log.some((l) => l.startsWith("presence grace away")), "grace shown away");
       for (let n = 1; n <= 8; n++) await b.client.publish("gappy", { n });
       const gaps: { from: number; to: number }[] = [];
       a.client.on("gap", (g) => gaps.push(g));

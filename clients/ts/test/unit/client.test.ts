@@ -92,7 +92,7 @@ async function joined(client: HoldfastClient): Promise<FakeSocket> {
   ws.push(welcome("s1"));
   const join = client.join("r");
   const frame = await until(() => ws.sentOf("join")[0], "join frame");
-  ws.push({ type: "joined", room: "r", player_id: "p1", members: [], authority: "p1", seq: 3, epoch: "e", reconnection_token: "T1", id: frame.id });
+  ws.push({ type: "joined", room: "r", player_id: "p1", members: [], member_count: 1, authority: "p1", seq: 3, epoch: "e", reconnection_token: "T1", id: frame.id });
   await join;
   return ws;
 }
@@ -120,7 +120,7 @@ describe("HoldfastClient session logic", () => {
     assert.equal(ws2.sentOf("publish").length, 0);
     ws2.push({
       type: "reconnected", room: "r", player_id: "p1", events: [ev(5) as never, ev(6) as never], recovered: true,
-      members: [], authority: "p1", seq: 7, epoch: "e", reconnection_token: "T2", id: resume.id,
+      members: [], member_count: 1, authority: "p1", seq: 7, epoch: "e", reconnection_token: "T2", id: resume.id,
     });
     const again = ws2.sentOf("publish")[0]!;
     assert.equal(again.id, pub.id, "same id, so the gateway dedupes");
@@ -146,7 +146,7 @@ describe("HoldfastClient session logic", () => {
     last()!.push({
       type: "reconnected", room: "r", player_id: "p1",
       events: [{ type: "event", room: "r", seq: 9, epoch: "e", ts: 0, from: "p2", user_id: "v", data: null }],
-      recovered: false, gap: { from: 4, to: 8, epoch: "e" }, members: [], authority: null, seq: 10, epoch: "e",
+      recovered: false, gap: { from: 4, to: 8, epoch: "e" }, members: [], member_count: 1, authority: null, seq: 10, epoch: "e",
       reconnection_token: "T2", id: resume.id,
     });
     assert.deepEqual(gaps, [{ room: "r", from: 4, to: 8, epoch: "e" }]);
