@@ -28,6 +28,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// Log output (used by the binary).
     pub log: LogConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`
@@ -42,6 +44,54 @@ pub struct ServerConfig {
     pub drain_timeout_secs: u64,
     /// Reconnect hint sent in `server_shutdown`, in milliseconds.
     pub shutdown_reconnect_after_ms: u64,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed; the
+    /// client address they report is the one per-IP limits and logs use.
+    pub trusted_proxies: Vec<String>,
+    /// TLS for the listener; off when `cert` and `key` are empty.
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// How often the files are checked for changes and reloaded; 0 reloads only on SIGHUP.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: String::new(),
+            key: String::new(),
+            reload_interval_secs: 30,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty()
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on the public listener.
+    pub public: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { public: true }
+    }
 }
 
 impl Default for ServerConfig {
@@ -51,6 +101,8 @@ impl Default for ServerConfig {
             node_id: String::new(),
             drain_timeout_secs: 30,
             shutdown_reconnect_after_ms: 1000,
+            trusted_proxies: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -253,6 +305,8 @@ pub struct LogConfig {
     pub format: String,
     /// A tracing filter directive, e.g. `info` or `holdfast_gateway=debug`.
     pub level: String,
+    /// Most authentication-failure lines per second; the rest are counted in one summary.
+    pub auth_failures_per_sec: u32,
 }
 
 impl Default for LogConfig {
@@ -260,6 +314,7 @@ impl Default for LogConfig {
         LogConfig {
             format: "human".into(),
             level: "info".into(),
+            auth_failures_per_sec: 10,
         }
     }
 }
@@ -285,6 +340,32 @@ impl Config {
                 });
             }
             Ok(())
+        }
+        if !valid_listen(&self.server.listen) {
+            return Err(ConfigError {
+                key: "server.listen",
+                message: format!(
+                    "must be host:port (e.g. 127.0.0.1:8080 or [::]:8080), got {:?}",
+                    self.server.listen
+                ),
+            });
+        }
+        if let Some(bad) = self
+            .server
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::proxy::Cidr::parse(p).is_none())
+        {
+            return Err(ConfigError {
+                key: "server.trusted_proxies",
+                message: format!("{bad:?} is not an IP address or CIDR network"),
+            });
+        }
+        if self.server.tls.cert.is_empty() != self.server.tls.key.is_empty() {
+            return Err(ConfigError {
+                key: "server.tls",
+                message: "needs both `cert` and `key` (or neither)".into(),
+            });
         }
         positive("server.drain_timeout_secs", self.server.drain_timeout_secs)?;
         positive("auth.timeout_ms", self.auth.timeout_ms)?;
@@ -399,6 +480,22 @@ impl Config {
     }
 }
 
+/// `host:port` with a numeric port and a non-empty host (IPv6 in brackets).
+fn valid_listen(s: &str) -> bool {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    port.parse::<u16>().is_ok()
+        && !host.is_empty()
+        && !host.contains(':')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +524,35 @@ mod tests {
         let mut c = Config::default();
         c.log.format = "xml".into();
         assert_eq!(c.validate().expect_err("invalid").key, "log.format");
+        for bad in [
+            "not-an-address",
+            "127.0.0.1",
+            ":8080",
+            "host:port",
+            "::1:80",
+        ] {
+            let mut c = Config::default();
+            c.server.listen = bad.into();
+            assert_eq!(c.validate().expect_err(bad).key, "server.listen", "{bad}");
+        }
+        for good in [
+            "0.0.0.0:80",
+            "[::]:8080",
+            "localhost:8080",
+            "gw-1.internal:443",
+        ] {
+            let mut c = Config::default();
+            c.server.listen = good.into();
+            c.validate().expect(good);
+        }
+        let mut c = Config::default();
+        c.server.trusted_proxies = vec!["10.0.0.0/8".into(), "nope".into()];
+        assert_eq!(
+            c.validate().expect_err("invalid").key,
+            "server.trusted_proxies"
+        );
+        let mut c = Config::default();
+        c.server.tls.cert = "/etc/cert.pem".into();
+        assert_eq!(c.validate().expect_err("invalid").key, "server.tls");
     }
 }

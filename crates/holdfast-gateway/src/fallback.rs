@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::{AuthError, Claims};
+use crate::metrics::Transport;
 use crate::node::{AdmitError, Node};
 use crate::room::encode;
 use crate::session::Session;
@@ -168,11 +169,21 @@ fn request_claims(
     }
 }
 
+/// Logs (rate-limited) and answers a refused credential.
+fn refused(node: &Node, peer: std::net::SocketAddr, transport: Transport, r: Refusal) -> Response {
+    let inner = &node.inner;
+    inner
+        .auth_log
+        .record(&inner.metrics, peer.ip(), transport, r.1);
+    r.into_response()
+}
+
 /// Creates a fallback session and its task.
 async fn open(
     node: &Node,
     claims: Claims,
     peer: std::net::IpAddr,
+    transport: Transport,
 ) -> Result<Arc<FallbackSession>, Refusal> {
     if node.is_draining() {
         return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "draining"));
@@ -209,19 +220,19 @@ async fn open(
     });
     node.inner.fallback.insert(fs.clone());
     let metrics = node.inner.metrics.clone();
-    metrics.connections_opened.inc();
-    metrics.connections_active.inc();
+    metrics.session_opened(transport);
+    crate::logs::session_started(&fs.id, &fs.user, peer, transport);
+    let started = Instant::now();
     let task_node = node.clone();
     let task_fs = fs.clone();
     node.inner.drain.tracker().spawn(async move {
-        let code = drive(&task_node, session, &task_fs, inbound_rx).await;
+        let code = drive(&task_node, session, &task_fs, inbound_rx)
+            .await
+            .code();
         drop(admission);
-        metrics
-            .close_total
-            .with_label_values(&[&code.code().to_string()])
-            .inc();
-        metrics.connections_closed.inc();
-        metrics.connections_active.dec();
+        metrics.session_closed(transport, code);
+        let (id, user) = (&task_fs.id, &task_fs.user);
+        crate::logs::session_ended(id, user, peer, transport, code, started.elapsed());
         let cancel = task_node.inner.drain.token().clone();
         tokio::select! {
             _ = tokio::time::sleep(CLOSED_LINGER) => {}
@@ -347,7 +358,7 @@ pub async fn sse(
 ) -> Response {
     let claims = match request_claims(&node, q.token.as_deref(), &headers) {
         Ok(c) => c,
-        Err(r) => return r.into_response(),
+        Err(r) => return refused(&node, peer, Transport::Sse, r),
     };
     let resume = headers
         .get("last-event-id")
@@ -366,7 +377,7 @@ pub async fn sse(
     }
     let (fs, after) = match start {
         Some(x) => x,
-        None => match open(&node, claims, peer.ip()).await {
+        None => match open(&node, claims, peer.ip(), Transport::Sse).await {
             Ok(fs) => (fs, 0),
             Err(r) => return r.into_response(),
         },
@@ -514,10 +525,10 @@ pub async fn poll(
 ) -> Response {
     let claims = match request_claims(&node, q.token.as_deref(), &headers) {
         Ok(c) => c,
-        Err(r) => return r.into_response(),
+        Err(r) => return refused(&node, peer, Transport::LongPoll, r),
     };
     let Some(sid) = q.session else {
-        let fs = match open(&node, claims, peer.ip()).await {
+        let fs = match open(&node, claims, peer.ip(), Transport::LongPoll).await {
             Ok(fs) => fs,
             Err(r) => return r.into_response(),
         };

@@ -8,7 +8,8 @@
 //!   `limits.max_connections_per_ip` sessions, 401 for an invalid or expired token.
 //! - `GET /sse`, `POST /sse/send`, `GET /poll`, `POST /poll/send`: the fallback transports
 //!   (see [`crate::fallback`]); same authentication and limits as `/ws`.
-//! - `GET /metrics`: Prometheus text format.
+//! - `GET /metrics`: Prometheus text format (see [`crate::metrics::router`]), when
+//!   `metrics.public` is on.
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 when the node accepts new sessions, 503 while draining or while the
 //!   cluster broker is unreachable.
@@ -30,6 +31,8 @@ use tokio::sync::Semaphore;
 
 use crate::auth::AuthError;
 use crate::node::{AdmitError, Node};
+use crate::proxy::TrustedProxies;
+use crate::tls::TlsFiles;
 use crate::{fallback, session};
 
 /// Most HTTP connections that have not (yet) become WebSocket sessions. Bounds what a flood of
@@ -47,18 +50,13 @@ pub fn router(node: Node) -> Router {
             .route("/poll", get(fallback::poll))
             .route("/poll/send", post(fallback::send));
     }
-    r.route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
+    if node.config().metrics.public {
+        r = r.merge(crate::metrics::router(node.clone()));
+    }
+    r.route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(crate::demo::router())
         .with_state(node)
-}
-
-async fn metrics(State(node): State<Node>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics().render(),
-    )
 }
 
 async fn healthz() -> &'static str {
@@ -126,11 +124,14 @@ async fn ws_upgrade(
         None => None,
         Some(token) => match node.inner.verifier.verify(&token) {
             Ok(c) => Some(c),
-            Err(AuthError::Expired) => {
-                return reject(&node, StatusCode::UNAUTHORIZED, "token_expired")
-            }
-            Err(AuthError::Invalid) => {
-                return reject(&node, StatusCode::UNAUTHORIZED, "auth_failed")
+            Err(e) => {
+                let reason = match e {
+                    AuthError::Expired => "token_expired",
+                    AuthError::Invalid => "auth_failed",
+                };
+                let (inner, ws) = (&node.inner, crate::metrics::Transport::WebSocket);
+                inner.auth_log.record(&inner.metrics, peer.ip(), ws, reason);
+                return reject(&node, StatusCode::UNAUTHORIZED, reason);
             }
         },
     };
@@ -171,9 +172,11 @@ async fn ws_upgrade(
         })
 }
 
-/// Accepts connections until the drain starts, serving each on its own tracked task.
-pub async fn accept_loop(listener: TcpListener, node: Node) {
+/// Accepts connections until the drain starts, serving each on its own tracked task (over TLS
+/// when `tls` is given).
+pub async fn accept_loop(listener: TcpListener, node: Node, tls: Option<Arc<TlsFiles>>) {
     let router = router(node.clone());
+    let proxies = TrustedProxies::parse(&node.config().server.trusted_proxies).unwrap_or_default();
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HTTP));
     let cancel = node.inner.drain.token().clone();
     let handshake_timeout = Duration::from_millis(node.config().limits.handshake_timeout_ms);
@@ -200,11 +203,17 @@ pub async fn accept_loop(listener: TcpListener, node: Node) {
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let cancel = cancel.clone();
+        let (tls, proxies) = (tls.clone(), proxies.clone());
         node.inner.drain.tracker().spawn(async move {
             let _permit = permit;
+            let Ok(stream) = crate::tls::accept(tls.as_deref(), stream, handshake_timeout).await
+            else {
+                return;
+            };
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let client = proxies.client_addr(peer, req.headers());
+                    req.extensions_mut().insert(ConnectInfo(client));
                     let router = router.clone();
                     async move { tower::ServiceExt::oneshot(router, req).await }
                 },

@@ -30,12 +30,16 @@ mod demo;
 pub mod drain;
 pub mod fallback;
 pub mod http;
+pub mod logs;
 pub mod metrics;
 pub mod node;
+mod process;
+pub mod proxy;
 pub mod registry;
 pub mod room;
 mod session;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 
 use std::future::Future;
@@ -44,6 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use broker::{Broker, MemoryBroker};
@@ -64,6 +69,9 @@ pub enum StartError {
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error("server.tls: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running gateway node.
@@ -72,6 +80,7 @@ pub struct Gateway {
     addr: SocketAddr,
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    tls: Option<Arc<tls::TlsFiles>>,
 }
 
 impl Gateway {
@@ -103,14 +112,23 @@ impl Gateway {
             return Err(StartError::NoSecret);
         }
         let addr = listener.local_addr()?;
+        let tls = tls::TlsFiles::from_config(&config.server.tls)?;
         let node = Node::new(config, broker, store);
-        let accept = tokio::spawn(http::accept_loop(listener, node.clone()));
+        if let Some(files) = &tls {
+            let every = node.config().server.tls.reload_interval_secs;
+            if every > 0 {
+                let stop = node.inner.drain.token().clone();
+                tokio::spawn(files.clone().watch(Duration::from_secs(every), stop));
+            }
+        }
+        let accept = tokio::spawn(http::accept_loop(listener, node.clone(), tls.clone()));
         let sweeper = tokio::spawn(sweep_loop(node.clone()));
         Ok(Gateway {
             node,
             addr,
             accept,
             sweeper,
+            tls,
         })
     }
 
@@ -124,10 +142,20 @@ impl Gateway {
         &self.node
     }
 
+    /// Reads the TLS certificate and key again (the binary does on SIGHUP). Without TLS there
+    /// is nothing to do.
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        match &self.tls {
+            Some(files) => files.reload(),
+            None => Ok(()),
+        }
+    }
+
     /// Drains the node: readiness off, upgrades refused, `server_shutdown` and 1001 to every
     /// session, then waits up to `server.drain_timeout_secs` for them to end.
     pub async fn shutdown(self) -> DrainOutcome {
         let grace = Duration::from_secs(self.node.config().server.drain_timeout_secs);
+        self.node.metrics().draining.set(1);
         let outcome = self.node.inner.drain.run(grace).await;
         let _ = self.accept.await;
         self.sweeper.abort();
@@ -152,9 +180,41 @@ pub async fn serve_with(
     store: Option<Arc<dyn store::RoomBackend>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainOutcome, StartError> {
+    serve_with_reload(
+        config,
+        listener,
+        broker,
+        store,
+        shutdown,
+        Arc::new(Notify::new()),
+    )
+    .await
+}
+
+/// Like [`serve_with`]; each notification of `reload` reads the TLS files again (the binary
+/// notifies it on SIGHUP).
+pub async fn serve_with_reload(
+    config: Config,
+    listener: TcpListener,
+    broker: Arc<dyn Broker>,
+    store: Option<Arc<dyn store::RoomBackend>>,
+    shutdown: impl Future<Output = ()>,
+    reload: Arc<Notify>,
+) -> Result<DrainOutcome, StartError> {
     let gateway = Gateway::start_with(config, listener, broker, store).await?;
-    tracing::info!(addr = %gateway.local_addr(), node = gateway.node().id(), "holdfast listening");
-    shutdown.await;
+    let tls = gateway.tls.is_some();
+    tracing::info!(addr = %gateway.local_addr(), node = gateway.node().id(), tls, "holdfast listening");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = reload.notified() => {
+                if let Err(e) = gateway.reload_tls() {
+                    tracing::warn!(error = %e, "TLS reload failed; keeping the previous certificate");
+                }
+            }
+        }
+    }
     tracing::info!("draining");
     let outcome = gateway.shutdown().await;
     tracing::info!(?outcome, "drained");
@@ -170,6 +230,7 @@ async fn sweep_loop(node: Node) {
         tokio::select! {
             _ = node.inner.drain.token().cancelled() => break,
             _ = tick.tick() => {
+                node.inner.auth_log.flush();
                 node.inner.store.sweep(auth::unix_now_ms()).await;
             }
         }

@@ -52,6 +52,8 @@ pub struct NodeInner {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Sessions on the SSE and long-polling transports.
     pub fallback: crate::fallback::FallbackSessions,
+    /// Rate-limited auth-failure log lines.
+    pub auth_log: crate::logs::AuthFailureLog,
     /// Source of session ids.
     next_session: AtomicU64,
 }
@@ -69,6 +71,13 @@ pub enum AdmitError {
 pub struct Admission {
     node: Arc<NodeInner>,
     ip: IpAddr,
+}
+
+impl Admission {
+    /// The client address the slot was taken for.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
+    }
 }
 
 impl Drop for Admission {
@@ -113,6 +122,7 @@ impl Node {
                 mirror: Arc::new(Mirror::default()),
             },
         );
+        let auth_log = crate::logs::AuthFailureLog::new(config.log.auth_failures_per_sec);
         let inner = Arc::new(NodeInner {
             id,
             verifier: Verifier::new(&config.auth.hmac_secret, config.auth.leeway_secs),
@@ -125,6 +135,7 @@ impl Node {
             open_sessions: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             fallback: Default::default(),
+            auth_log,
             next_session: AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&inner);

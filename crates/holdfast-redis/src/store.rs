@@ -236,11 +236,7 @@ impl RedisRooms {
 
     async fn apply_op(&self, room: &str, op: &Op) -> Result<Applied, StoreError> {
         let rules = Rules::from_config(&self.ctx()?.config);
-        let turn = self
-            .turns()
-            .entry(room.to_owned())
-            .or_default()
-            .clone();
+        let turn = self.turns().entry(room.to_owned()).or_default().clone();
         let result = {
             let _held = turn.lock().await;
             let mut result = Err(StoreError::Unavailable);

@@ -300,11 +300,7 @@ impl Mirror {
     /// Counts an operation that will place a member in `room`, creating the view. Returns
     /// whether the backend must still subscribe.
     pub fn enter(&self, room: &str) -> bool {
-        let view = self
-            .map()
-            .entry(room.into())
-            .or_default()
-            .clone();
+        let view = self.map().entry(room.into()).or_default().clone();
         let mut v = lock(&view);
         v.joining += 1;
         !v.subscribed
