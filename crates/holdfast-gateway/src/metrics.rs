@@ -282,6 +282,14 @@ impl Metrics {
             Box::new(m.reconnection_events_evicted.clone()),
             Box::new(m.dedupe_hits.clone()),
         ];
+        // Every transport's series exist from the start, so dashboards and alerts see zeros
+        // rather than gaps.
+        for t in [Transport::WebSocket, Transport::Sse, Transport::LongPoll] {
+            let t = [t.as_str()];
+            m.connections_active.with_label_values(&t);
+            m.connections_opened.with_label_values(&t);
+            m.connections_closed.with_label_values(&t);
+        }
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }
