@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub node_id: String,
     /// How long a drain waits for sessions to end before giving up.
     pub drain_timeout_secs: u64,
+    /// How long a drain keeps sessions open after `/readyz` turns 503 and new sessions are
+    /// refused, so load balancers stop routing here before sessions are told to reconnect.
+    pub drain_delay_ms: u64,
     /// Reconnect hint sent in `server_shutdown`, in milliseconds.
     pub shutdown_reconnect_after_ms: u64,
     /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed; the
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             node_id: String::new(),
             drain_timeout_secs: 30,
+            drain_delay_ms: 0,
             shutdown_reconnect_after_ms: 1000,
             trusted_proxies: Vec::new(),
             tls: TlsConfig::default(),

@@ -151,11 +151,21 @@ impl Gateway {
         }
     }
 
-    /// Drains the node: readiness off, upgrades refused, `server_shutdown` and 1001 to every
-    /// session, then waits up to `server.drain_timeout_secs` for them to end.
+    /// Drains the node: readiness off and upgrades refused, then (after
+    /// `server.drain_delay_ms`, open sessions untouched meanwhile) `server_shutdown` and 1001 to
+    /// every session, then waits up to `server.drain_timeout_secs` for them to end.
     pub async fn shutdown(self) -> DrainOutcome {
         let grace = Duration::from_secs(self.node.config().server.drain_timeout_secs);
         self.node.metrics().draining.set(1);
+        let delay = Duration::from_millis(self.node.config().server.drain_delay_ms);
+        if !delay.is_zero() {
+            self.node.inner.drain.mark_unready();
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "unready; sessions stay open for the drain delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
         let outcome = self.node.inner.drain.run(grace).await;
         let _ = self.accept.await;
         self.sweeper.abort();
