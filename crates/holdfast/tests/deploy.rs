@@ -174,7 +174,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: realtime.example.com\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         X-Forwarded-For: 198.51.100.20\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -317,7 +317,8 @@ async fn nginx_carries_websocket_sse_and_long_polling_with_the_client_address() 
     // with /sse/send comes back on the stream.
     let mut sse = TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "GET /sse?token={} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        "GET /sse?token={} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\
+         X-Forwarded-For: 198.51.100.10\r\n\r\n",
         token("sse-user")
     );
     sse.write_all(req.as_bytes()).await.unwrap();
