@@ -176,7 +176,8 @@ async fn ws_upgrade(
 /// when `tls` is given).
 pub async fn accept_loop(listener: TcpListener, node: Node, tls: Option<Arc<TlsFiles>>) {
     let router = router(node.clone());
-    let proxies = TrustedProxies::parse(&node.config().server.trusted_proxies).unwrap_or_default();
+    let proxies =
+        Arc::new(TrustedProxies::parse(&node.config().server.trusted_proxies).unwrap_or_default());
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HTTP));
     let cancel = node.inner.drain.token().clone();
     let handshake_timeout = Duration::from_millis(node.config().limits.handshake_timeout_ms);
