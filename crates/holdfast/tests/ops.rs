@@ -665,3 +665,31 @@ fn config_check_validates_addresses_tls_files_and_names_the_file() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn metrics_can_be_kept_off_the_public_listener() {
+    let node = Node::start(&[("HOLDFAST_METRICS__PUBLIC", "false".into())]).await;
+    assert_eq!(http_get(node.addr, "/metrics").await.0, 404);
+    assert_eq!(http_get(node.addr, "/healthz").await.0, 200);
+    // The same rendering, mounted on a listener of the embedder's choice.
+    let mut cfg = holdfast_gateway::Config::default();
+    cfg.auth.hmac_secret = "s".into();
+    cfg.metrics.public = false;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = holdfast_gateway::Gateway::start(cfg, listener)
+        .await
+        .unwrap();
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let internal_addr = internal.local_addr().unwrap();
+    let app = holdfast_gateway::metrics::router::<()>(gw.node().clone());
+    let server = tokio::spawn(async move { axum_serve(internal, app).await });
+    let (status, body) = http_get(internal_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("holdfast_connections_active{transport=\"websocket\"} 0"));
+    server.abort();
+    gw.shutdown().await;
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    let _ = axum::serve(listener, app).await;
+}
