@@ -426,8 +426,8 @@ async fn human_logs_have_no_colour_when_not_a_terminal() {
         .wait_line("session ended", |l| l.contains("session ended"))
         .await;
     assert!(
-        line.contains("INFO") && line.contains("transport=\"websocket\"")
-            || line.contains("transport=websocket"),
+        line.contains("INFO")
+            && (line.contains("transport=\"websocket\"") || line.contains("transport=websocket")),
         "{line}"
     );
     for l in node.lines() {
