@@ -90,8 +90,13 @@ impl Client {
     /// Only this first connection reports failure directly; after it, drops are handled by
     /// reconnecting, and the application learns about them on the [`Events`] stream.
     pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ConnectError> {
-        let (ws, welcome) =
-            transport::open(&config.url, &config.token, config.connect_timeout).await?;
+        let (ws, welcome) = transport::open(
+            &config.url,
+            &config.token,
+            config.connect_timeout,
+            config.tls.clone(),
+        )
+        .await?;
         let (commands_tx, commands_rx) = mpsc::channel(config.command_capacity.max(1));
         let (events_tx, events_rx) = mpsc::channel(config.event_capacity.max(1));
         let (done_tx, done_rx) = watch::channel(None);

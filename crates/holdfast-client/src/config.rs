@@ -72,6 +72,8 @@ pub struct ClientConfig {
     pub command_capacity: usize,
     /// Most requests awaiting a reply at once; further requests wait until replies arrive.
     pub max_in_flight: usize,
+    /// TLS settings for `wss://` URLs; `None` trusts the system's root certificates.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientConfig {
@@ -86,12 +88,19 @@ impl ClientConfig {
             event_capacity: 1024,
             command_capacity: 64,
             max_in_flight: 1024,
+            tls: None,
         }
     }
 
     /// Sets the token refresher.
     pub fn with_refresher(mut self, refresher: TokenRefresher) -> Self {
         self.refresher = Some(refresher);
+        self
+    }
+
+    /// Uses `tls` for `wss://` connections (for example, to trust a private CA).
+    pub fn with_tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -113,6 +122,7 @@ impl fmt::Debug for ClientConfig {
             .field("event_capacity", &self.event_capacity)
             .field("command_capacity", &self.command_capacity)
             .field("max_in_flight", &self.max_in_flight)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }

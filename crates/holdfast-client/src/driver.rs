@@ -148,6 +148,7 @@ pub(crate) struct Driver {
     backoff: Backoff,
     /// Bound on one connection attempt.
     connect_timeout: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Bound on `pending`; the command branch is disabled while it is reached.
     max_in_flight: usize,
     /// Requests from the handles.
@@ -194,6 +195,7 @@ impl Driver {
             refresher: config.refresher,
             backoff: config.backoff,
             connect_timeout: config.connect_timeout,
+            tls: config.tls.clone(),
             max_in_flight: config.max_in_flight.max(1),
             commands,
             close,
@@ -285,9 +287,13 @@ impl Driver {
                     }
                 }
             }
-            let (url, token, timeout) =
-                (self.url.clone(), self.token.clone(), self.connect_timeout);
-            let attempt = async move { transport::open(&url, &token, timeout).await };
+            let (url, token, timeout, tls) = (
+                self.url.clone(),
+                self.token.clone(),
+                self.connect_timeout,
+                self.tls.clone(),
+            );
+            let attempt = async move { transport::open(&url, &token, timeout, tls).await };
             match self.offline(attempt).await? {
                 Ok(connection) => return Ok(connection),
                 Err(e) => {

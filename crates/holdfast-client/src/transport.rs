@@ -1,5 +1,6 @@
 //! Opening one WebSocket connection to the gateway and waiting for its `welcome`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -10,7 +11,7 @@ use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::error::ConnectError;
 
@@ -23,22 +24,29 @@ pub(crate) async fn open(
     url: &str,
     token: &str,
     timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<(Ws, Welcome), ConnectError> {
-    tokio::time::timeout(timeout, open_inner(url, token))
+    tokio::time::timeout(timeout, open_inner(url, token, tls))
         .await
         .map_err(|_| ConnectError::Timeout)?
 }
 
-async fn open_inner(url: &str, token: &str) -> Result<(Ws, Welcome), ConnectError> {
+async fn open_inner(
+    url: &str,
+    token: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Ws, Welcome), ConnectError> {
     let mut request = url
         .into_client_request()
         .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
     let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| ConnectError::InvalidToken)?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
-    let (mut ws, _response) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(upgrade_error)?;
+    let connector = tls.map(Connector::Rustls);
+    let (mut ws, _response) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+            .await
+            .map_err(upgrade_error)?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {

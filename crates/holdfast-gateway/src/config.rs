@@ -50,12 +50,49 @@ pub struct ServerConfig {
     pub node_id: String,
     /// How long a drain waits for sessions to end before giving up.
     pub drain_timeout_secs: u64,
+    /// How long a drain keeps sessions open after `/readyz` turns 503 and new sessions are
+    /// refused, so load balancers stop routing here before sessions are told to reconnect.
+    pub drain_delay_ms: u64,
     /// Reconnect hint sent in `server_shutdown`, in milliseconds.
     pub shutdown_reconnect_after_ms: u64,
     /// Development mode, asked for explicitly (`holdfast serve --dev`): without
     /// `auth.hmac_secret`, a random secret for the run and a printed token. Otherwise
     /// [`Config::check_production`] refuses unsafe settings.
     pub development: bool,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed; the
+    /// client address they report is the one per-IP limits and logs use.
+    pub trusted_proxies: Vec<String>,
+    /// TLS for the listener; off when `cert` and `key` are empty.
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// How often the files are checked for changes and reloaded; 0 reloads only on SIGHUP.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: String::new(),
+            key: String::new(),
+            reload_interval_secs: 30,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty()
+    }
 }
 
 impl Default for ServerConfig {
@@ -64,8 +101,11 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             node_id: String::new(),
             drain_timeout_secs: 30,
+            drain_delay_ms: 0,
             shutdown_reconnect_after_ms: 1000,
             development: false,
+            trusted_proxies: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -380,6 +420,8 @@ pub struct LogConfig {
     pub format: String,
     /// A tracing filter directive, e.g. `info` or `holdfast_gateway=debug`.
     pub level: String,
+    /// Most authentication-failure lines per second; the rest are counted in one summary.
+    pub auth_failures_per_sec: u32,
 }
 
 impl Default for LogConfig {
@@ -387,6 +429,7 @@ impl Default for LogConfig {
         LogConfig {
             format: "human".into(),
             level: "info".into(),
+            auth_failures_per_sec: 10,
         }
     }
 }
@@ -460,6 +503,32 @@ impl Config {
                 });
             }
             Ok(())
+        }
+        if !valid_listen(&self.server.listen) {
+            return Err(ConfigError {
+                key: "server.listen",
+                message: format!(
+                    "must be host:port (e.g. 127.0.0.1:8080 or [::]:8080), got {:?}",
+                    self.server.listen
+                ),
+            });
+        }
+        if let Some(bad) = self
+            .server
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::proxy::Cidr::parse(p).is_none())
+        {
+            return Err(ConfigError {
+                key: "server.trusted_proxies",
+                message: format!("{bad:?} is not an IP address or CIDR network"),
+            });
+        }
+        if self.server.tls.cert.is_empty() != self.server.tls.key.is_empty() {
+            return Err(ConfigError {
+                key: "server.tls",
+                message: "needs both `cert` and `key` (or neither)".into(),
+            });
         }
         positive("server.drain_timeout_secs", self.server.drain_timeout_secs)?;
         crate::room::options::validate(self)?;
@@ -720,6 +789,22 @@ impl Config {
     }
 }
 
+/// `host:port` with a numeric port and a non-empty host (IPv6 in brackets).
+fn valid_listen(s: &str) -> bool {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    port.parse::<u16>().is_ok()
+        && !host.is_empty()
+        && !host.contains(':')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,5 +853,39 @@ mod tests {
         c.server.development = false;
         c.auth.hmac_secret = "s3cret".into();
         c.check_production().expect("a secret");
+    }
+
+    #[test]
+    fn listen_proxies_and_tls_are_checked() {
+        for bad in [
+            "not-an-address",
+            "127.0.0.1",
+            ":8080",
+            "host:port",
+            "::1:80",
+        ] {
+            let mut c = Config::default();
+            c.server.listen = bad.into();
+            assert_eq!(c.validate().expect_err(bad).key, "server.listen", "{bad}");
+        }
+        for good in [
+            "0.0.0.0:80",
+            "[::]:8080",
+            "localhost:8080",
+            "gw-1.internal:443",
+        ] {
+            let mut c = Config::default();
+            c.server.listen = good.into();
+            c.validate().expect(good);
+        }
+        let mut c = Config::default();
+        c.server.trusted_proxies = vec!["10.0.0.0/8".into(), "nope".into()];
+        assert_eq!(
+            c.validate().expect_err("invalid").key,
+            "server.trusted_proxies"
+        );
+        let mut c = Config::default();
+        c.server.tls.cert = "/etc/cert.pem".into();
+        assert_eq!(c.validate().expect_err("invalid").key, "server.tls");
     }
 }

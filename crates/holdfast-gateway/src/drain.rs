@@ -53,6 +53,12 @@ impl Drain {
         &self.tracker
     }
 
+    /// Turns readiness off and refuses new sessions, leaving open ones alone: the first step
+    /// of a drain, so load balancers can take the node out before its sessions are told.
+    pub fn mark_unready(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     /// Runs the drain: readiness off, sessions told, bounded wait.
     pub async fn run(&self, grace: Duration) -> DrainOutcome {
         self.draining.store(true, Ordering::Release);

@@ -13,14 +13,15 @@
 //!   `limits.max_connections_per_ip` sessions, 401 for an invalid or expired token.
 //! - `GET /sse`, `POST /sse/send`, `GET /poll`, `POST /poll/send`: the fallback transports
 //!   (see [`crate::fallback`]); same authentication and limits as `/ws`.
-//! - `GET /metrics`: Prometheus text format, only when `metrics.public` is set (the internal
-//!   listener always serves it, see [`crate::api`]).
+//! - `GET /metrics`: Prometheus text format (see [`crate::metrics::router`]), only when
+//!   `metrics.public` is set (the internal listener always serves it, see [`crate::api`]).
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 when the node accepts new sessions, 503 while draining or while the
 //!   cluster broker is unreachable.
 //! - `GET /demo`, `GET /demo/holdfast.js`: the demo page and the bundled TypeScript client.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -35,6 +36,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::auth::AuthError;
 use crate::limits::{origin_allowed, raw_refusal, ConnSlot, Full};
 use crate::node::{AdmitError, Node};
+use crate::proxy::TrustedProxies;
+use crate::tls::TlsFiles;
 use crate::{fallback, session};
 
 /// The node's routes.
@@ -48,19 +51,12 @@ pub fn router(node: Node) -> Router {
             .route("/poll/send", post(fallback::send));
     }
     if node.config().metrics.public {
-        r = r.route("/metrics", get(metrics));
+        r = r.merge(crate::metrics::router(node.clone()));
     }
     r.route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(crate::demo::router())
         .with_state(node)
-}
-
-pub(crate) async fn metrics(State(node): State<Node>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics().render(),
-    )
 }
 
 async fn healthz() -> &'static str {
@@ -126,11 +122,14 @@ async fn ws_upgrade(
                 }
                 Some(c)
             }
-            Err(AuthError::Expired) => {
-                return reject(&node, StatusCode::UNAUTHORIZED, "token_expired")
-            }
-            Err(AuthError::Invalid) => {
-                return reject(&node, StatusCode::UNAUTHORIZED, "auth_failed")
+            Err(e) => {
+                let reason = match e {
+                    AuthError::Expired => "token_expired",
+                    AuthError::Invalid => "auth_failed",
+                };
+                let (inner, ws) = (&node.inner, crate::metrics::Transport::WebSocket);
+                inner.auth_log.record(&inner.metrics, peer.ip(), ws, reason);
+                return reject(&node, StatusCode::UNAUTHORIZED, reason);
             }
         },
     };
@@ -171,15 +170,18 @@ async fn ws_upgrade(
         })
 }
 
-/// Accepts connections until the drain starts, serving each on its own tracked task.
+/// Accepts connections until the drain starts, serving each on its own tracked task (over TLS
+/// when `tls` is given).
 ///
 /// Every accepted connection first takes a pending slot for its address (see
 /// [`crate::limits`]): over `limits.max_pending_per_ip` (or the node's
 /// `limits.max_pending_connections`) it is answered 429 (503) and closed at once, so the
 /// listener never stops accepting and one address cannot hold the node-wide pool. The slot is
 /// given back when the connection becomes a WebSocket session, an SSE stream or a long-poll.
-pub async fn accept_loop(listener: TcpListener, node: Node) {
+pub async fn accept_loop(listener: TcpListener, node: Node, tls: Option<Arc<TlsFiles>>) {
     let router = router(node.clone());
+    let proxies =
+        Arc::new(TrustedProxies::parse(&node.config().server.trusted_proxies).unwrap_or_default());
     let cancel = node.inner.drain.token().clone();
     let handshake_timeout = Duration::from_millis(node.config().limits.handshake_timeout_ms);
     loop {
@@ -195,7 +197,13 @@ pub async fn accept_loop(listener: TcpListener, node: Node) {
                 }
             },
         };
-        let slot = match node.inner.pending.try_acquire(peer.ip()) {
+        // A trusted proxy carries many clients: only the node-wide bound applies to it.
+        let slot = if proxies.trusts(peer.ip()) {
+            node.inner.pending.try_acquire_shared(peer.ip())
+        } else {
+            node.inner.pending.try_acquire(peer.ip())
+        };
+        let slot = match slot {
             Ok(s) => s,
             Err(full) => {
                 refuse_at_accept(&node, stream, full);
@@ -206,11 +214,17 @@ pub async fn accept_loop(listener: TcpListener, node: Node) {
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let cancel = cancel.clone();
+        let (tls, proxies) = (tls.clone(), proxies.clone());
         node.inner.drain.tracker().spawn(async move {
             let req_slot = conn_slot.clone();
+            let Ok(stream) = crate::tls::accept(tls.as_deref(), stream, handshake_timeout).await
+            else {
+                return;
+            };
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let client = proxies.client_addr(peer, req.headers());
+                    req.extensions_mut().insert(ConnectInfo(client));
                     req.extensions_mut().insert(req_slot.clone());
                     let router = router.clone();
                     async move { tower::ServiceExt::oneshot(router, req).await }

@@ -42,14 +42,18 @@ pub mod fallback;
 pub mod hooks;
 pub mod http;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod permissions;
+mod process;
+pub mod proxy;
 pub mod registry;
 pub mod room;
 mod session;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 
 use std::future::Future;
@@ -58,6 +62,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use broker::{Broker, MemoryBroker};
@@ -79,6 +84,9 @@ pub enum StartError {
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error("server.tls: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The listeners of a node, bound by the caller (the binary from `server.listen` and
@@ -105,6 +113,7 @@ pub struct Gateway {
     api: Option<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    tls: Option<Arc<tls::TlsFiles>>,
 }
 
 impl Gateway {
@@ -144,8 +153,16 @@ impl Gateway {
         if api.is_some() && config.api.keys.is_empty() {
             tracing::warn!("api.keys is empty: the server API refuses every request");
         }
+        let tls = tls::TlsFiles::from_config(&config.server.tls)?;
         let node = Node::new(config, broker, store);
-        let accept = tokio::spawn(http::accept_loop(public, node.clone()));
+        if let Some(files) = &tls {
+            let every = node.config().server.tls.reload_interval_secs;
+            if every > 0 {
+                let stop = node.inner.drain.token().clone();
+                tokio::spawn(files.clone().watch(Duration::from_secs(every), stop));
+            }
+        }
+        let accept = tokio::spawn(http::accept_loop(public, node.clone(), tls.clone()));
         let api = api.map(|l| tokio::spawn(api::serve(l, node.clone())));
         let sweeper = tokio::spawn(sweep_loop(node.clone()));
         tokio::spawn(presence_loop(node.clone()));
@@ -158,6 +175,7 @@ impl Gateway {
             api,
             sweeper,
             heartbeat,
+            tls,
         })
     }
 
@@ -176,10 +194,30 @@ impl Gateway {
         &self.node
     }
 
-    /// Drains the node: readiness off, upgrades refused, `server_shutdown` and 1001 to every
-    /// session, then waits up to `server.drain_timeout_secs` for them to end.
+    /// Reads the TLS certificate and key again (the binary does on SIGHUP). Without TLS there
+    /// is nothing to do.
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        match &self.tls {
+            Some(files) => files.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// Drains the node: readiness off and upgrades refused, then (after
+    /// `server.drain_delay_ms`, open sessions untouched meanwhile) `server_shutdown` and 1001 to
+    /// every session, then waits up to `server.drain_timeout_secs` for them to end.
     pub async fn shutdown(self) -> DrainOutcome {
         let grace = Duration::from_secs(self.node.config().server.drain_timeout_secs);
+        self.node.metrics().draining.set(1);
+        let delay = Duration::from_millis(self.node.config().server.drain_delay_ms);
+        if !delay.is_zero() {
+            self.node.inner.drain.mark_unready();
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "unready; sessions stay open for the drain delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
         let outcome = self.node.inner.drain.run(grace).await;
         let _ = self.accept.await;
         if let Some(api) = self.api {
@@ -210,12 +248,44 @@ pub async fn serve_with(
     store: Option<Arc<dyn store::RoomBackend>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainOutcome, StartError> {
+    serve_with_reload(
+        config,
+        listener,
+        broker,
+        store,
+        shutdown,
+        Arc::new(Notify::new()),
+    )
+    .await
+}
+
+/// Like [`serve_with`]; each notification of `reload` reads the TLS files again (the binary
+/// notifies it on SIGHUP).
+pub async fn serve_with_reload(
+    config: Config,
+    listener: impl Into<Listeners>,
+    broker: Arc<dyn Broker>,
+    store: Option<Arc<dyn store::RoomBackend>>,
+    shutdown: impl Future<Output = ()>,
+    reload: Arc<Notify>,
+) -> Result<DrainOutcome, StartError> {
     let gateway = Gateway::start_with(config, listener, broker, store).await?;
-    tracing::info!(addr = %gateway.local_addr(), node = gateway.node().id(), "holdfast listening");
+    let tls = gateway.tls.is_some();
+    tracing::info!(addr = %gateway.local_addr(), node = gateway.node().id(), tls, "holdfast listening");
     if let Some(api) = gateway.api_addr() {
         tracing::info!(addr = %api, "internal listener (server API, /metrics)");
     }
-    shutdown.await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = reload.notified() => {
+                if let Err(e) = gateway.reload_tls() {
+                    tracing::warn!(error = %e, "TLS reload failed; keeping the previous certificate");
+                }
+            }
+        }
+    }
     tracing::info!("draining");
     let outcome = gateway.shutdown().await;
     tracing::info!(?outcome, "drained");
@@ -244,6 +314,7 @@ async fn sweep_loop(node: Node) {
         tokio::select! {
             _ = node.inner.drain.token().cancelled() => break,
             _ = tick.tick() => {
+                node.inner.auth_log.flush();
                 node.inner.store.sweep(auth::unix_now_ms()).await;
             }
         }

@@ -85,13 +85,23 @@ impl CountLimit {
 
     /// Takes one slot for `ip`, or says which bound is reached.
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
+        self.acquire(ip, self.ip_cap)
+    }
+
+    /// Takes one slot for `ip` bounded by the node-wide cap only (a trusted proxy, which
+    /// carries many clients).
+    pub fn try_acquire_shared(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
+        self.acquire(ip, usize::MAX)
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr, ip_cap: usize) -> Result<Slot, Full> {
         let key = peer_key(ip);
         let mut c = self.lock();
         if c.total >= self.node_cap {
             return Err(Full::Node);
         }
         let n = c.per_ip.get(&key).copied().unwrap_or(0);
-        if n >= self.ip_cap {
+        if n >= ip_cap {
             return Err(Full::Ip);
         }
         c.per_ip.insert(key, n + 1);

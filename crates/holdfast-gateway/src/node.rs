@@ -58,6 +58,8 @@ pub struct NodeInner {
     streams: Arc<CountLimit>,
     /// Sessions on the SSE and long-polling transports.
     pub fallback: crate::fallback::FallbackSessions,
+    /// Rate-limited auth-failure log lines.
+    pub auth_log: crate::logs::AuthFailureLog,
     /// Source of session ids.
     next_session: AtomicU64,
 }
@@ -83,6 +85,14 @@ impl From<Full> for AdmitError {
 /// A session slot; releases its counts when dropped.
 pub struct Admission {
     _slot: Slot,
+    ip: IpAddr,
+}
+
+impl Admission {
+    /// The client address the slot was taken for.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
+    }
 }
 
 impl Node {
@@ -114,6 +124,7 @@ impl Node {
                 mirror: Arc::new(Mirror::default()),
             },
         );
+        let auth_log = crate::logs::AuthFailureLog::new(config.log.auth_failures_per_sec);
         let inner = Arc::new(NodeInner {
             id,
             verifier: Verifier::from_config(&config.auth),
@@ -137,6 +148,7 @@ impl Node {
             drain,
             broker: broker.clone(),
             fallback: Default::default(),
+            auth_log,
             next_session: AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&inner);
@@ -182,7 +194,7 @@ impl Node {
     /// Takes a session slot for a peer, or says which limit is reached.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admission, AdmitError> {
         let slot = self.inner.sessions.try_acquire(ip)?;
-        Ok(Admission { _slot: slot })
+        Ok(Admission { _slot: slot, ip })
     }
 
     /// Takes a slot for an SSE stream or a long-poll, or says which limit is reached.

@@ -257,7 +257,7 @@ async fn every_bad_frame_gets_its_code_and_the_session_continues() {
     assert_eq!(a.expect("pong").await["id"], "alive");
     other.send(json!({"type":"ping"})).await;
     other.expect("pong").await;
-    let errors = metric(addr, "ws_errors_total{code=\"bad_json\"}").await;
+    let errors = metric(addr, "holdfast_errors_total{code=\"bad_json\"}").await;
     assert_eq!(errors, 2.0);
 }
 
@@ -276,7 +276,15 @@ async fn single_socket_newest_wins() {
         .await;
     assert_eq!(new.expect("message").await["data"], "hi");
     assert!(
-        eventually(|| async { metric(addr, "ws_close_total{code=\"4000\"}").await == 1.0 }).await
+        eventually(|| async {
+            metric(
+                addr,
+                "holdfast_close_total{code=\"4000\",transport=\"websocket\"}",
+            )
+            .await
+                == 1.0
+        })
+        .await
     );
 }
 
@@ -362,7 +370,15 @@ async fn slow_consumer_is_closed_while_others_keep_receiving() {
         assert_eq!(w[0] + 1, w[1], "the fast member saw every event in order");
     }
     assert!(
-        eventually(|| async { metric(addr, "ws_close_total{code=\"4001\"}").await == 1.0 }).await
+        eventually(|| async {
+            metric(
+                addr,
+                "holdfast_close_total{code=\"4001\",transport=\"websocket\"}",
+            )
+            .await
+                == 1.0
+        })
+        .await
     );
     // A consumer that stopped reading cannot read the close frame either unless its buffers had
     // room for it: it sees 4001 or the connection ends (1006). The server recorded 4001 above.
@@ -433,7 +449,7 @@ async fn origin_and_connection_limits_refuse_upgrades() {
     assert_eq!(
         metric(
             addr,
-            "ws_upgrades_rejected_total{reason=\"max_connections\"}"
+            "holdfast_upgrades_rejected_total{reason=\"max_connections\"}"
         )
         .await,
         1.0
@@ -538,17 +554,23 @@ async fn metrics_are_present_and_moving() {
     let addr = gw.local_addr();
     let (_, body) = http_get(addr, "/metrics").await;
     for name in [
-        "ws_connections_active",
-        "ws_connections_opened_total",
-        "ws_connections_closed_total",
-        "ws_heartbeat_rtt_seconds",
-        "ws_messages_sent_total",
-        "ws_messages_failed_total",
-        "ws_send_buffer_bytes",
-        "ws_fanout_lag_seconds",
-        "rooms_active",
-        "room_members",
-        "reconnection_tokens_issued_total",
+        "holdfast_connections_active{transport=\"websocket\"}",
+        "holdfast_connections_active{transport=\"sse\"}",
+        "holdfast_connections_active{transport=\"longpoll\"}",
+        "holdfast_connections_opened_total",
+        "holdfast_connections_closed_total",
+        "holdfast_heartbeat_rtt_seconds",
+        "holdfast_messages_sent_total",
+        "holdfast_messages_failed_total",
+        "holdfast_send_buffer_bytes",
+        "holdfast_fanout_lag_seconds",
+        "holdfast_rooms_active",
+        "holdfast_room_members",
+        "holdfast_reconnection_tokens_issued_total",
+        "holdfast_process_open_fds",
+        "holdfast_process_max_fds",
+        "holdfast_process_cpu_seconds_total",
+        "holdfast_process_resident_memory_bytes",
     ] {
         assert!(body.contains(name), "missing {name}");
     }
@@ -556,14 +578,36 @@ async fn metrics_are_present_and_moving() {
     a.join("r").await;
     a.send(json!({"type":"publish","room":"r","data":1})).await;
     a.expect("event").await;
-    assert_eq!(metric(addr, "ws_connections_active").await, 1.0);
-    assert_eq!(metric(addr, "rooms_active").await, 1.0);
-    assert_eq!(metric(addr, "room_members").await, 1.0);
-    assert!(metric(addr, "ws_messages_sent_total").await >= 3.0);
-    assert!(metric(addr, "ws_fanout_lag_seconds_count").await >= 1.0);
+    assert_eq!(
+        metric(addr, "holdfast_connections_active{transport=\"websocket\"}").await,
+        1.0
+    );
+    assert_eq!(metric(addr, "holdfast_rooms_active").await, 1.0);
+    assert_eq!(metric(addr, "holdfast_room_members").await, 1.0);
+    assert!(metric(addr, "holdfast_messages_sent_total").await >= 3.0);
+    assert!(metric(addr, "holdfast_fanout_lag_seconds_count").await >= 1.0);
     a.close().await;
-    assert!(eventually(|| async { metric(addr, "ws_connections_active").await == 0.0 }).await);
-    assert_eq!(metric(addr, "ws_connections_closed_total").await, 1.0);
-    assert_eq!(metric(addr, "ws_close_total{code=\"1000\"}").await, 1.0);
-    assert_eq!(metric(addr, "ws_send_buffer_bytes").await, 0.0);
+    assert!(
+        eventually(|| async {
+            metric(addr, "holdfast_connections_active{transport=\"websocket\"}").await == 0.0
+        })
+        .await
+    );
+    assert_eq!(
+        metric(
+            addr,
+            "holdfast_connections_closed_total{transport=\"websocket\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            addr,
+            "holdfast_close_total{code=\"1000\",transport=\"websocket\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(metric(addr, "holdfast_send_buffer_bytes").await, 0.0);
 }

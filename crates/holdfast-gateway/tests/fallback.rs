@@ -307,8 +307,21 @@ async fn fallback_sessions_expire_when_the_client_stops_polling() {
     // No more polls: the session ends and the member turns away like a dropped WebSocket.
     assert_eq!(ws.expect_presence("away").await["user_id"], "gone");
     assert!(
-        eventually(|| async { metric(addr, "ws_close_total{code=\"4005\"}").await == 1.0 }).await
+        eventually(|| async {
+            metric(
+                addr,
+                "holdfast_close_total{code=\"4005\",transport=\"longpoll\"}",
+            )
+            .await
+                == 1.0
+        })
+        .await
     );
+    // The long-poll session is counted as such, never as a WebSocket.
+    let opened = "holdfast_connections_opened_total{transport=\"longpoll\"}";
+    assert_eq!(metric(addr, opened).await, 1.0);
+    let ws_closed = "holdfast_close_total{code=\"4005\",transport=\"websocket\"}";
+    assert_eq!(metric(addr, ws_closed).await, 0.0);
 }
 
 #[tokio::test]

@@ -103,8 +103,8 @@ async fn resume_replays_missed_events_and_rotates_the_token() {
     ))
     .await;
     assert_eq!(b5.expect("reconnected").await["recovered"], true);
-    assert!(metric(addr, "reconnection_completions_total").await >= 2.0);
-    assert!(metric(addr, "reconnection_validation_failures_total").await >= 1.0);
+    assert!(metric(addr, "holdfast_reconnection_completions_total").await >= 2.0);
+    assert!(metric(addr, "holdfast_reconnection_validation_failures_total").await >= 1.0);
 }
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn replay_beyond_the_buffer_reports_the_exact_gap() {
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, (21..=30).collect::<Vec<_>>());
-    assert!(metric(addr, "reconnection_events_evicted_total").await >= 20.0);
+    assert!(metric(addr, "holdfast_reconnection_events_evicted_total").await >= 20.0);
 }
 
 #[tokio::test]
@@ -243,7 +243,10 @@ async fn presence_goes_away_then_back_without_flapping() {
         assert_eq!(p["changes"][0]["status"], "online");
         assert_eq!(p["changes"][0]["player_id"], jb["player_id"]);
     }
-    assert_eq!(metric(addr, "reconnection_sessions_active").await, 0.0);
+    assert_eq!(
+        metric(addr, "holdfast_reconnection_sessions_active").await,
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -339,7 +342,7 @@ async fn a_retried_publish_is_delivered_once_across_a_reconnect() {
     a2.send(json!({"type":"publish","room":"r","data":"next","id":"m-2"}))
         .await;
     assert_eq!(b.expect("event").await["data"], "next");
-    assert_eq!(metric(addr, "dedupe_hits_total").await, 1.0);
+    assert_eq!(metric(addr, "holdfast_dedupe_hits_total").await, 1.0);
 }
 
 #[tokio::test]
@@ -374,11 +377,15 @@ async fn buffers_and_rooms_are_freed_when_nobody_can_resume() {
     a.join("temp").await;
     cut(a);
     assert!(
-        eventually(|| async { metric(addr, "reconnection_sessions_active").await == 1.0 }).await
+        eventually(|| async { metric(addr, "holdfast_reconnection_sessions_active").await == 1.0 })
+            .await
     );
-    assert!(eventually(|| async { metric(addr, "rooms_active").await == 0.0 }).await);
+    assert!(eventually(|| async { metric(addr, "holdfast_rooms_active").await == 0.0 }).await);
     assert_eq!(metric(addr, "room_members").await, 0.0);
-    assert_eq!(metric(addr, "reconnection_sessions_active").await, 0.0);
+    assert_eq!(
+        metric(addr, "holdfast_reconnection_sessions_active").await,
+        0.0
+    );
 }
 
 #[tokio::test]

@@ -80,17 +80,21 @@ pub(crate) struct RedisMetrics {
 impl RedisMetrics {
     fn new() -> RedisMetrics {
         RedisMetrics {
-            connected: IntGauge::new("redis_connected", "1 while the pub/sub connection is up")
-                .expect("valid metric"),
+            connected: IntGauge::new(
+                "holdfast_redis_connected",
+                "1 while the pub/sub connection is up",
+            )
+            .expect("valid metric"),
             op_seconds: Histogram::with_opts(
-                HistogramOpts::new("redis_op_seconds", "Redis script round trips").buckets(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
-                ]),
+                HistogramOpts::new("holdfast_redis_op_seconds", "Redis script round trips")
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+                    ]),
             )
             .expect("valid metric"),
             pubsub_lag: Histogram::with_opts(
                 HistogramOpts::new(
-                    "redis_pubsub_lag_seconds",
+                    "holdfast_redis_pubsub_lag_seconds",
                     "Room event publication to arrival on this node",
                 )
                 .buckets(vec![
@@ -99,14 +103,17 @@ impl RedisMetrics {
             )
             .expect("valid metric"),
             resyncs: IntCounter::new(
-                "redis_resyncs_total",
+                "holdfast_redis_resyncs_total",
                 "History fetches after a skipped seq or a reconnection",
             )
             .expect("valid metric"),
-            errors: IntCounter::new("redis_errors_total", "Redis operations that failed")
-                .expect("valid metric"),
+            errors: IntCounter::new(
+                "holdfast_redis_errors_total",
+                "Redis operations that failed",
+            )
+            .expect("valid metric"),
             conflicts: IntCounter::new(
-                "redis_room_conflicts_total",
+                "holdfast_redis_room_conflicts_total",
                 "Room commits retried because another node changed the room first",
             )
             .expect("valid metric"),

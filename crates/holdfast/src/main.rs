@@ -8,10 +8,12 @@ mod settings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use holdfast_gateway::{auth, Config, DrainOutcome};
+use tokio::sync::Notify;
 
 /// Holdfast: a real-time WebSocket gateway.
 #[derive(Parser)]
@@ -79,6 +81,20 @@ enum Command {
         /// TOML configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
+    },
+    /// Prints the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validates a configuration file completely (values, addresses, TLS files), with the
+    /// `HOLDFAST_*` overrides applied as `serve` would; exits 2 naming the file and key on error.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
     },
 }
 
@@ -186,7 +202,27 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Config { config } => match settings::load(config.as_deref()) {
+        Command::Version => {
+            println!("holdfast {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            action: Some(ConfigAction::Check { file }),
+            ..
+        } => match settings::check(&file) {
+            Ok(warnings) => {
+                for w in warnings {
+                    println!("warning: {w}");
+                }
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Config {
+            config,
+            action: None,
+        } => match settings::load(config.as_deref()) {
             Ok(cfg) => match settings::render_redacted(&cfg) {
                 Ok(s) => {
                     print!("{s}");
@@ -227,9 +263,14 @@ fn serve(mut cfg: Config) -> ExitCode {
             "development mode (--dev): no auth.hmac_secret configured, using a random secret \
              for this run only; set HOLDFAST_AUTH__HMAC_SECRET for production"
         );
+        let scheme = if cfg.server.tls.enabled() {
+            "wss"
+        } else {
+            "ws"
+        };
         eprintln!(
             "\nDevelopment token for user `dev` (valid 1 h, this run only):\n  {token}\n\
-             Connect with: ws://{}/ws?token=<token>\n",
+             Connect with: {scheme}://{}/ws?token=<token>\n",
             cfg.server.listen
         );
     }
@@ -262,8 +303,11 @@ fn serve(mut cfg: Config) -> ExitCode {
         };
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        let reload = Arc::new(Notify::new());
+        tokio::spawn(reload_on_hangup(reload.clone()));
         let result = if cfg.broker.url.is_empty() {
-            holdfast_gateway::serve(cfg, listener, shutdown).await
+            let broker = holdfast_gateway::MemoryBroker::new();
+            holdfast_gateway::serve_with_reload(cfg, listener, broker, None, shutdown, reload).await
         } else {
             let url = cfg.broker.url.clone();
             let shown = holdfast_redis::redact_url(&url);
@@ -277,12 +321,13 @@ fn serve(mut cfg: Config) -> ExitCode {
                 Err(e) => return fail(&format!("cannot reach Redis at {shown}: {e}")),
             };
             tracing::info!(redis = %shown, "cluster mode: rooms and users live in Redis");
-            holdfast_gateway::serve_with(
+            holdfast_gateway::serve_with_reload(
                 cfg,
                 listener,
                 cluster.broker,
                 Some(cluster.store),
                 shutdown,
+                reload,
             )
             .await
         };
@@ -312,17 +357,42 @@ async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(8192)
 }
 
+/// Logs go to stderr: one JSON object per line with `log.format = "json"`, otherwise
+/// human-readable lines, coloured only when stderr is a terminal (never in files or journald).
 fn init_logs(cfg: &Config) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if cfg.log.format == "json" {
-        builder.json().init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .init();
     } else {
-        builder.init();
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
+}
+
+/// Notifies `reload` on every SIGHUP (the TLS certificate and key are read again).
+async fn reload_on_hangup(reload: Arc<Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS certificate");
+            reload.notify_one();
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
 }
 
 /// Resolves on SIGTERM or SIGINT.

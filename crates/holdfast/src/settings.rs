@@ -17,13 +17,10 @@ pub fn load(file: Option<&Path>) -> Result<Config, String> {
         fig = fig.merge(Toml::file(path));
     }
     fig = fig.merge(Env::prefixed("HOLDFAST_").split("__"));
-    let cfg: Config = fig.extract().map_err(|e| {
-        let key = e.path.join(".");
-        if key.is_empty() {
-            format!("invalid configuration: {e}")
-        } else {
-            format!("invalid configuration: `{key}`: {}", e.kind)
-        }
+    let cfg: Config = fig.extract().map_err(describe)?;
+    cfg.validate().map_err(|e| match file {
+        Some(path) => format!("{}: {e}", path.display()),
+        None => e.to_string(),
     })?;
     let mut cfg = cfg;
     load_key_files(&mut cfg)?;
@@ -44,6 +41,60 @@ fn load_key_files(cfg: &mut Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A figment error as one line naming where the value came from (the file, or the
+/// environment variable) and the key.
+fn describe(errors: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for e in errors {
+        let origin = e
+            .metadata
+            .as_ref()
+            .map(|m| match &m.source {
+                Some(figment::Source::File(path)) => format!("{}: ", path.display()),
+                Some(other) => format!("{other}: "),
+                None => format!("{}: ", m.name),
+            })
+            .unwrap_or_default();
+        let key = e.path.join(".");
+        lines.push(if key.is_empty() {
+            format!("{origin}invalid configuration: {}", e.kind)
+        } else {
+            format!("{origin}invalid configuration: `{key}`: {}", e.kind)
+        });
+    }
+    lines.join("; ")
+}
+
+/// Everything `serve` would check before listening, without listening: the file parses with
+/// no unknown key, every value is in range, and the TLS certificate and key load. Returns
+/// warnings that do not prevent a start.
+pub fn check(file: &Path) -> Result<Vec<String>, String> {
+    let cfg = load(Some(file))?;
+    if cfg.server.tls.enabled() {
+        let tls = &cfg.server.tls;
+        holdfast_gateway::tls::load(Path::new(&tls.cert), Path::new(&tls.key)).map_err(|e| {
+            format!(
+                "{}: invalid configuration: `server.tls`: {e}",
+                file.display()
+            )
+        })?;
+    }
+    let mut warnings = Vec::new();
+    if cfg.auth.hmac_secret.is_empty() {
+        warnings.push(
+            "auth.hmac_secret is empty: `serve` runs in development mode with a random secret"
+                .to_owned(),
+        );
+    }
+    if cfg.limits.allowed_origins.is_empty() {
+        warnings.push(
+            "limits.allowed_origins is empty: browser upgrades from every origin are accepted"
+                .to_owned(),
+        );
+    }
+    Ok(warnings)
 }
 
 /// The configuration as TOML with secrets redacted.

@@ -286,9 +286,9 @@ pub fn router(node: Node) -> Router {
         .route("/api/v1/{*rest}", axum::routing::any(unknown_route))
         .layer(axum::middleware::from_fn_with_state(keys, authenticate));
     Router::new()
-        .route("/metrics", get(crate::http::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(api)
+        .merge(crate::metrics::router(node.clone()))
         .fallback(unknown_route)
         .with_state(node)
 }

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::auth::{AuthError, Claims};
 use crate::limits::{origin_allowed, ConnSlot, Refusal, Slot};
+use crate::metrics::Transport;
 use crate::node::{AdmitError, Node};
 use crate::room::encode;
 use crate::session::Session;
@@ -163,7 +164,12 @@ async fn request_claims(
 }
 
 /// Creates a fallback session and its task.
-async fn open(node: &Node, claims: Claims, peer: IpAddr) -> Result<Arc<FallbackSession>, Refusal> {
+async fn open(
+    node: &Node,
+    claims: Claims,
+    peer: IpAddr,
+    transport: Transport,
+) -> Result<Arc<FallbackSession>, Refusal> {
     if node.is_draining() {
         return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "draining"));
     }
@@ -205,19 +211,19 @@ async fn open(node: &Node, claims: Claims, peer: IpAddr) -> Result<Arc<FallbackS
     });
     node.inner.fallback.insert(fs.clone());
     let metrics = node.inner.metrics.clone();
-    metrics.connections_opened.inc();
-    metrics.connections_active.inc();
+    metrics.session_opened(transport);
+    crate::logs::session_started(&fs.id, &fs.user, peer, transport);
+    let started = Instant::now();
     let task_node = node.clone();
     let task_fs = fs.clone();
     node.inner.drain.tracker().spawn(async move {
-        let code = drive(&task_node, session, &task_fs, inbound_rx).await;
+        let code = drive(&task_node, session, &task_fs, inbound_rx)
+            .await
+            .code();
         drop(admission);
-        metrics
-            .close_total
-            .with_label_values(&[&code.code().to_string()])
-            .inc();
-        metrics.connections_closed.inc();
-        metrics.connections_active.dec();
+        metrics.session_closed(transport, code);
+        let (id, user) = (&task_fs.id, &task_fs.user);
+        crate::logs::session_ended(id, user, peer, transport, code, started.elapsed());
         let cancel = task_node.inner.drain.token().clone();
         tokio::select! {
             _ = tokio::time::sleep(CLOSED_LINGER) => {}

@@ -99,7 +99,7 @@ pub async fn poll(
 
 async fn poll_admitted(node: &Node, ip: IpAddr, claims: Claims, q: PollQuery) -> Response {
     let Some(sid) = q.session else {
-        let fs = match open(node, claims, ip).await {
+        let fs = match open(node, claims, ip, crate::metrics::Transport::LongPoll).await {
             Ok(fs) => fs,
             Err(r) => return refused(node, r),
         };

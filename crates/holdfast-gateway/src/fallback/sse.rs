@@ -64,7 +64,7 @@ pub async fn sse(
     }
     let (fs, after) = match start {
         Some(x) => x,
-        None => match open(&node, claims, peer.ip()).await {
+        None => match open(&node, claims, peer.ip(), crate::metrics::Transport::Sse).await {
             Ok(fs) => (fs, 0),
             Err(r) => return refused(&node, r),
         },

@@ -169,7 +169,10 @@ fn open(node: &Node, pre_auth: Option<Claims>) -> Peer {
 }
 
 fn closes(node: &Node, code: &str) -> u64 {
-    node.metrics().close_total.with_label_values(&[code]).get()
+    node.metrics()
+        .close_total
+        .with_label_values(&["websocket", code])
+        .get()
 }
 
 fn secs(n: u64) -> Duration {

@@ -20,6 +20,8 @@ use super::auth::authenticate;
 use super::core::Session;
 use super::heartbeat::{Beat, Heartbeat};
 use crate::auth::Claims;
+use crate::logs;
+use crate::metrics::Transport;
 use crate::node::{Admission, Node};
 use crate::registry::{Outbound, SessionHandle};
 use crate::room::encode;
@@ -49,8 +51,8 @@ where
     E: std::error::Error + 'static,
 {
     let metrics = node.inner.metrics.clone();
-    metrics.connections_opened.inc();
-    metrics.connections_active.inc();
+    let (peer, started) = (admission.ip(), std::time::Instant::now());
+    metrics.session_opened(Transport::WebSocket);
     // The phases are boxed so the task keeps only the state of the phase it is in: an idle
     // session's task stays small.
     let code = match pre_auth {
@@ -60,17 +62,28 @@ where
     let code = match code {
         Ok(claims) => {
             let session = Box::pin(Session::start(node, claims)).await;
-            Box::pin(drive(session, &mut ws)).await
+            let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
+            logs::session_started(&id, &user, peer, Transport::WebSocket);
+            let code = Box::pin(drive(session, &mut ws)).await;
+            logs::session_ended(
+                &id,
+                &user,
+                peer,
+                Transport::WebSocket,
+                code,
+                started.elapsed(),
+            );
+            code
         }
-        Err(code) => code,
+        Err(code) => {
+            if let Some(reason) = logs::auth_close_reason(code) {
+                (node.inner.auth_log).record(&metrics, peer, Transport::WebSocket, reason);
+            }
+            code
+        }
     };
     drop(admission);
-    metrics
-        .close_total
-        .with_label_values(&[&code.to_string()])
-        .inc();
-    metrics.connections_closed.inc();
-    metrics.connections_active.dec();
+    metrics.session_closed(Transport::WebSocket, code);
 }
 
 /// Writes one text frame directly (before the session's queue exists, or after it is done).
@@ -220,11 +233,12 @@ async fn write_batch<S: Sink<Message> + Unpin>(
 ) -> Result<(), S::Error> {
     let mut n = 0u64;
     let mut out = first;
+    // Emission times of the batch's room frames; fan-out lag is observed once the flush has
+    // completed, so it includes the write itself.
+    let mut emitted = [None; MAX_BATCH];
     loop {
-        // Fan-out lag is taken as the frame goes to the socket's write buffer; the flush below
-        // follows within the same batch.
-        if let Some(t) = out.emitted {
-            metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
+        if let Some(slot) = emitted.get_mut(n as usize) {
+            *slot = out.emitted;
         }
         ws.feed(Message::Text(out.text)).await?;
         n += 1;
@@ -237,6 +251,9 @@ async fn write_batch<S: Sink<Message> + Unpin>(
         }
     }
     ws.flush().await?;
+    for t in emitted.iter().flatten() {
+        metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
+    }
     metrics.messages_sent.inc_by(n);
     Ok(())
 }
