@@ -75,4 +75,5 @@ contract!(
     rooms_are_listed_by_prefix,
     room_names_are_any_text,
     rooms_are_independent,
+    a_whole_room_drops_and_resumes_while_events_flow_and_loses_nothing,
 );
