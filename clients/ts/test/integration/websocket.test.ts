@@ -38,7 +38,8 @@ describe("websocket against a real gateway", { timeout: 60_000 }, () => {
   });
 
   it("a dropped client resumes with every missed message exactly once, in order", async () => {
-    const a = makeClient(gw.url, "carol");
+    // Away for longer than one presence interval, so the others are told.
+    const a = makeClient(gw.url, "carol", { backoff: { minMs: 300, maxMs: 300, jitter: 0 } });
     const b = makeClient(gw.url, "dave");
     try {
       await a.client.join("resume");
