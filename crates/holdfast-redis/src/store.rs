@@ -3,13 +3,14 @@
 //! conflict). Operations on one room from this node are serialised first, so conflicts only
 //! arise between nodes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use holdfast_gateway::room::rules::{self, Op, Rules};
-use holdfast_gateway::room::state::RoomState;
+use holdfast_gateway::room::presence::PresenceNote;
+use holdfast_gateway::room::rules::{self, Op, Outcome, Rules};
+use holdfast_gateway::room::state::{Emitted, RoomState};
 use holdfast_gateway::room::stream::Buffered;
 use holdfast_gateway::store::{
     Applied, BoxFuture, RoomBackend, RoomPage, StoreContext, StoreError,
@@ -26,9 +27,21 @@ const MAX_ATTEMPTS: u32 = 64;
 /// The Redis implementation of the gateway's [`RoomBackend`].
 pub struct RedisRooms {
     pub(crate) shared: Arc<Shared>,
-    /// room → this node's queue for it: one operation at a time per room per node.
-    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// room → this node's queue of operations for it.
+    queues: Arc<Mutex<HashMap<String, Arc<Mutex<RoomQueue>>>>>,
 }
+
+/// The operations on one room waiting on this node. One runner at a time takes everything
+/// queued and commits it as one batch: in a storm of resumes, one load and one commit serve
+/// all of a room's resumes on this node instead of one each.
+#[derive(Default)]
+struct RoomQueue {
+    waiting: VecDeque<(Op, oneshot::Sender<Result<Applied, StoreError>>)>,
+    running: bool,
+}
+
+/// Most operations committed in one batch.
+const MAX_BATCH: usize = 128;
 
 /// A room's state as loaded: its version (`epoch:counter`, empty when it does not exist).
 struct Loaded {
@@ -36,31 +49,51 @@ struct Loaded {
     state: Option<RoomState>,
 }
 
+/// What one operation of a batch gave, before the commit's answer.
+struct Step {
+    outcome: Outcome,
+    seq: u64,
+    epoch: String,
+    emitted: usize,
+    presence: u64,
+    /// The replay range asked for, inclusive.
+    replay: Option<(u64, u64)>,
+}
+
+type BatchResult = Vec<Result<Applied, StoreError>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl RedisRooms {
     pub(crate) fn new(shared: Arc<Shared>) -> RedisRooms {
         RedisRooms {
             shared,
-            turns: Mutex::new(HashMap::new()),
+            queues: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    fn turns(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.turns.lock().unwrap_or_else(|e| e.into_inner())
+    fn handle(&self) -> RedisRooms {
+        RedisRooms {
+            shared: self.shared.clone(),
+            queues: self.queues.clone(),
+        }
     }
 
     fn ctx(&self) -> Result<&StoreContext, StoreError> {
         self.shared.ctx.get().ok_or(StoreError::Unavailable)
     }
 
-    async fn load(&self, room: &str, dedupe_of: Option<&str>) -> Result<Loaded, StoreError> {
+    async fn load(&self, room: &str, dedupe_of: &[&str]) -> Result<Loaded, StoreError> {
         let sh = &self.shared;
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET")
             .arg(sh.room_key(room, "st"))
             .arg("v")
             .arg("s");
-        if let Some(p) = dedupe_of {
-            pipe.cmd("HGET").arg(sh.room_key(room, "d")).arg(p);
+        if !dedupe_of.is_empty() {
+            pipe.cmd("HMGET").arg(sh.room_key(room, "d")).arg(dedupe_of);
         }
         let mut conn = sh.conn.clone();
         let r: redis::RedisResult<Vec<RValue>> = pipe.query_async(&mut conn).await;
@@ -80,14 +113,17 @@ impl RedisRooms {
             })?),
             None => None,
         };
-        if let (Some(st), Some(p)) = (state.as_mut(), dedupe_of) {
+        if let Some(st) = state.as_mut() {
             st.name = room.to_owned();
-            let raw: Option<String> = v.get(1).and_then(|x| redis::from_redis_value(x).ok());
-            if let Some(w) = raw.and_then(|raw| serde_json::from_str(&raw).ok()) {
-                st.dedupe.insert(p.to_owned(), w);
+            let windows: Vec<Option<String>> = v
+                .get(1)
+                .and_then(|x| redis::from_redis_value(x).ok())
+                .unwrap_or_default();
+            for (p, raw) in dedupe_of.iter().zip(windows) {
+                if let Some(w) = raw.and_then(|raw| serde_json::from_str(&raw).ok()) {
+                    st.dedupe.insert((*p).to_owned(), w);
+                }
             }
-        } else if let Some(st) = state.as_mut() {
-            st.name = room.to_owned();
         }
         Ok(Loaded {
             version: version.unwrap_or_default(),
@@ -95,70 +131,162 @@ impl RedisRooms {
         })
     }
 
-    /// One load → rules → commit attempt. `Ok(None)` on a version conflict.
+    /// One load → rules → commit attempt for a batch of operations on one room. `Ok(None)` on
+    /// a version conflict (nothing was applied: the caller retries the whole batch).
     async fn attempt(
         &self,
         room: &str,
-        op: &Op,
+        ops: &[Op],
         rules: &Rules,
-    ) -> Result<Option<Applied>, StoreError> {
+    ) -> Result<Option<BatchResult>, StoreError> {
         let ctx = self.ctx()?;
-        let dedupe_of = match op {
-            Op::Publish { player, .. } => Some(player.as_str()),
-            Op::ServerPublish { .. } => Some(rules::SERVER_DEDUPE),
-            _ => None,
-        };
-        let loaded = self.load(room, dedupe_of).await?;
-        let mut st = match loaded.state {
-            Some(st) => st,
-            None if rules::creates(op) => RoomState::new(room, random_epoch()),
-            None => {
-                let outcome = rules::on_missing(op)?;
-                return Ok(Some(Applied {
-                    outcome,
-                    seq: 0,
-                    epoch: String::new(),
-                    emitted: 0,
-                    presence: 0,
-                    replay: Vec::new(),
-                }));
-            }
-        };
-        let outcome = rules::apply(&mut st, op, rules)?;
-        let out = std::mem::take(&mut st.out);
+        let mut publishers: Vec<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Publish { player, .. } => Some(player.as_str()),
+                Op::ServerPublish { .. } => Some(rules::SERVER_DEDUPE),
+                _ => None,
+            })
+            .collect();
+        publishers.sort_unstable();
+        publishers.dedup();
+        let loaded = self.load(room, &publishers).await?;
         let opts = rules.options(room);
-        // Every membership change records a presence change, whatever the presence mode.
-        let membership_changed = !st.changes.is_empty() || st.kick.is_some();
-        let note = st.take_presence(opts.presence);
-        if out.is_empty()
-            && !membership_changed
-            && st.dedupe_dirty.is_empty()
-            && !matches!(op, Op::Join { .. } | Op::Resume { .. })
-            && !loaded.version.is_empty()
-        {
-            // Nothing changed (a no-op such as a repeated claim or a duplicate publish).
-            return Ok(Some(Applied {
+        let mut st = loaded.state;
+        let seq_before = st.as_ref().map_or(0, |s| s.seq);
+        let mut steps: Vec<Result<Step, StoreError>> = Vec::with_capacity(ops.len());
+        let mut frames: Vec<Emitted> = Vec::new();
+        let mut note: Option<PresenceNote> = None;
+        let mut changed = false;
+        for op in ops {
+            let state = match st.as_mut() {
+                Some(state) => state,
+                None if rules::creates(op) => st.insert(RoomState::new(room, random_epoch())),
+                None => {
+                    steps.push(match rules::on_missing(op) {
+                        Ok(outcome) => Ok(Step {
+                            outcome,
+                            seq: 0,
+                            epoch: String::new(),
+                            emitted: 0,
+                            presence: 0,
+                            replay: None,
+                        }),
+                        Err(e) => Err(StoreError::Refused(e)),
+                    });
+                    continue;
+                }
+            };
+            let outcome = match rules::apply(state, op, rules) {
+                Ok(o) => o,
+                Err(e) => {
+                    steps.push(Err(StoreError::Refused(e)));
+                    continue;
+                }
+            };
+            let out = std::mem::take(&mut state.out);
+            // Every membership change records a presence change, whatever the presence mode.
+            let membership = !state.changes.is_empty() || state.kick.is_some();
+            if let Some(n) = state.take_presence(opts.presence) {
+                match note.as_mut() {
+                    Some(all) => all.merge(n),
+                    None => note = Some(n),
+                }
+            }
+            changed |= !out.is_empty()
+                || membership
+                || !state.dedupe_dirty.is_empty()
+                || matches!(op, Op::Join { .. } | Op::Resume { .. });
+            steps.push(Ok(Step {
+                replay: rules::replay_range(op, &outcome),
                 outcome,
-                seq: st.seq,
-                epoch: st.epoch,
-                emitted: 0,
-                presence: 0,
-                replay: Vec::new(),
+                seq: state.seq,
+                epoch: state.epoch.clone(),
+                emitted: out.len(),
+                presence: state.presence_version,
             }));
+            frames.extend(out);
+            if state.is_empty() {
+                // The room is dropped with this operation: the rest of the batch waits for the
+                // next commit (one commit never both drops and recreates a room).
+                st = None;
+                break;
+            }
         }
+        let finish = |steps: Vec<Result<Step, StoreError>>, held: &[Buffered]| -> BatchResult {
+            steps
+                .into_iter()
+                .map(|r| {
+                    r.map(|s| {
+                        let replay = s
+                            .replay
+                            .map(|(from, to)| {
+                                held.iter()
+                                    .filter(|b| b.seq >= from && b.seq <= to.min(seq_before))
+                                    .cloned()
+                                    .chain(
+                                        frames
+                                            .iter()
+                                            .filter(|f| f.seq > seq_before && f.seq <= to)
+                                            .map(|f| Buffered {
+                                                seq: f.seq,
+                                                text: f.text.clone(),
+                                            }),
+                                    )
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        Applied {
+                            outcome: s.outcome,
+                            seq: s.seq,
+                            epoch: s.epoch,
+                            emitted: s.emitted,
+                            presence: s.presence,
+                            replay,
+                        }
+                    })
+                })
+                .collect()
+        };
+        if !changed {
+            // Nothing changed (refusals, a repeated claim, a duplicate publish, a read).
+            return Ok(Some(finish(steps, &[])));
+        }
+        // The replay ranges of the batch's resumes, as far as the stream held them before.
+        let (from, to) = steps
+            .iter()
+            .filter_map(|s| s.as_ref().ok().and_then(|s| s.replay))
+            .filter(|(from, _)| *from <= seq_before)
+            .fold((u64::MAX, 0), |(a, b), (f, t)| {
+                (a.min(f), b.max(t.min(seq_before)))
+            });
+        let replay = (to > 0).then_some((from, to));
         let counter = loaded
             .version
             .rsplit_once(':')
             .and_then(|(_, c)| c.parse::<u64>().ok())
             .unwrap_or(0);
-        let version = format!("{}:{}", st.epoch, counter + 1);
-        let body = if st.is_empty() {
-            String::new()
-        } else {
-            serde_json::to_string(&st).unwrap_or_default()
+        let (epoch, body, next_due, mut dirty, dedupe) = match st.as_mut() {
+            Some(state) => (
+                state.epoch.clone(),
+                serde_json::to_string(&*state).unwrap_or_default(),
+                state.members.iter().filter_map(|m| m.away_until).min(),
+                std::mem::take(&mut state.dedupe_dirty),
+                std::mem::take(&mut state.dedupe),
+            ),
+            None => (
+                steps
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.as_ref().ok().map(|s| s.epoch.clone()))
+                    .unwrap_or_default(),
+                String::new(),
+                None,
+                Vec::new(),
+                HashMap::new(),
+            ),
         };
-        let next_due = st.members.iter().filter_map(|m| m.away_until).min();
-        let replay = rules::replay_range(op, &outcome);
+        let version = format!("{epoch}:{}", counter + 1);
         let rc = &ctx.config.reconnection;
         let ttl = (rc.window_secs * 2).max(3600);
         let sh = &self.shared;
@@ -177,25 +305,23 @@ impl RedisRooms {
             .arg(next_due.map(|d| d.to_string()).unwrap_or_default())
             .arg(replay.map_or(0, |r| r.0))
             .arg(replay.map_or(0, |r| r.1))
-            .arg(&st.epoch)
+            .arg(&epoch)
             .arg(
                 note.as_ref()
                     .map(|n| serde_json::to_string(n).unwrap_or_default())
                     .unwrap_or_default(),
             );
-        let mut dirty = std::mem::take(&mut st.dedupe_dirty);
         dirty.sort();
         dirty.dedup();
         inv.arg(dirty.len());
         for p in &dirty {
-            let w = st
-                .dedupe
+            let w = dedupe
                 .get(p)
                 .map(|w| serde_json::to_string(w).unwrap_or_default())
                 .unwrap_or_default();
             inv.arg(p).arg(w);
         }
-        for e in &out {
+        for e in &frames {
             inv.arg(e.seq).arg(e.text.as_str());
         }
         let started = Instant::now();
@@ -236,49 +362,84 @@ impl RedisRooms {
         if rc.enabled {
             ctx.metrics
                 .reconnection_events_buffered
-                .inc_by(out.len() as u64);
+                .inc_by(frames.len() as u64);
         }
-        Ok(Some(Applied {
-            outcome,
-            seq: st.seq,
-            epoch: st.epoch,
-            emitted: out.len(),
-            presence: st.presence_version,
-            replay: held,
-        }))
+        Ok(Some(finish(steps, &held)))
+    }
+
+    /// Applies a batch, retrying the whole batch on a version conflict. The result may cover
+    /// only the first operations (when one of them dropped the room); the rest are retried.
+    async fn apply_batch(&self, room: &str, ops: &[Op]) -> BatchResult {
+        let rules = match self.ctx() {
+            Ok(ctx) => Rules::from_config(&ctx.config),
+            Err(e) => return ops.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.attempt(room, ops, &rules).await {
+                Ok(Some(results)) => return results,
+                Ok(None) => {
+                    self.shared.metrics.conflicts.inc();
+                    let jitter = rand::random_range(0..=u64::from(attempt.min(20)));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(e) => return ops.iter().map(|_| Err(e.clone())).collect(),
+            }
+        }
+        ops.iter().map(|_| Err(StoreError::Unavailable)).collect()
+    }
+
+    /// Runs `room`'s queue until it is empty: everything waiting is committed as one batch.
+    async fn run_queue(self, room: String, queue: Arc<Mutex<RoomQueue>>) {
+        loop {
+            let batch: Vec<(Op, oneshot::Sender<Result<Applied, StoreError>>)> = {
+                let mut q = lock(&queue);
+                if q.waiting.is_empty() {
+                    q.running = false;
+                    break;
+                }
+                let n = q.waiting.len().min(MAX_BATCH);
+                q.waiting.drain(..n).collect()
+            };
+            let ops: Vec<Op> = batch.iter().map(|(op, _)| op.clone()).collect();
+            let results = self.apply_batch(&room, &ops).await;
+            let done = results.len();
+            let mut batch = batch.into_iter();
+            for result in results {
+                if let Some((_, reply)) = batch.next() {
+                    let _ = reply.send(result);
+                }
+            }
+            if done < ops.len() {
+                let mut q = lock(&queue);
+                for item in batch.rev() {
+                    q.waiting.push_front(item);
+                }
+            }
+        }
+        let mut queues = lock(&self.queues);
+        if queues.get(&room).is_some_and(|q| {
+            let q = lock(q);
+            !q.running && q.waiting.is_empty()
+        }) {
+            queues.remove(&room);
+        }
     }
 
     async fn apply_op(&self, room: &str, op: &Op) -> Result<Applied, StoreError> {
-        let rules = Rules::from_config(&self.ctx()?.config);
-        let turn = self.turns().entry(room.to_owned()).or_default().clone();
-        let result = {
-            let _held = turn.lock().await;
-            let mut result = Err(StoreError::Unavailable);
-            for attempt in 0..MAX_ATTEMPTS {
-                match self.attempt(room, op, &rules).await {
-                    Ok(Some(a)) => {
-                        result = Ok(a);
-                        break;
-                    }
-                    Ok(None) => {
-                        self.shared.metrics.conflicts.inc();
-                        let jitter = rand::random_range(0..=u64::from(attempt.min(20)));
-                        tokio::time::sleep(Duration::from_millis(jitter)).await;
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            result
+        let (tx, rx) = oneshot::channel();
+        let queue = lock(&self.queues)
+            .entry(room.to_owned())
+            .or_default()
+            .clone();
+        let lead = {
+            let mut q = lock(&queue);
+            q.waiting.push_back((op.clone(), tx));
+            !std::mem::replace(&mut q.running, true)
         };
-        drop(turn);
-        let mut turns = self.turns();
-        if turns.get(room).is_some_and(|t| Arc::strong_count(t) == 1) {
-            turns.remove(room);
+        if lead {
+            tokio::spawn(self.handle().run_queue(room.to_owned(), queue));
         }
-        result
+        rx.await.unwrap_or(Err(StoreError::Unavailable))
     }
 
     /// The history of `room` in `from..=to` (`to` = `u64::MAX` for everything after `from`).
@@ -325,7 +486,7 @@ impl RoomBackend for RedisRooms {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let me = Arc::new(RedisRooms::new(self.shared.clone()));
+        let me = Arc::new(self.handle());
         if let Some(rx) = rx {
             tokio::spawn(crate::pubsub::pubsub_task(me.clone(), rx));
             tokio::spawn(crate::sweep::sweep_task(me));

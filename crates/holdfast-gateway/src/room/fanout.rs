@@ -125,7 +125,7 @@ impl LocalRoom {
     /// Takes a presence note: fences out the session it names, and queues its changes for the
     /// next `presence` frame. Returns true when a frame is now due.
     pub fn presence(&mut self, note: &PresenceNote) -> bool {
-        if let Some(k) = &note.kick {
+        for k in &note.kicks {
             self.kick(k);
         }
         if note.announce {

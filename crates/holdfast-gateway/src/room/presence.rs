@@ -24,9 +24,24 @@ pub struct PresenceNote {
     /// after it already have them).
     #[serde(default)]
     pub version: u64,
-    /// A session fenced out of the room: closed with 4000 where it is connected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kick: Option<String>,
+    /// Sessions fenced out of the room: closed with 4000 where they are connected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kicks: Vec<String>,
+}
+
+impl PresenceNote {
+    /// Folds a later note of the same room into this one (several operations committed
+    /// together): each player's latest change, the latest count and version, every kick.
+    pub fn merge(&mut self, later: PresenceNote) {
+        for c in later.changes {
+            self.changes.retain(|x| x.player_id != c.player_id);
+            self.changes.push(c);
+        }
+        self.count = later.count;
+        self.version = self.version.max(later.version);
+        self.announce |= later.announce;
+        self.kicks.extend(later.kicks);
+    }
 }
 
 impl RoomState {
@@ -55,9 +70,9 @@ impl RoomState {
         if !changes.is_empty() {
             self.presence_version += 1;
         }
-        let kick = self.kick.take();
+        let kicks: Vec<String> = self.kick.take().into_iter().collect();
         let announce = !changes.is_empty() && mode != PresenceMode::Off;
-        if !announce && kick.is_none() {
+        if !announce && kicks.is_empty() {
             return None;
         }
         Some(PresenceNote {
@@ -69,7 +84,7 @@ impl RoomState {
             count: self.members.len() as u64,
             announce,
             version: self.presence_version,
-            kick,
+            kicks,
         })
     }
 }
