@@ -727,7 +727,7 @@ pub async fn concurrent_publishes_are_gapless_and_the_same_for_everyone(b: Backe
     for s in &ss {
         let mut l = 0;
         while let Some(o) = s.try_pop() {
-            let v: serde_json::Value = serde_json::from_str(o.text.as_str()).unwrap();
+            let v: serde_json::Value = o.payload.to_value().unwrap();
             l = seq(&v);
         }
         last.push(l);
