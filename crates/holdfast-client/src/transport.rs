@@ -147,7 +147,7 @@ pub(crate) async fn write(
             .map(Message::text)
             .map_err(|e| e.to_string()),
         Encoding::MsgPack => holdfast_protocol::msgpack::to_msgpack(frame)
-            .map(|b| Message::binary(b))
+            .map(Message::binary)
             .map_err(|e| e.to_string()),
     };
     match encoded {

@@ -47,14 +47,16 @@ fn game_state() -> Value {
         })
         .collect();
     let shots: Vec<Value> = (0..6)
-        .map(|i| json!({"owner": format!("p{}", i % 8), "x": 500 + i * 40, "y": 300 + i * 10, "dir": 1.5707}))
+        .map(|i| json!({"owner": format!("p{}", i % 8), "x": 500 + i * 40, "y": 300 + i * 10, "dir": 1.25}))
         .collect();
     json!({"tick": 40_217, "players": players, "shots": shots, "score": [12, 9]})
 }
 
 /// The same tick packed by the application into 8 × 24 + 6 × 12 raw bytes.
 fn game_state_bytes() -> Value {
-    let raw: Vec<u8> = (0..(8 * 24 + 6 * 12)).map(|i| (i * 37 % 251) as u8).collect();
+    let raw: Vec<u8> = (0..(8 * 24 + 6 * 12))
+        .map(|i| (i * 37 % 251) as u8)
+        .collect();
     json!({"tick": 40_217, "snapshot": holdfast_protocol::msgpack::bytes_value(&raw)})
 }
 
