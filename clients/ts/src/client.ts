@@ -637,6 +637,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
         break;
       case "event":
       case "authority_changed":
+      case "state_set":
         this.judge(frame);
         break;
       case "presence":

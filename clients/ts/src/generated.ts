@@ -13,6 +13,12 @@ export const MAX_ROOM_LEN = 128;
 export const MAX_TOKEN_LEN = 8192;
 /** Longest user id accepted as a `send` target, in bytes. */
 export const MAX_USER_LEN = 256;
+/** `Sec-WebSocket-Protocol` of JSON frames (text messages; the default). */
+export const SUBPROTOCOL_JSON = "holdfast.v1.json";
+/** `Sec-WebSocket-Protocol` of MessagePack frames (binary messages). */
+export const SUBPROTOCOL_MSGPACK = "holdfast.v1.msgpack";
+/** The key of the JSON form of raw bytes: `{"$base64": "..."}`. */
+export const BASE64_KEY = "$base64";
 
 /** Every `code` of an `error` or `reconnection_failed` frame. */
 export const ERROR_CODES = [
@@ -104,6 +110,7 @@ export const CLIENT_FRAME_TYPES = [
   "reconnect",
   "refresh",
   "ping",
+  "set_state",
 ] as const;
 
 /** The `type` of a client frame. */
@@ -125,6 +132,7 @@ export const SERVER_FRAME_TYPES = [
   "error",
   "pong",
   "server_shutdown",
+  "state_set",
 ] as const;
 
 /** The `type` of a server frame. */
@@ -142,12 +150,13 @@ export const CLIENT_FRAME_FIELDS = {
   reconnect: ["id", "join_token", "last_sequence", "player_id", "room", "token"] as const,
   refresh: ["id", "token"] as const,
   ping: ["id"] as const,
+  set_state: ["id", "room", "state"] as const,
 } as const;
 
 /** The fields of every server frame (besides `type`), optional ones included. */
 export const SERVER_FRAME_FIELDS = {
   welcome: ["expires_at", "max_message_bytes", "node_id", "ping_interval_ms", "pong_timeout_ms", "protocol", "session_id", "user_id"] as const,
-  joined: ["authority", "epoch", "id", "member_count", "members", "player_id", "reconnection_token", "room", "seq"] as const,
+  joined: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "room", "seq", "state", "state_seq"] as const,
   left: ["epoch", "id", "room", "seq"] as const,
   event: ["data", "epoch", "from", "id", "room", "seq", "traceparent", "ts", "user_id"] as const,
   presence: ["changes", "count", "room"] as const,
@@ -155,9 +164,10 @@ export const SERVER_FRAME_FIELDS = {
   ack: ["id", "room", "seq"] as const,
   message: ["data", "from", "ts"] as const,
   refreshed: ["expires_at", "id"] as const,
-  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "room", "seq"] as const,
+  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "recovered_from", "room", "seq"] as const,
   reconnection_failed: ["code", "id", "message", "room"] as const,
   error: ["code", "id", "message"] as const,
   pong: ["id"] as const,
   server_shutdown: ["reason", "reconnect_after_ms"] as const,
+  state_set: ["epoch", "room", "seq", "state"] as const,
 } as const;

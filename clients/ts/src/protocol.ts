@@ -91,6 +91,13 @@ export interface PingFrame {
   type: "ping";
   id?: string;
 }
+/** Replaces the room's state (the member holding authority only). */
+export interface SetStateFrame {
+  type: "set_state";
+  room: string;
+  state: unknown;
+  id?: string;
+}
 
 /** A frame a client sends. */
 export type ClientFrame =
@@ -103,7 +110,8 @@ export type ClientFrame =
   | ReleaseAuthorityFrame
   | ReconnectFrame
   | RefreshFrame
-  | PingFrame;
+  | PingFrame
+  | SetStateFrame;
 
 // Server frames.
 
@@ -132,6 +140,14 @@ export interface JoinedFrame {
   seq: number;
   epoch: string;
   reconnection_token?: string;
+  /** The room's latest state, when it has one. */
+  state?: unknown;
+  /** The `seq` of the `state_set` that set `state`. */
+  state_seq?: number;
+  /** The room messages after `state_seq` up to `seq` (the changes on top of `state`). */
+  events?: RoomFrame[];
+  /** Messages after `state_seq` the room no longer holds. */
+  gap?: Gap;
   id?: string;
 }
 export interface LeftFrame {
@@ -222,6 +238,8 @@ export interface ReconnectedFrame {
   seq: number;
   epoch: string;
   reconnection_token: string;
+  /** `"snapshot"`: `events` starts with the room's latest `state_set`; `gap` is what it covers. */
+  recovered_from?: "snapshot";
   id?: string;
 }
 export interface ReconnectionFailedFrame {
@@ -246,9 +264,17 @@ export interface ServerShutdownFrame {
   reason: string;
   reconnect_after_ms: number;
 }
+/** The room's state was replaced: a room message with its own `seq`. */
+export interface StateSetFrame {
+  type: "state_set";
+  room: string;
+  seq: number;
+  epoch: string;
+  state: unknown;
+}
 
 /** The room-scoped frames that carry `seq` and `epoch` and pass through stream positions. */
-export type RoomFrame = EventFrame | AuthorityChangedFrame;
+export type RoomFrame = EventFrame | AuthorityChangedFrame | StateSetFrame;
 
 /** A frame the server sends. */
 export type ServerFrame =
@@ -271,6 +297,7 @@ export function isRoomFrame(frame: ServerFrame): frame is RoomFrame {
   switch (frame.type) {
     case "event":
     case "authority_changed":
+    case "state_set":
       return true;
     default:
       return false;

@@ -17,7 +17,7 @@ use crate::event::Events;
 use crate::transport;
 
 /// A room membership, as reported by `joined`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Membership {
     /// The room.
     pub room: String,
@@ -34,6 +34,11 @@ pub struct Membership {
     pub seq: u64,
     /// The room's stream epoch.
     pub epoch: String,
+    /// The room's state at the join, when it has one; the messages after it (up to `seq`)
+    /// arrive as events right after the join.
+    pub state: Option<Value>,
+    /// The `seq` of the `state_set` that set `state`.
+    pub state_seq: Option<u64>,
 }
 
 /// The reply channel of one request.
@@ -95,6 +100,7 @@ impl Client {
             &config.token,
             config.connect_timeout,
             config.tls.clone(),
+            config.encoding,
         )
         .await?;
         let (commands_tx, commands_rx) = mpsc::channel(config.command_capacity.max(1));

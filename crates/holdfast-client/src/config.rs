@@ -74,6 +74,9 @@ pub struct ClientConfig {
     pub max_in_flight: usize,
     /// TLS settings for `wss://` URLs; `None` trusts the system's root certificates.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The frame encoding asked for with `Sec-WebSocket-Protocol`: JSON text (the default) or
+    /// MessagePack binary messages.
+    pub encoding: holdfast_protocol::Encoding,
 }
 
 impl ClientConfig {
@@ -89,7 +92,14 @@ impl ClientConfig {
             command_capacity: 64,
             max_in_flight: 1024,
             tls: None,
+            encoding: holdfast_protocol::Encoding::Json,
         }
+    }
+
+    /// Speaks `encoding` (`Encoding::MsgPack` for binary MessagePack frames).
+    pub fn with_encoding(mut self, encoding: holdfast_protocol::Encoding) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// Sets the token refresher.

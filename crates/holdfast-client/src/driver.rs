@@ -149,6 +149,8 @@ pub(crate) struct Driver {
     /// Bound on one connection attempt.
     connect_timeout: Duration,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The frame encoding of every connection.
+    encoding: holdfast_protocol::Encoding,
     /// Bound on `pending`; the command branch is disabled while it is reached.
     max_in_flight: usize,
     /// Requests from the handles.
@@ -196,6 +198,7 @@ impl Driver {
             backoff: config.backoff,
             connect_timeout: config.connect_timeout,
             tls: config.tls.clone(),
+            encoding: config.encoding,
             max_in_flight: config.max_in_flight.max(1),
             commands,
             close,
@@ -287,13 +290,15 @@ impl Driver {
                     }
                 }
             }
-            let (url, token, timeout, tls) = (
+            let (url, token, timeout, tls, encoding) = (
                 self.url.clone(),
                 self.token.clone(),
                 self.connect_timeout,
                 self.tls.clone(),
+                self.encoding,
             );
-            let attempt = async move { transport::open(&url, &token, timeout, tls).await };
+            let attempt =
+                async move { transport::open(&url, &token, timeout, tls, encoding).await };
             match self.offline(attempt).await? {
                 Ok(connection) => return Ok(connection),
                 Err(e) => {
@@ -359,7 +364,16 @@ impl Driver {
                 Step::Inbound(Some(Ok(msg))) => {
                     deadline = idle.map(|d| Instant::now() + d);
                     match msg {
-                        Message::Text(text) => self.on_text(&mut ws, text.as_str()).await,
+                        Message::Text(_) | Message::Binary(_) => {
+                            match transport::decode(self.encoding, msg) {
+                                Some(Ok(frame)) => self.on_frame(&mut ws, frame).await,
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "ignoring an unreadable frame from the gateway");
+                                    Ok(())
+                                }
+                                None => Ok(()),
+                            }
+                        }
                         Message::Close(frame) => {
                             let (code, reason) = close_parts(frame.as_ref());
                             return Ended::Dropped { code, reason };
@@ -450,7 +464,7 @@ impl Driver {
                     kind: PendingKind::Resume { room: name },
                 },
             );
-            transport::write(ws, &frame).await?;
+            transport::write(ws, self.encoding, &frame).await?;
         }
         self.flush(ws).await
     }
@@ -527,7 +541,7 @@ impl Driver {
             PendingKind::Resume { .. } | PendingKind::Refresh => return Ok(()),
         };
         pending.sent = true;
-        transport::write(ws, &frame).await
+        transport::write(ws, self.encoding, &frame).await
     }
 
     /// Records a command as a pending request (not yet sent) and returns its number.
@@ -567,17 +581,14 @@ impl Driver {
     }
 
     /// Handles one text frame from the gateway.
-    async fn on_text(&mut self, ws: &mut Ws, text: &str) -> Result<(), WsError> {
-        let frame: ServerFrame = match serde_json::from_str(text) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring an unreadable frame from the gateway");
-                return Ok(());
-            }
-        };
+    async fn on_frame(&mut self, ws: &mut Ws, frame: ServerFrame) -> Result<(), WsError> {
         match frame {
             ServerFrame::Welcome(_) => tracing::warn!("ignoring a second welcome"),
-            ServerFrame::Joined(joined) => self.on_joined(joined),
+            ServerFrame::Joined(joined) => {
+                for event in self.on_joined(joined) {
+                    self.emit(event).await;
+                }
+            }
             ServerFrame::Left(left) => self.on_left(left),
             // Presence is state, outside the room's stream: no position to track.
             ServerFrame::Presence(p) => {
@@ -585,7 +596,7 @@ impl Driver {
                     self.emit(ClientEvent::Presence(p)).await;
                 }
             }
-            ServerFrame::Event(_) | ServerFrame::AuthorityChanged(_) => {
+            ServerFrame::Event(_) | ServerFrame::AuthorityChanged(_) | ServerFrame::StateSet(_) => {
                 let mut out = Vec::with_capacity(2);
                 self.judge(frame, &mut out);
                 for event in out {
@@ -655,7 +666,7 @@ impl Driver {
         out.extend(to_event(frame));
     }
 
-    fn on_joined(&mut self, joined: Joined) {
+    fn on_joined(&mut self, joined: Joined) -> Vec<ClientEvent> {
         let (reply, join_token) = match self.take(joined.id.as_deref()) {
             Some(PendingKind::Join { reply, token, .. }) => (Some(reply), token),
             Some(other) => {
@@ -674,6 +685,18 @@ impl Driver {
                 live: true,
             },
         );
+        // The messages after the room's state (before this member's position): delivered
+        // right after the join, with the range the room no longer held as a gap.
+        let mut out = Vec::new();
+        if let Some(gap) = joined.gap {
+            out.push(ClientEvent::Gap {
+                room: joined.room.clone(),
+                from: gap.from,
+                to: gap.to,
+                epoch: gap.epoch,
+            });
+        }
+        out.extend(joined.events.into_iter().filter_map(to_event));
         if let Some(reply) = reply {
             let _ = reply.send(Ok(Membership {
                 room: joined.room,
@@ -683,8 +706,11 @@ impl Driver {
                 authority: joined.authority,
                 seq: joined.seq,
                 epoch: joined.epoch,
+                state: joined.state,
+                state_seq: joined.state_seq,
             }));
         }
+        out
     }
 
     fn on_left(&mut self, left: Left) {
@@ -805,6 +831,7 @@ impl Driver {
             seq,
             epoch,
             reconnection_token,
+            recovered_from,
             id: _,
         } = resumed;
         let Some(room) = self.rooms.get_mut(&name) else {
@@ -817,6 +844,7 @@ impl Driver {
         let mut out = vec![ClientEvent::Resumed {
             room: name.clone(),
             recovered,
+            from_snapshot: recovered_from.is_some(),
             members,
             member_count,
             authority,
@@ -904,7 +932,12 @@ impl Driver {
                         kind: PendingKind::Refresh,
                     },
                 );
-                transport::write(ws, &ClientFrame::Refresh(Refresh { token, id })).await
+                transport::write(
+                    ws,
+                    self.encoding,
+                    &ClientFrame::Refresh(Refresh { token, id }),
+                )
+                .await
             }
             Err(e) => {
                 tracing::warn!(error = %e, "token refresh failed; retrying");
@@ -1067,6 +1100,7 @@ fn epoch_of(frame: &ServerFrame) -> Option<&str> {
         ServerFrame::AuthorityChanged(a) => Some(&a.epoch),
         ServerFrame::Joined(j) => Some(&j.epoch),
         ServerFrame::Left(l) => Some(&l.epoch),
+        ServerFrame::StateSet(s) => Some(&s.epoch),
         _ => None,
     }
 }
@@ -1078,6 +1112,7 @@ fn to_event(frame: ServerFrame) -> Option<ClientEvent> {
         ServerFrame::Presence(p) => ClientEvent::Presence(p),
         ServerFrame::AuthorityChanged(a) => ClientEvent::AuthorityChanged(a),
         ServerFrame::Message(m) => ClientEvent::Message(m),
+        ServerFrame::StateSet(s) => ClientEvent::State(s),
         other => {
             tracing::debug!(
                 kind = transport::frame_type(&other),

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use holdfast_protocol::{AuthorityChanged, Direct, ErrorCode, Event, Member, Presence};
+use holdfast_protocol::{AuthorityChanged, Direct, ErrorCode, Event, Member, Presence, StateSet};
 use tokio::sync::mpsc;
 
 use crate::error::CloseError;
@@ -49,8 +49,13 @@ pub enum ClientEvent {
     Resumed {
         /// The room.
         room: String,
-        /// True when nothing was lost.
+        /// True when nothing was lost, or the room's state covers what was (`from_snapshot`).
         recovered: bool,
+        /// Whether the room's state snapshot was used.
+        from_snapshot: bool,
+        /// The member missed more than the room's buffer and recovered from the room's state:
+        /// a [`ClientEvent::State`] follows (after a [`ClientEvent::Gap`] naming the messages
+        /// it supersedes), then the events after it.
         /// Every member now (empty unless the room's presence mode is `full`).
         members: Vec<Member>,
         /// Members now.
@@ -80,6 +85,8 @@ pub enum ClientEvent {
     },
     /// Data published to a room.
     Event(Event),
+    /// The room's state was replaced (in the room's `seq` order, like events).
+    State(StateSet),
     /// Members of a room joined, dropped, came back or left (coalesced; apply each change as an
     /// idempotent update of the member list).
     Presence(Presence),

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use holdfast_protocol::{ClientFrame, ServerFrame, Welcome};
+use holdfast_protocol::{ClientFrame, Encoding, ServerFrame, Welcome};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -25,8 +25,9 @@ pub(crate) async fn open(
     token: &str,
     timeout: Duration,
     tls: Option<Arc<rustls::ClientConfig>>,
+    encoding: Encoding,
 ) -> Result<(Ws, Welcome), ConnectError> {
-    tokio::time::timeout(timeout, open_inner(url, token, tls))
+    tokio::time::timeout(timeout, open_inner(url, token, tls, encoding))
         .await
         .map_err(|_| ConnectError::Timeout)?
 }
@@ -35,6 +36,7 @@ async fn open_inner(
     url: &str,
     token: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
+    encoding: Encoding,
 ) -> Result<(Ws, Welcome), ConnectError> {
     let mut request = url
         .into_client_request()
@@ -42,15 +44,36 @@ async fn open_inner(
     let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| ConnectError::InvalidToken)?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
+    if encoding != Encoding::Json {
+        request.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(encoding.subprotocol()),
+        );
+    }
     let connector = tls.map(Connector::Rustls);
-    let (mut ws, _response) =
+    let (mut ws, response) =
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
             .await
             .map_err(upgrade_error)?;
+    if encoding != Encoding::Json {
+        let agreed = response
+            .headers()
+            .get(SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok());
+        if agreed != Some(encoding.subprotocol()) {
+            return Err(ConnectError::Protocol(format!(
+                "the gateway does not speak {}",
+                encoding.subprotocol()
+            )));
+        }
+    }
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => {
-                return match serde_json::from_str::<ServerFrame>(&text) {
+            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                let Some(decoded) = decode(encoding, msg) else {
+                    continue;
+                };
+                return match decoded {
                     Ok(ServerFrame::Welcome(welcome)) => Ok((ws, welcome)),
                     Ok(other) => Err(ConnectError::Protocol(format!(
                         "expected welcome, got {}",
@@ -98,12 +121,37 @@ pub(crate) fn close_parts(frame: Option<&CloseFrame>) -> (Option<u16>, String) {
     }
 }
 
-/// Writes one client frame as a text message.
-pub(crate) async fn write(ws: &mut Ws, frame: &ClientFrame) -> Result<(), WsError> {
+/// Decodes one data message in `encoding`; `None` for a message of the other kind.
+pub(crate) fn decode(encoding: Encoding, msg: Message) -> Option<Result<ServerFrame, String>> {
+    match (encoding, msg) {
+        (Encoding::Json, Message::Text(text)) => {
+            Some(serde_json::from_str(&text).map_err(|e| e.to_string()))
+        }
+        (Encoding::MsgPack, Message::Binary(bytes)) => {
+            Some(holdfast_protocol::msgpack::decode_server_frame(&bytes).map_err(|e| e.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// Writes one client frame as a text (JSON) or binary (MessagePack) message.
+pub(crate) async fn write(
+    ws: &mut Ws,
+    encoding: Encoding,
+    frame: &ClientFrame,
+) -> Result<(), WsError> {
     // Serialising these plain structs cannot fail; if it ever did, the frame is skipped
     // rather than tearing the connection down.
-    match serde_json::to_string(frame) {
-        Ok(text) => ws.send(Message::text(text)).await,
+    let encoded = match encoding {
+        Encoding::Json => serde_json::to_string(frame)
+            .map(Message::text)
+            .map_err(|e| e.to_string()),
+        Encoding::MsgPack => holdfast_protocol::msgpack::to_msgpack(frame)
+            .map(Message::binary)
+            .map_err(|e| e.to_string()),
+    };
+    match encoded {
+        Ok(msg) => ws.send(msg).await,
         Err(e) => {
             tracing::error!(error = %e, "could not serialise a client frame");
             Ok(())
@@ -128,5 +176,6 @@ pub(crate) fn frame_type(frame: &ServerFrame) -> &'static str {
         ServerFrame::Error(_) => "error",
         ServerFrame::Pong(_) => "pong",
         ServerFrame::ServerShutdown(_) => "server_shutdown",
+        ServerFrame::StateSet(_) => "state_set",
     }
 }

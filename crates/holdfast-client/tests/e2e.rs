@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use holdfast_client::protocol::{CloseCode, ErrorCode, PresenceStatus};
+use holdfast_client::protocol::{CloseCode, Encoding, ErrorCode, PresenceStatus};
 use holdfast_client::{
     Client, ClientConfig, ClientEvent, CloseError, ConnectError, RequestError, TokenRefresher,
 };
@@ -107,10 +107,19 @@ async fn publish_is_acked_and_delivered_to_every_member() {
 
 #[tokio::test]
 async fn abrupt_cuts_mid_stream_lose_and_duplicate_nothing() {
+    abrupt_cuts(Encoding::Json).await
+}
+
+#[tokio::test]
+async fn abrupt_cuts_mid_stream_lose_and_duplicate_nothing_msgpack() {
+    abrupt_cuts(Encoding::MsgPack).await
+}
+
+async fn abrupt_cuts(enc: Encoding) {
     let gw = gateway(|_| {}).await;
     let proxy = Proxy::start(gw.local_addr()).await;
-    let (alice, a_events) = connect(client_config(proxy.addr(), "alice")).await;
-    let (bob, b_events) = connect(client_config(proxy.addr(), "bob")).await;
+    let (alice, a_events) = connect(client_config(proxy.addr(), "alice").with_encoding(enc)).await;
+    let (bob, b_events) = connect(client_config(proxy.addr(), "bob").with_encoding(enc)).await;
     alice.join("r").await.unwrap();
     bob.join("r").await.unwrap();
 
@@ -236,10 +245,19 @@ async fn a_silent_connection_is_detected_and_resumed() {
 
 #[tokio::test]
 async fn authority_is_restored_on_resume() {
+    authority_restored(Encoding::Json).await
+}
+
+#[tokio::test]
+async fn authority_is_restored_on_resume_msgpack() {
+    authority_restored(Encoding::MsgPack).await
+}
+
+async fn authority_restored(enc: Encoding) {
     let gw = gateway(|c| c.reconnection.restore_authority = true).await;
     let proxy = Proxy::start(gw.local_addr()).await;
-    let (alice, a_events) = connect(client_config(proxy.addr(), "alice")).await;
-    let (bob, b_events) = connect(client_config(gw.local_addr(), "bob")).await;
+    let (alice, a_events) = connect(client_config(proxy.addr(), "alice").with_encoding(enc)).await;
+    let (bob, b_events) = connect(client_config(gw.local_addr(), "bob").with_encoding(enc)).await;
     let a = alice.join("game").await.unwrap();
     assert_eq!(a.authority.as_deref(), Some(a.player_id.as_str()));
     bob.join("game").await.unwrap();
@@ -293,10 +311,20 @@ async fn authority_is_restored_on_resume() {
 
 #[tokio::test]
 async fn a_lost_range_is_reported_as_one_gap() {
+    lost_range(Encoding::Json).await
+}
+
+#[tokio::test]
+async fn a_lost_range_is_reported_as_one_gap_msgpack() {
+    lost_range(Encoding::MsgPack).await
+}
+
+async fn lost_range(enc: Encoding) {
     let gw = gateway(|c| c.reconnection.event_buffer_size = 5).await;
     let proxy = Proxy::start(gw.local_addr()).await;
-    let (alice, a_events) = connect(client_config(gw.local_addr(), "alice")).await;
-    let (bob, b_events) = connect(client_config(proxy.addr(), "bob")).await;
+    let (alice, a_events) =
+        connect(client_config(gw.local_addr(), "alice").with_encoding(enc)).await;
+    let (bob, b_events) = connect(client_config(proxy.addr(), "bob").with_encoding(enc)).await;
     alice.join("r").await.unwrap();
     let b = bob.join("r").await.unwrap();
     let first = alice.publish("r", json!(0)).await.unwrap();

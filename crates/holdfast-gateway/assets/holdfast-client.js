@@ -121,6 +121,9 @@ var MAX_ID_LEN = 64;
 var MAX_ROOM_LEN = 128;
 var MAX_TOKEN_LEN = 8192;
 var MAX_USER_LEN = 256;
+var SUBPROTOCOL_JSON = "holdfast.v1.json";
+var SUBPROTOCOL_MSGPACK = "holdfast.v1.msgpack";
+var BASE64_KEY = "$base64";
 var ERROR_CODES = [
   "bad_json",
   "unknown_type",
@@ -191,7 +194,8 @@ var CLIENT_FRAME_TYPES = [
   "release_authority",
   "reconnect",
   "refresh",
-  "ping"
+  "ping",
+  "set_state"
 ];
 var SERVER_FRAME_TYPES = [
   "welcome",
@@ -207,7 +211,8 @@ var SERVER_FRAME_TYPES = [
   "reconnection_failed",
   "error",
   "pong",
-  "server_shutdown"
+  "server_shutdown",
+  "state_set"
 ];
 var CLIENT_FRAME_FIELDS = {
   auth: ["token"],
@@ -219,11 +224,12 @@ var CLIENT_FRAME_FIELDS = {
   release_authority: ["id", "room"],
   reconnect: ["id", "join_token", "last_sequence", "player_id", "room", "token"],
   refresh: ["id", "token"],
-  ping: ["id"]
+  ping: ["id"],
+  set_state: ["id", "room", "state"]
 };
 var SERVER_FRAME_FIELDS = {
   welcome: ["expires_at", "max_message_bytes", "node_id", "ping_interval_ms", "pong_timeout_ms", "protocol", "session_id", "user_id"],
-  joined: ["authority", "epoch", "id", "member_count", "members", "player_id", "reconnection_token", "room", "seq"],
+  joined: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "room", "seq", "state", "state_seq"],
   left: ["epoch", "id", "room", "seq"],
   event: ["data", "epoch", "from", "id", "room", "seq", "traceparent", "ts", "user_id"],
   presence: ["changes", "count", "room"],
@@ -231,11 +237,12 @@ var SERVER_FRAME_FIELDS = {
   ack: ["id", "room", "seq"],
   message: ["data", "from", "ts"],
   refreshed: ["expires_at", "id"],
-  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "room", "seq"],
+  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "recovered_from", "room", "seq"],
   reconnection_failed: ["code", "id", "message", "room"],
   error: ["code", "id", "message"],
   pong: ["id"],
-  server_shutdown: ["reason", "reconnect_after_ms"]
+  server_shutdown: ["reason", "reconnect_after_ms"],
+  state_set: ["epoch", "room", "seq", "state"]
 };
 
 // src/position.ts
@@ -295,6 +302,7 @@ function isRoomFrame(frame) {
   switch (frame.type) {
     case "event":
     case "authority_changed":
+    case "state_set":
       return true;
     default:
       return false;
@@ -1096,6 +1104,7 @@ var HoldfastClient = class extends Emitter {
         break;
       case "event":
       case "authority_changed":
+      case "state_set":
         this.judge(frame);
         break;
       case "presence":
@@ -1358,6 +1367,7 @@ function fail(p, error) {
   if (p.kind !== "resume" && p.kind !== "refresh") p.reject(error);
 }
 export {
+  BASE64_KEY,
   Backoff,
   CLIENT_FRAME_FIELDS,
   CLIENT_FRAME_TYPES,
@@ -1375,6 +1385,8 @@ export {
   PROTOCOL_VERSION,
   SERVER_FRAME_FIELDS,
   SERVER_FRAME_TYPES,
+  SUBPROTOCOL_JSON,
+  SUBPROTOCOL_MSGPACK,
   StreamPosition,
   isRoomFrame,
   shouldReconnect

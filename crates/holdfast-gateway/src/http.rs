@@ -156,6 +156,17 @@ async fn ws_upgrade(
     // and the session being tracked.
     let tracker_token = node.inner.drain.tracker().token();
     let session_node = node.clone();
+    // `Sec-WebSocket-Protocol`: the first subprotocol offered that the server speaks; JSON
+    // when none is offered (or none is known), and then none is named in the response.
+    let offered = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    let (encoding, named) = holdfast_protocol::Encoding::negotiate(offered);
+    let upgrade = if named {
+        upgrade.protocols([encoding.subprotocol()])
+    } else {
+        upgrade
+    };
     upgrade
         // Small: it is allocated for every connection, idle or not, and grows on demand for a
         // larger frame. Client frames are mostly a few hundred bytes.
@@ -166,7 +177,7 @@ async fn ws_upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let _tracked = tracker_token;
-            session::run(session_node, socket, claims, admission).await;
+            session::run(session_node, socket, claims, admission, encoding).await;
         })
 }
 

@@ -6,17 +6,60 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
-use holdfast_protocol::CloseCode;
+use axum::extract::ws::{Message, Utf8Bytes};
+use bytes::Bytes;
+use holdfast_protocol::{CloseCode, Encoding, ServerFrame};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::room::Shared;
+
+/// A serialised frame in a session's encoding: a text (JSON) or binary (MessagePack) message.
+/// For room messages the same bytes are shared by every member using that encoding.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A JSON frame, written as a text message.
+    Text(Utf8Bytes),
+    /// A MessagePack frame, written as a binary message.
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Text(t) => t.len(),
+            Payload::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame as a JSON value, whichever its encoding (for tests and tools).
+    pub fn to_value(&self) -> Option<serde_json::Value> {
+        match self {
+            Payload::Text(t) => serde_json::from_str(t.as_str()).ok(),
+            Payload::Binary(b) => holdfast_protocol::msgpack::msgpack_to_value(b).ok(),
+        }
+    }
+
+    /// The WebSocket message carrying it.
+    pub fn into_message(self) -> Message {
+        match self {
+            Payload::Text(t) => Message::Text(t),
+            Payload::Binary(b) => Message::Binary(b),
+        }
+    }
+}
 
 /// One frame waiting in a session's outbound queue.
 #[derive(Debug)]
 pub struct Outbound {
-    /// The serialised frame; for room messages the same bytes are shared by every member.
-    pub text: Utf8Bytes,
+    /// The serialised frame.
+    pub payload: Payload,
     /// When a room message was emitted, to measure fan-out lag at write time.
     pub emitted: Option<Instant>,
 }
@@ -41,6 +84,8 @@ pub struct SessionHandle {
     pub id: Arc<str>,
     /// The authenticated user.
     pub user: Arc<str>,
+    /// The encoding negotiated by the connection (always JSON on the fallback transports).
+    pub encoding: Encoding,
     /// Bounded outbound queue: fan-out pushes without waiting and never waits on a client. A
     /// std mutex held for one push or pop, never across an await.
     queue: Mutex<Queue>,
@@ -62,7 +107,8 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// A handle with an empty queue bounded by `queue_messages` and `max_queued_bytes`.
+    /// A handle with an empty queue bounded by `queue_messages` and `max_queued_bytes`, for a
+    /// JSON session.
     pub fn new(
         id: Arc<str>,
         user: Arc<str>,
@@ -70,9 +116,29 @@ impl SessionHandle {
         max_queued_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Arc<SessionHandle> {
+        Self::with_encoding(
+            id,
+            user,
+            queue_messages,
+            max_queued_bytes,
+            metrics,
+            Encoding::Json,
+        )
+    }
+
+    /// Like [`SessionHandle::new`], for a session speaking `encoding`.
+    pub fn with_encoding(
+        id: Arc<str>,
+        user: Arc<str>,
+        queue_messages: usize,
+        max_queued_bytes: usize,
+        metrics: Arc<Metrics>,
+        encoding: Encoding,
+    ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
             id,
             user,
+            encoding,
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             max_messages: queue_messages.max(1),
@@ -88,15 +154,41 @@ impl SessionHandle {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Queues a JSON frame text (re-encoded for a MessagePack session). See
+    /// [`SessionHandle::enqueue_payload`].
+    pub fn enqueue(&self, text: Utf8Bytes, emitted: Option<Instant>) -> bool {
+        match self.encoding {
+            Encoding::Json => self.enqueue_payload(Payload::Text(text), emitted),
+            Encoding::MsgPack => self.enqueue_shared(&Shared::new(text), emitted),
+        }
+    }
+
+    /// Queues a room message in this session's encoding: its MessagePack form is built once
+    /// and shared by every MessagePack member.
+    pub fn enqueue_shared(&self, frame: &Shared, emitted: Option<Instant>) -> bool {
+        self.enqueue_payload(frame.payload(self.encoding), emitted)
+    }
+
+    /// Queues a frame serialised in this session's encoding.
+    pub fn enqueue_frame(&self, frame: &ServerFrame) -> bool {
+        let payload = match self.encoding {
+            Encoding::Json => Payload::Text(Utf8Bytes::from(holdfast_protocol::encode(frame))),
+            Encoding::MsgPack => Payload::Binary(Bytes::from(
+                holdfast_protocol::msgpack::encode_msgpack(frame),
+            )),
+        };
+        self.enqueue_payload(payload, None)
+    }
+
     /// Queues a frame without waiting. A full queue (by count or bytes) closes the session with
     /// the slow-consumer code and returns false; the frame is dropped, and the client learns
     /// what it missed when it resumes.
-    pub fn enqueue(&self, text: Utf8Bytes, emitted: Option<Instant>) -> bool {
+    pub fn enqueue_payload(&self, payload: Payload, emitted: Option<Instant>) -> bool {
         if self.closing.load(Ordering::Acquire) {
             self.metrics.messages_failed.inc();
             return false;
         }
-        let len = text.len();
+        let len = payload.len();
         let mut q = self.queue();
         if q.closed {
             drop(q);
@@ -109,7 +201,7 @@ impl SessionHandle {
             self.close(CloseCode::SlowConsumer);
             return false;
         }
-        q.items.push_back(Outbound { text, emitted });
+        q.items.push_back(Outbound { payload, emitted });
         q.bytes += len;
         drop(q);
         self.metrics.send_buffer_bytes.add(len as i64);
@@ -121,13 +213,13 @@ impl SessionHandle {
     pub fn try_pop(&self) -> Option<Outbound> {
         let mut q = self.queue();
         let out = q.items.pop_front()?;
-        q.bytes -= out.text.len();
+        q.bytes -= out.payload.len();
         if q.items.is_empty() {
             // Drained: give the memory back, so idle sessions hold no queue allocation.
             q.items = VecDeque::new();
         }
         drop(q);
-        self.metrics.send_buffer_bytes.sub(out.text.len() as i64);
+        self.metrics.send_buffer_bytes.sub(out.payload.len() as i64);
         Some(out)
     }
 

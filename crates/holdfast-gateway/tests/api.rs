@@ -339,6 +339,29 @@ async fn every_real_response_matches_the_openapi_description() {
     c.call("GET", "/api/v1/rooms", "/api/v1/rooms?limit=0", None)
         .await;
     c.call("GET", "/api/v1/nodes", "/api/v1/nodes", None).await;
+    let (s, set) = c
+        .call(
+            "POST",
+            "/api/v1/rooms/{room}/state",
+            "/api/v1/rooms/lobby/state",
+            Some(json!({"state": {"tick": 1, "blob": {"$base64": "AAE="}}})),
+        )
+        .await;
+    assert_eq!((s, set["delivered"].clone()), (200, json!(true)));
+    c.call(
+        "POST",
+        "/api/v1/rooms/{room}/state",
+        "/api/v1/rooms/lobby/state",
+        Some(json!({"state": "x".repeat(70_000)})),
+    )
+    .await;
+    c.call(
+        "POST",
+        "/api/v1/rooms/{room}/state",
+        "/api/v1/rooms/lobby/state",
+        Some(json!({"nope": 1})),
+    )
+    .await;
     c.call(
         "POST",
         "/api/v1/disconnect",

@@ -18,11 +18,13 @@
 use std::fmt::Write as _;
 
 use holdfast_protocol::frames::{MAX_TOKEN_LEN, MAX_USER_LEN};
+use holdfast_protocol::msgpack::{Encoding, BASE64_KEY};
 use holdfast_protocol::{
     Ack, AuthorityChanged, ClientFrame, CloseCode, Direct, ErrorCode, ErrorFrame, Event, Gap,
     Joined, Left, Member, MemberStatus, MemberUpdate, Ping, Presence, PresenceStatus, Publish,
-    Reconnect, Reconnected, ReconnectionFailed, Refresh, Refreshed, RoomRequest, Send, ServerFrame,
-    ServerShutdown, Welcome, MAX_ID_LEN, MAX_ROOM_LEN, PROTOCOL_VERSION,
+    Reconnect, Reconnected, ReconnectionFailed, RecoveredFrom, Refresh, Refreshed, RoomRequest,
+    Send, ServerFrame, ServerShutdown, SetState, StateSet, Welcome, MAX_ID_LEN, MAX_ROOM_LEN,
+    PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -57,7 +59,21 @@ pub fn render() -> String {
     );
     let _ = writeln!(
         out,
-        "/** Longest user id accepted as a `send` target, in bytes. */\nexport const MAX_USER_LEN = {MAX_USER_LEN};\n"
+        "/** Longest user id accepted as a `send` target, in bytes. */\nexport const MAX_USER_LEN = {MAX_USER_LEN};"
+    );
+    let _ = writeln!(
+        out,
+        "/** `Sec-WebSocket-Protocol` of JSON frames (text messages; the default). */\nexport const SUBPROTOCOL_JSON = {:?};",
+        Encoding::Json.subprotocol()
+    );
+    let _ = writeln!(
+        out,
+        "/** `Sec-WebSocket-Protocol` of MessagePack frames (binary messages). */\nexport const SUBPROTOCOL_MSGPACK = {:?};",
+        Encoding::MsgPack.subprotocol()
+    );
+    let _ = writeln!(
+        out,
+        "/** The key of the JSON form of raw bytes: `{{\"$base64\": \"...\"}}`. */\nexport const BASE64_KEY = {BASE64_KEY:?};\n"
     );
 
     out.push_str("/** Every `code` of an `error` or `reconnection_failed` frame. */\n");
@@ -196,6 +212,7 @@ fn client_variant(frame: &ClientFrame) -> usize {
         ClientFrame::Reconnect(_) => 7,
         ClientFrame::Refresh(_) => 8,
         ClientFrame::Ping(_) => 9,
+        ClientFrame::SetState(_) => 10,
     }
 }
 
@@ -216,6 +233,7 @@ fn server_variant(frame: &ServerFrame) -> usize {
         ServerFrame::Error(_) => 11,
         ServerFrame::Pong(_) => 12,
         ServerFrame::ServerShutdown(_) => 13,
+        ServerFrame::StateSet(_) => 14,
     }
 }
 
@@ -255,6 +273,11 @@ fn client_samples() -> Vec<(String, Vec<String>)> {
             id: some("1"),
         }),
         ClientFrame::Ping(Ping { id: some("1") }),
+        ClientFrame::SetState(SetState {
+            room: "r".into(),
+            state: json!({}),
+            id: some("1"),
+        }),
     ];
     let order: Vec<usize> = samples.iter().map(client_variant).collect();
     assert_eq!(
@@ -298,6 +321,14 @@ fn server_samples() -> Vec<(String, Vec<String>)> {
             seq: 1,
             epoch: "e".into(),
             reconnection_token: some("t"),
+            state: Some(json!({})),
+            state_seq: Some(1),
+            events: vec![ServerFrame::Pong(Ping { id: None })],
+            gap: Some(Gap {
+                from: 1,
+                to: 1,
+                epoch: "e".into(),
+            }),
             id: some("1"),
         }),
         ServerFrame::Left(Left {
@@ -362,6 +393,7 @@ fn server_samples() -> Vec<(String, Vec<String>)> {
             seq: 1,
             epoch: "e".into(),
             reconnection_token: "t".into(),
+            recovered_from: Some(RecoveredFrom::Snapshot),
             id: some("1"),
         }),
         ServerFrame::ReconnectionFailed(ReconnectionFailed {
@@ -379,6 +411,12 @@ fn server_samples() -> Vec<(String, Vec<String>)> {
         ServerFrame::ServerShutdown(ServerShutdown {
             reason: "r".into(),
             reconnect_after_ms: 1,
+        }),
+        ServerFrame::StateSet(StateSet {
+            room: "r".into(),
+            seq: 1,
+            epoch: "e".into(),
+            state: json!({}),
         }),
     ];
     let order: Vec<usize> = samples.iter().map(server_variant).collect();

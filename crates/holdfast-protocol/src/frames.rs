@@ -1,6 +1,7 @@
 //! Client and server frames.
 //!
-//! Every frame is one JSON object with a `type` field. Optional fields are omitted when empty.
+//! Every frame is one object with a `type` field, in JSON or MessagePack (see [`crate::msgpack`]).
+//! Optional fields are omitted when empty.
 //! Room-scoped server frames carry `room`, `seq` (per room, gapless, increasing) and `epoch`
 //! (changes when the room's stream was lost and restarted, so positions from another epoch are
 //! not comparable).
@@ -40,11 +41,13 @@ pub enum ClientFrame {
     Refresh(Refresh),
     /// Application-level ping, answered by `pong`.
     Ping(Ping),
+    /// Replaces the room's state (the member holding authority only).
+    SetState(SetState),
 }
 
 impl ClientFrame {
     /// Every value of `type` a client may send.
-    pub const TYPES: [&'static str; 10] = [
+    pub const TYPES: [&'static str; 11] = [
         "auth",
         "join",
         "leave",
@@ -55,6 +58,7 @@ impl ClientFrame {
         "reconnect",
         "refresh",
         "ping",
+        "set_state",
     ];
 
     /// The client-chosen `id` of the frame, if any.
@@ -70,6 +74,7 @@ impl ClientFrame {
             ClientFrame::Reconnect(f) => f.id.as_deref(),
             ClientFrame::Refresh(f) => f.id.as_deref(),
             ClientFrame::Ping(f) => f.id.as_deref(),
+            ClientFrame::SetState(f) => f.id.as_deref(),
         }
     }
 
@@ -109,6 +114,7 @@ impl ClientFrame {
             }
             ClientFrame::Refresh(f) => check_len("token", &f.token, MAX_TOKEN_LEN),
             ClientFrame::Ping(_) => Ok(()),
+            ClientFrame::SetState(f) => check_room(&f.room),
         }
     }
 }
@@ -230,6 +236,18 @@ pub struct Ping {
     pub id: Option<String>,
 }
 
+/// `set_state`: replaces the room's state; only the member holding authority may.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetState {
+    /// The room's name; the sender must be a member holding authority.
+    pub room: String,
+    /// Any JSON value (raw bytes in MessagePack), bounded by the room's `state_bytes`.
+    pub state: Value,
+    /// Client message id, echoed in `ack` (with the `state_set`'s `seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
 /// A frame sent by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -262,6 +280,8 @@ pub enum ServerFrame {
     Pong(Ping),
     /// The node is draining; a close 1001 follows.
     ServerShutdown(ServerShutdown),
+    /// The room's state was replaced (a room message, with its own `seq`).
+    StateSet(StateSet),
 }
 
 impl ServerFrame {
@@ -272,6 +292,7 @@ impl ServerFrame {
             ServerFrame::AuthorityChanged(a) => Some(a.seq),
             ServerFrame::Joined(j) => Some(j.seq),
             ServerFrame::Left(l) => Some(l.seq),
+            ServerFrame::StateSet(s) => Some(s.seq),
             _ => None,
         }
     }
@@ -286,6 +307,7 @@ impl ServerFrame {
             ServerFrame::Left(l) => Some(&l.room),
             ServerFrame::Reconnected(r) => Some(&r.room),
             ServerFrame::ReconnectionFailed(r) => Some(&r.room),
+            ServerFrame::StateSet(s) => Some(&s.room),
             _ => None,
         }
     }
@@ -334,7 +356,7 @@ pub enum MemberStatus {
 }
 
 /// `joined`: the reply to `join`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Joined {
     /// The room.
     pub room: String,
@@ -355,6 +377,19 @@ pub struct Joined {
     /// Token to resume this membership after a drop (absent when reconnection is disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnection_token: Option<String>,
+    /// The room's latest state, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Value>,
+    /// The `seq` of the `state_set` that set `state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_seq: Option<u64>,
+    /// The room messages after `state_seq` up to `seq`, in order, as first sent (the
+    /// incremental changes to apply on top of `state`); empty without a state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ServerFrame>,
+    /// Messages after `state_seq` the room no longer holds (`events` then starts after `to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
     /// The `id` of the `join` frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -524,9 +559,35 @@ pub struct Reconnected {
     pub epoch: String,
     /// The next reconnection token (the one used is spent).
     pub reconnection_token: String,
+    /// `snapshot` when the member missed more than the room's buffer holds and `events` starts
+    /// with the room's latest `state_set` instead: the state covers every message before it
+    /// (reported in `gap`), and `recovered` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_from: Option<RecoveredFrom>,
     /// The `id` of the `reconnect` frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+}
+
+/// How a resume that missed more than the buffer recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveredFrom {
+    /// From the room's state snapshot and the events after it.
+    Snapshot,
+}
+
+/// `state_set`: the room's state was replaced. A room message: sequenced, kept for replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateSet {
+    /// The room.
+    pub room: String,
+    /// Position in the room's stream.
+    pub seq: u64,
+    /// The room's stream epoch.
+    pub epoch: String,
+    /// The new state.
+    pub state: Value,
 }
 
 /// `reconnection_failed`.

@@ -15,10 +15,12 @@
 
 pub mod codes;
 pub mod frames;
+pub mod msgpack;
 pub mod wire;
 
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::*;
+pub use msgpack::Encoding;
 pub use wire::{ack_frame, encode, encode_reconnected};
 
 /// The protocol version spoken by this crate, announced in `welcome`.
@@ -53,6 +55,37 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         message: format!("frame is not valid JSON: {e}"),
         id: None,
     })?;
+    parse_client_value(value)
+}
+
+/// Parses one binary (MessagePack) frame from a client: like [`parse_client_frame`], with
+/// `bad_json` for a message that is not valid MessagePack (same code, one meaning: the frame
+/// could not be decoded in the connection's encoding).
+pub fn parse_client_msgpack(bytes: &[u8]) -> Result<ClientFrame, FrameError> {
+    let value = msgpack::msgpack_to_value(bytes).map_err(|e| FrameError {
+        code: ErrorCode::BadJson,
+        message: format!("frame is not valid MessagePack: {e}"),
+        id: None,
+    })?;
+    parse_client_value(value)
+}
+
+/// Parses one client frame in `encoding`.
+pub fn parse_client_message(encoding: Encoding, bytes: &[u8]) -> Result<ClientFrame, FrameError> {
+    match encoding {
+        Encoding::MsgPack => parse_client_msgpack(bytes),
+        Encoding::Json => match std::str::from_utf8(bytes) {
+            Ok(text) => parse_client_frame(text),
+            Err(_) => Err(FrameError {
+                code: ErrorCode::BadJson,
+                message: "frame is not UTF-8".into(),
+                id: None,
+            }),
+        },
+    }
+}
+
+fn parse_client_value(value: serde_json::Value) -> Result<ClientFrame, FrameError> {
     let obj = value.as_object().ok_or_else(|| FrameError {
         code: ErrorCode::InvalidFrame,
         message: "frame must be a JSON object".into(),

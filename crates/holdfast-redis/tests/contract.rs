@@ -25,6 +25,8 @@ macro_rules! contract {
 }
 
 contract!(
+    the_authority_sets_the_state_and_a_joiner_gets_it_with_the_events_after,
+    a_resume_past_the_buffer_recovers_from_the_state,
     first_member_holds_authority,
     a_second_member_is_announced_and_listed,
     player_ids_are_never_reused,

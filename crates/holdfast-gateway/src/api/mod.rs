@@ -282,6 +282,7 @@ pub fn router(node: Node) -> Router {
         .route("/api/v1/rooms", get(rooms::list))
         .route("/api/v1/rooms/{room}", get(rooms::room))
         .route("/api/v1/rooms/{room}/history", get(rooms::history))
+        .route("/api/v1/rooms/{room}/state", post(rooms::set_state))
         .route("/api/v1/nodes", get(nodes::nodes))
         .route("/api/v1/{*rest}", axum::routing::any(unknown_route))
         .layer(axum::middleware::from_fn_with_state(keys, authenticate));

@@ -175,3 +175,41 @@ pub async fn list(
         serde_json::json!({ "rooms": rooms, "next_cursor": next }),
     ))
 }
+
+/// The body of `POST /api/v1/rooms/{room}/state`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateRequest {
+    /// The new state: any JSON value (raw bytes as `{"$base64": "..."}`), at most the room's
+    /// `state_bytes` once serialised.
+    pub state: serde_json::Value,
+}
+
+/// `POST /api/v1/rooms/{room}/state`: replaces the room's state; members get `state_set` in
+/// the room's `seq` order. Like a publish, a room with nobody in it keeps nothing
+/// (`{"delivered": false}`).
+pub async fn set_state(
+    State(node): State<Node>,
+    path: Result<Path<String>, PathRejection>,
+    super::ApiJson(req): super::ApiJson<StateRequest>,
+) -> Result<Json<super::publish::Published>, ApiError> {
+    let room = room_path(path)?;
+    let r = node
+        .inner
+        .store
+        .server_set_state(&room, req.state)
+        .await
+        .map_err(ApiError::room)?;
+    Ok(Json(match r {
+        Some((seq, epoch)) => super::publish::Published {
+            delivered: true,
+            seq: Some(seq),
+            epoch: Some(epoch),
+        },
+        None => super::publish::Published {
+            delivered: false,
+            seq: None,
+            epoch: None,
+        },
+    }))
+}

@@ -191,7 +191,7 @@ async fn open(
     {
         return Err(Refusal(StatusCode::FORBIDDEN, "forbidden"));
     }
-    let session = Session::start(node.clone(), claims).await;
+    let session = Session::start(node.clone(), claims, holdfast_protocol::Encoding::Json).await;
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (changed, _) = watch::channel(0);
     let fs = Arc::new(FallbackSession {
@@ -267,7 +267,7 @@ async fn drive(
                     inner.metrics.fanout_lag.observe(t.elapsed().as_secs_f64());
                 }
                 inner.metrics.messages_sent.inc();
-                if !push(fs, out.text, capacity) {
+                if !push(fs, fallback_text(out.payload), capacity) {
                     break CloseCode::SlowConsumer;
                 }
             }
@@ -287,9 +287,17 @@ async fn drive(
     };
     // Frames already queued before the close are still handed to the client.
     while let Some(out) = handle.try_pop() {
-        push(fs, out.text, capacity);
+        push(fs, fallback_text(out.payload), capacity);
     }
     close_outbox(fs, code);
     session.finish().await;
     code
+}
+
+/// A fallback session is always JSON: its queue holds text frames only.
+fn fallback_text(p: crate::registry::Payload) -> axum::extract::ws::Utf8Bytes {
+    match p {
+        crate::registry::Payload::Text(t) => t,
+        crate::registry::Payload::Binary(_) => axum::extract::ws::Utf8Bytes::from_static(""),
+    }
 }

@@ -14,6 +14,7 @@ use axum::extract::ws::Utf8Bytes;
 use holdfast_protocol::{encode, CloseCode, MemberUpdate, Presence, ServerFrame};
 
 use super::presence::PresenceNote;
+use super::Shared;
 use crate::registry::SessionHandle;
 
 /// Messages held per room while waiting for a missing range.
@@ -72,7 +73,7 @@ pub struct LocalRoom {
     /// Messages ahead of `delivered + 1`, by seq; bounded by [`MAX_EARLY`].
     early: BTreeMap<u64, Held>,
     /// Recently delivered messages, bounded by [`RECENT`] and [`RECENT_BYTES`].
-    recent: VecDeque<(u64, Utf8Bytes)>,
+    recent: VecDeque<(u64, Shared)>,
     recent_bytes: usize,
     /// Replies waiting for the message at their position to be delivered here.
     acks: Vec<(u64, Arc<SessionHandle>, Utf8Bytes)>,
@@ -153,7 +154,7 @@ impl LocalRoom {
         // Each member is sent the changes after the reply it got (earlier ones are in the list
         // that reply carried), when one of them is about another member. Members placed at the
         // same point share one serialisation: in the steady state that is every member.
-        let mut frames: Vec<(u64, Option<Utf8Bytes>)> = Vec::new();
+        let mut frames: Vec<(u64, Option<Shared>)> = Vec::new();
         for s in self.subs.iter_mut() {
             let seen = s.seen;
             s.seen = seen.max(latest);
@@ -180,13 +181,13 @@ impl LocalRoom {
                         changes,
                         count: self.count,
                     });
-                    let t = Some(Utf8Bytes::from(encode(&frame)));
+                    let t = Some(Shared::new(Utf8Bytes::from(encode(&frame))));
                     frames.push((seen, t.clone()));
                     t
                 }
             };
             if let Some(t) = text {
-                s.session.enqueue(t, None);
+                s.session.enqueue_shared(&t, None);
             }
         }
     }
@@ -209,16 +210,19 @@ impl LocalRoom {
             self.kick(k);
         }
         let now = Instant::now();
+        // Serialised once per encoding in use: the MessagePack form is built by the first
+        // MessagePack member and shared by the others.
+        let shared = Shared::new(held.text);
         for s in &self.subs {
             if s.after < seq {
-                s.session.enqueue(held.text.clone(), Some(now));
+                s.session.enqueue_shared(&shared, Some(now));
             }
         }
-        self.recent_bytes += held.text.len();
-        self.recent.push_back((seq, held.text));
+        self.recent_bytes += shared.json().len();
+        self.recent.push_back((seq, shared));
         while self.recent.len() > RECENT || self.recent_bytes > RECENT_BYTES {
             match self.recent.pop_front() {
-                Some((_, t)) => self.recent_bytes -= t.len(),
+                Some((_, t)) => self.recent_bytes -= t.json().len(),
                 None => break,
             }
         }
@@ -277,7 +281,7 @@ impl LocalRoom {
                 let now = Instant::now();
                 for (s, text) in &self.recent {
                     if *s > seq {
-                        session.enqueue(text.clone(), Some(now));
+                        session.enqueue_shared(text, Some(now));
                     }
                 }
                 d
@@ -562,7 +566,13 @@ mod tests {
     }
 
     fn drained(s: &SessionHandle) -> Vec<String> {
-        std::iter::from_fn(|| s.try_pop().map(|o| o.text.to_string())).collect()
+        std::iter::from_fn(|| {
+            s.try_pop().map(|o| match o.payload {
+                crate::registry::Payload::Text(t) => t.to_string(),
+                crate::registry::Payload::Binary(b) => format!("{b:?}"),
+            })
+        })
+        .collect()
     }
 
     /// Joins whose operations finished in one order may be placed in the other; nobody

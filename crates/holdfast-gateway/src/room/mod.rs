@@ -19,16 +19,61 @@ pub mod service;
 pub mod state;
 pub mod stream;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
-use holdfast_protocol::{ErrorCode, ServerFrame};
+use bytes::Bytes;
+use holdfast_protocol::{Encoding, ErrorCode, ServerFrame};
+
+use crate::registry::Payload;
 
 pub use service::{RoomInfo, RoomService};
 
 /// Serialises a server frame once; the bytes are then shared by every recipient.
 pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
     Utf8Bytes::from(holdfast_protocol::encode(frame))
+}
+
+/// A frame serialised once as JSON, with its MessagePack form built on first use and then
+/// shared: fan-out serialises each message once per encoding in use, not once per member.
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<SharedInner>);
+
+#[derive(Debug)]
+struct SharedInner {
+    json: Utf8Bytes,
+    msgpack: OnceLock<Option<Bytes>>,
+}
+
+impl Shared {
+    /// Wraps a JSON frame text.
+    pub fn new(json: Utf8Bytes) -> Shared {
+        Shared(Arc::new(SharedInner {
+            json,
+            msgpack: OnceLock::new(),
+        }))
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &Utf8Bytes {
+        &self.0.json
+    }
+
+    /// The frame in `encoding` (a JSON text that could not be re-encoded, which the server
+    /// never produces, is sent as it is).
+    pub fn payload(&self, encoding: Encoding) -> Payload {
+        if encoding == Encoding::MsgPack {
+            let packed = self.0.msgpack.get_or_init(|| {
+                holdfast_protocol::msgpack::json_to_msgpack(self.0.json.as_str())
+                    .ok()
+                    .map(Bytes::from)
+            });
+            if let Some(b) = packed {
+                return Payload::Binary(b.clone());
+            }
+        }
+        Payload::Text(self.0.json.clone())
+    }
 }
 
 /// A refusal of a room operation: a stable code and a message for the client.

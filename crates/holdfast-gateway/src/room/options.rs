@@ -32,7 +32,13 @@ pub struct RoomsConfig {
     /// Presence changes are coalesced and sent at most this often per room (and before the
     /// room's next event), in milliseconds.
     pub presence_interval_ms: u64,
+    /// Largest room state (`set_state`, `POST /api/v1/rooms/{room}/state`), in bytes of its
+    /// JSON form; 0 disables room state.
+    pub state_bytes: usize,
 }
+
+/// Largest accepted `state_bytes`.
+pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for RoomsConfig {
     fn default() -> Self {
@@ -40,6 +46,7 @@ impl Default for RoomsConfig {
             join: None,
             presence: PresenceMode::Full,
             presence_interval_ms: 50,
+            state_bytes: 64 * 1024,
         }
     }
 }
@@ -63,6 +70,8 @@ pub struct NamespaceConfig {
     pub history_bytes: Option<usize>,
     /// How long a dropped member may resume.
     pub reconnection_window_secs: Option<u64>,
+    /// Largest room state, in bytes; 0 disables room state.
+    pub state_bytes: Option<usize>,
 }
 
 /// The options in force for one room.
@@ -78,6 +87,8 @@ pub struct RoomOptions {
     pub history_bytes: usize,
     /// Reconnection window, in ms.
     pub window_ms: u64,
+    /// Largest room state, in bytes (0: no room state).
+    pub state_bytes: usize,
 }
 
 impl Config {
@@ -107,6 +118,7 @@ impl Namespaces {
             history_size: config.reconnection.event_buffer_size,
             history_bytes: config.reconnection.event_buffer_bytes,
             window_ms: config.reconnection.window_secs.saturating_mul(1000),
+            state_bytes: config.rooms.state_bytes,
         };
         let mut by_prefix: Vec<(String, RoomOptions)> = config
             .namespaces
@@ -122,6 +134,7 @@ impl Namespaces {
                         window_ms: n
                             .reconnection_window_secs
                             .map_or(default.window_ms, |s| s.saturating_mul(1000)),
+                        state_bytes: n.state_bytes.unwrap_or(default.state_bytes),
                     },
                 )
             })
@@ -148,6 +161,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be between 1 and 10000".into(),
         );
     }
+    if config.rooms.state_bytes > MAX_STATE_BYTES {
+        return bad(
+            "rooms.state_bytes",
+            format!("must be at most {MAX_STATE_BYTES}"),
+        );
+    }
     let mut seen = std::collections::HashSet::new();
     for n in &config.namespaces {
         if n.prefix.is_empty() {
@@ -167,6 +186,15 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             return bad(
                 "namespaces",
                 format!("namespace `{}`: values must be greater than 0", n.prefix),
+            );
+        }
+        if n.state_bytes.is_some_and(|b| b > MAX_STATE_BYTES) {
+            return bad(
+                "namespaces.state_bytes",
+                format!(
+                    "namespace `{}`: must be at most {MAX_STATE_BYTES}",
+                    n.prefix
+                ),
             );
         }
         if n.history_size.is_some_and(|h| h > 100_000) {

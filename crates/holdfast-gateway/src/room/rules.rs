@@ -5,11 +5,12 @@
 //! Contract of [`apply`]: on `Err` the state is unchanged (every check comes before the first
 //! change); on `Ok` the emitted messages are in `state.out`, in seq order.
 
-use holdfast_protocol::{ErrorCode, Event, Member, PresenceStatus, ServerFrame};
+use holdfast_protocol::{ErrorCode, Event, Member, PresenceStatus, ServerFrame, StateSet};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::options::{Namespaces, PresenceMode, RoomOptions};
-use super::state::{MemberRecord, RoomState};
+use super::state::{MemberRecord, RoomState, Snapshot};
 use super::RoomError;
 use crate::tokens::hashes_match;
 
@@ -99,6 +100,14 @@ pub enum Op {
         /// Server time (Unix ms).
         ts: u64,
     },
+    /// Replace the room's state: from the member holding authority, or from the
+    /// application's backend (`member` is `None`).
+    SetState {
+        /// The member `(player, session)`, or none for the backend.
+        member: Option<(String, String)>,
+        /// The new state.
+        state: Value,
+    },
     /// Read the room without changing it.
     Inspect,
     /// Take authority.
@@ -159,6 +168,8 @@ pub enum Outcome {
         count: u64,
         /// The authority now.
         authority: Option<String>,
+        /// The room's state, when it has one.
+        state: Option<Snapshot>,
     },
     /// `leave` (also when the member was already gone).
     Left,
@@ -183,6 +194,13 @@ pub enum Outcome {
         authority: Option<String>,
         /// The stream position before this resume's own messages: replay ends here.
         replay_to: u64,
+        /// The room's state, when it was set after the position the member resumes from.
+        state: Option<Snapshot>,
+    },
+    /// `set_state`: the `state_set`'s seq (0 when nobody is in the room: nothing is kept).
+    StateSet {
+        /// Its seq.
+        seq: u64,
     },
     /// Expired members removed.
     Expired(usize),
@@ -316,6 +334,7 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                 duplicate: false,
             })
         }
+        Op::SetState { member, state } => set_state(st, member.as_ref(), state, rules),
         Op::Inspect => Ok(Outcome::Info {
             members: st.member_list(),
             authority: st.authority.clone(),
@@ -381,8 +400,8 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             presented,
             next,
             now,
-            ..
-        } => resume(st, player, who, presented, next, *now, rules),
+            last,
+        } => resume(st, player, who, presented, next, *now, *last, rules),
         Op::Expire { now } => {
             let mut n = 0;
             while let Some(i) = st
@@ -414,6 +433,7 @@ fn join(
             members: listed(st, rules),
             count: st.members.len() as u64,
             authority: st.authority.clone(),
+            state: st.snapshot(),
         });
     }
     let replaced = st
@@ -451,9 +471,11 @@ fn join(
         members: listed(st, rules),
         count: st.members.len() as u64,
         authority: st.authority.clone(),
+        state: st.snapshot(),
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn resume(
     st: &mut RoomState,
     player: &str,
@@ -461,6 +483,7 @@ fn resume(
     presented: &str,
     next: &str,
     now: u64,
+    last: u64,
     rules: &Rules,
 ) -> Result<Outcome, RoomError> {
     let Some(i) = st.find(player) else {
@@ -543,7 +566,55 @@ fn resume(
         count: st.members.len() as u64,
         authority: st.authority.clone(),
         replay_to,
+        state: st.snapshot().filter(|s| s.seq > last),
     })
+}
+
+/// Replaces the room's state and emits `state_set`.
+fn set_state(
+    st: &mut RoomState,
+    member: Option<&(String, String)>,
+    state: &Value,
+    rules: &Rules,
+) -> Result<Outcome, RoomError> {
+    if let Some((player, session)) = member {
+        st.find_live(player, session).ok_or_else(not_in_room)?;
+        if st.authority.as_deref() != Some(player.as_str()) {
+            return Err(err(
+                ErrorCode::NotAuthority,
+                "only the member holding authority may set the room's state",
+            ));
+        }
+    }
+    let max = rules.options(&st.name).state_bytes;
+    if max == 0 {
+        return Err(err(
+            ErrorCode::Forbidden,
+            "room state is disabled for this room",
+        ));
+    }
+    let text = serde_json::to_string(state)
+        .map_err(|_| err(ErrorCode::InvalidFrame, "the state is not serialisable"))?;
+    if text.len() > max {
+        return Err(err(
+            ErrorCode::InvalidFrame,
+            "the state is larger than the room's state_bytes",
+        ));
+    }
+    let raw = RawValue::from_string(text)
+        .map_err(|_| err(ErrorCode::InvalidFrame, "the state is not serialisable"))?;
+    let state = state.clone();
+    let seq = st.emit(move |room, seq, epoch| {
+        ServerFrame::StateSet(StateSet {
+            room,
+            seq,
+            epoch,
+            state,
+        })
+    });
+    st.state = Some(raw);
+    st.state_seq = seq;
+    Ok(Outcome::StateSet { seq })
 }
 
 /// The member list a reply carries: the whole list in presence mode `full`, none otherwise
@@ -576,6 +647,10 @@ pub fn replay_range(op: &Op, outcome: &Outcome) -> Option<(u64, u64)> {
         (Op::Resume { last, .. }, Outcome::Resumed { replay_to, .. }) if last < replay_to => {
             Some((last + 1, *replay_to))
         }
+        // A join into a room with a state: the messages after the state.
+        (Op::Join { .. }, Outcome::Joined { state: Some(s), .. }) if s.seq < s.upto => {
+            Some((s.seq + 1, s.upto))
+        }
         _ => None,
     }
 }
@@ -594,6 +669,11 @@ pub fn on_missing(op: &Op) -> Result<Outcome, RoomError> {
         Op::Away { .. } => Ok(Outcome::Away),
         Op::Expire { .. } => Ok(Outcome::Expired(0)),
         Op::Publish { .. } | Op::Claim { .. } | Op::Release { .. } => Err(not_in_room()),
+        Op::SetState {
+            member: Some(_), ..
+        } => Err(not_in_room()),
+        // Like a backend publish: nobody is in the room, nothing is kept.
+        Op::SetState { member: None, .. } => Ok(Outcome::StateSet { seq: 0 }),
         // A room nobody is in holds no stream: nothing to deliver or to read (seq 0).
         Op::ServerPublish { .. } => Ok(Outcome::Published {
             seq: 0,

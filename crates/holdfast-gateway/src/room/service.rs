@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
+use holdfast_protocol::wire::encode_joined;
 use holdfast_protocol::{
-    ack_frame, encode, encode_reconnected, ErrorCode, Gap, Joined, Left, Reconnected, ServerFrame,
+    ack_frame, encode, encode_reconnected, ErrorCode, Gap, Joined, Left, Reconnected,
+    RecoveredFrom, ServerFrame, StateSet,
 };
 use serde_json::Value;
 
@@ -144,6 +146,7 @@ impl RoomService {
             members,
             count,
             authority,
+            state,
         } = a.outcome
         else {
             self.exit(room);
@@ -152,7 +155,13 @@ impl RoomService {
         if token.is_some() {
             self.metrics.reconnection_tokens_issued.inc();
         }
-        let joined = ServerFrame::Joined(Joined {
+        // With a state, the member gets it and the messages after it (the changes to apply
+        // on top), or the exact range of them the room no longer holds.
+        let (state_seq, state, r) = match state {
+            Some(s) => (Some(s.seq), Some(s.state), replay(s.seq, s.upto, a.replay)),
+            None => (None, None, Default::default()),
+        };
+        let joined = Joined {
             room: room.to_owned(),
             player_id: player.clone(),
             members,
@@ -161,8 +170,18 @@ impl RoomService {
             seq: a.seq,
             epoch: a.epoch.clone(),
             reconnection_token: token,
+            state,
+            state_seq,
+            events: Vec::new(),
+            gap: r.gap.map(|(from, to)| Gap {
+                from,
+                to,
+                epoch: a.epoch.clone(),
+            }),
             id,
-        });
+        };
+        let events: Vec<&str> = r.events.iter().map(|b| b.text.as_str()).collect();
+        let joined = Utf8Bytes::from(encode_joined(&joined, &events));
         let player: Arc<str> = player.into();
         self.mirror.place(
             room,
@@ -173,7 +192,7 @@ impl RoomService {
             },
             session,
             &player,
-            text(&joined),
+            joined,
         );
         Ok(Membership {
             room: room.into(),
@@ -344,6 +363,7 @@ impl RoomService {
             count,
             authority,
             replay_to,
+            state,
         } = a.outcome
         else {
             self.exit(&req.room);
@@ -351,12 +371,30 @@ impl RoomService {
         };
         let last = req.last_sequence;
         let held = a.replay;
-        let r = replay(last, replay_to, held);
+        let mut r = replay(last, replay_to, held);
+        // Past the buffer: when the room's state was set after the member's position and every
+        // message after the state is still held, the member gets the state (as its
+        // `state_set`) and those messages; the gap before the state is still reported.
+        let mut snapshot = None;
+        if let (Some((_, to)), Some(s)) = (r.gap, state) {
+            if s.seq >= to && s.seq <= replay_to {
+                let frame = ServerFrame::StateSet(StateSet {
+                    room: req.room.clone(),
+                    seq: s.seq,
+                    epoch: a.epoch.clone(),
+                    state: s.state,
+                });
+                r.events.retain(|b| b.seq > s.seq);
+                r.gap = (s.seq > last + 1).then_some((last + 1, s.seq - 1));
+                snapshot = Some(encode(&frame));
+            }
+        }
+        let recovered_from = snapshot.is_some().then_some(RecoveredFrom::Snapshot);
         let reply = Reconnected {
             room: req.room.clone(),
             player_id: req.player_id.clone(),
             events: Vec::new(),
-            recovered: r.gap.is_none(),
+            recovered: r.gap.is_none() || snapshot.is_some(),
             gap: r.gap.map(|(from, to)| Gap {
                 from,
                 to,
@@ -369,9 +407,14 @@ impl RoomService {
             seq: a.seq,
             epoch: a.epoch.clone(),
             reconnection_token: token,
+            recovered_from,
             id: req.id,
         };
-        let events: Vec<&str> = r.events.iter().map(|b| b.text.as_str()).collect();
+        let events: Vec<&str> = snapshot
+            .iter()
+            .map(String::as_str)
+            .chain(r.events.iter().map(|b| b.text.as_str()))
+            .collect();
         let frame = Utf8Bytes::from(encode_reconnected(&reply, &events));
         self.metrics.reconnection_completions.inc();
         self.metrics.reconnection_tokens_issued.inc();
@@ -391,6 +434,49 @@ impl RoomService {
             room: req.room.as_str().into(),
             player,
         })
+    }
+
+    /// Replaces the room's state (the member must hold authority); the setter gets `ack` (when
+    /// `id` is set) after its own copy of `state_set`.
+    pub async fn set_state(
+        &self,
+        m: &Membership,
+        session: &Arc<SessionHandle>,
+        state: Value,
+        id: Option<String>,
+    ) -> Result<(), RoomError> {
+        let op = Op::SetState {
+            member: Some((m.player.to_string(), session.id.to_string())),
+            state,
+        };
+        let a = self.backend.apply(&m.room, &op).await.map_err(room_error)?;
+        let Outcome::StateSet { seq } = a.outcome else {
+            return Err(unexpected());
+        };
+        if let Some(id) = id {
+            let ack = text(&ack_frame(id, Some(&m.room), Some(seq)));
+            self.mirror.reply_at(&m.room, seq, session, ack);
+        }
+        Ok(())
+    }
+
+    /// Replaces the room's state from the application's backend. Returns the `state_set`'s
+    /// `(seq, epoch)`, or `None` when nobody is in the room (nothing is kept).
+    pub async fn server_set_state(
+        &self,
+        room: &str,
+        state: Value,
+    ) -> Result<Option<(u64, String)>, RoomError> {
+        let op = Op::SetState {
+            member: None,
+            state,
+        };
+        let a = self.backend.apply(room, &op).await.map_err(room_error)?;
+        match a.outcome {
+            Outcome::StateSet { seq: 0 } => Ok(None),
+            Outcome::StateSet { seq } => Ok(Some((seq, a.epoch))),
+            _ => Err(unexpected()),
+        }
     }
 
     /// Publishes `data` from the application's backend: an `event` with `from: "server"`, in

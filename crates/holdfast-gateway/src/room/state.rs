@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use axum::extract::ws::Utf8Bytes;
 use holdfast_protocol::{encode, Member, MemberStatus, MemberUpdate, ServerFrame};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::dedupe::DedupeWindow;
 
@@ -92,6 +93,13 @@ pub struct RoomState {
     /// Expired members, bounded by [`MAX_TOMBSTONES`].
     #[serde(default)]
     pub tombstones: VecDeque<Tombstone>,
+    /// The room's latest state (`set_state`), as JSON text, bounded by the room's
+    /// `state_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Box<RawValue>>,
+    /// The seq of the `state_set` that set `state`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub state_seq: u64,
     /// Publish dedupe windows by player. Kept apart from the rest by stores that load them
     /// only for the publisher.
     #[serde(skip)]
@@ -124,6 +132,8 @@ impl RoomState {
             members: Vec::new(),
             presence_version: 0,
             tombstones: VecDeque::new(),
+            state: None,
+            state_seq: 0,
             dedupe: HashMap::new(),
             dedupe_dirty: Vec::new(),
             out: Vec::new(),
@@ -175,6 +185,17 @@ impl RoomState {
         self.seq
     }
 
+    /// The room's state and its seq, when it has one.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let raw = self.state.as_ref()?;
+        let state = serde_json::from_str(raw.get()).ok()?;
+        Some(Snapshot {
+            seq: self.state_seq,
+            state,
+            upto: self.seq,
+        })
+    }
+
     /// Remembers an expired member's last token.
     pub fn bury(&mut self, player: String, token: String) {
         while self.tombstones.len() >= MAX_TOMBSTONES {
@@ -182,4 +203,19 @@ impl RoomState {
         }
         self.tombstones.push_back(Tombstone { player, token });
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A room's state as an operation's outcome carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The seq of the `state_set` that set it.
+    pub seq: u64,
+    /// The state.
+    pub state: serde_json::Value,
+    /// The room's seq when it was read (the messages in `(seq, upto]` came after it).
+    pub upto: u64,
 }

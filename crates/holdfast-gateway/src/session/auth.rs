@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes};
+use axum::extract::ws::Message;
 use futures_util::{Sink, Stream, StreamExt};
-use holdfast_protocol::{parse_client_frame, ClientFrame, CloseCode, ErrorCode};
+use holdfast_protocol::{parse_client_message, ClientFrame, CloseCode, Encoding, ErrorCode};
 
 use super::core::error_frame;
 use super::ws::{close_with, is_too_big, write_now};
@@ -17,7 +17,11 @@ const MAX_PRE_AUTH_FRAMES: u32 = 8;
 
 /// Waits for an `auth` frame within `auth.timeout_ms`. On failure the socket is already
 /// closed and the close code is returned.
-pub(super) async fn authenticate<S, E>(node: &Node, ws: &mut S) -> Result<Claims, u16>
+pub(super) async fn authenticate<S, E>(
+    node: &Node,
+    ws: &mut S,
+    encoding: Encoding,
+) -> Result<Claims, u16>
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::error::Error + 'static,
@@ -37,10 +41,18 @@ where
                 return Err(CloseCode::GoingAway.code());
             }
             msg = ws.next() => {
-                let text = match msg {
-                    Some(Ok(Message::Text(t))) => t,
+                let parsed = match msg {
+                    Some(Ok(Message::Text(t))) if encoding == Encoding::Json => {
+                        parse_client_message(Encoding::Json, t.as_bytes())
+                    }
+                    Some(Ok(Message::Binary(b))) if encoding == Encoding::MsgPack => {
+                        parse_client_message(Encoding::MsgPack, &b)
+                    }
                     Some(Ok(Message::Close(f))) => return Err(f.map(|f| f.code).unwrap_or(1005)),
-                    Some(Ok(Message::Binary(_))) => Utf8Bytes::from_static("binary"),
+                    // A message of the other kind than the negotiated encoding.
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                        parse_client_message(encoding, b"\xff")
+                    }
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
                         if is_too_big(&e) {
@@ -53,23 +65,23 @@ where
                 };
                 inner.metrics.messages_received.inc();
                 frames += 1;
-                let reply = match parse_client_frame(&text) {
+                let reply = match parsed {
                     Ok(ClientFrame::Auth(a)) => match inner.verifier.verify(&a.token).await {
                         Ok(claims) => {
                             if let Err(f) = crate::permissions::check_connect(node, &claims).await {
-                                write_now(ws, &error_frame(ErrorCode::Forbidden, f.0, None)).await;
+                                write_now(ws, encoding, &error_frame(ErrorCode::Forbidden, f.0, None)).await;
                                 close_with(ws, CloseCode::AuthFailed).await;
                                 return Err(CloseCode::AuthFailed.code());
                             }
                             return Ok(claims);
                         }
                         Err(AuthError::Expired) => {
-                            write_now(ws, &error_frame(ErrorCode::TokenExpired, "token expired", None)).await;
+                            write_now(ws, encoding, &error_frame(ErrorCode::TokenExpired, "token expired", None)).await;
                             close_with(ws, CloseCode::TokenExpired).await;
                             return Err(CloseCode::TokenExpired.code());
                         }
                         Err(AuthError::Invalid) => {
-                            write_now(ws, &error_frame(ErrorCode::AuthFailed, "invalid token", None)).await;
+                            write_now(ws, encoding, &error_frame(ErrorCode::AuthFailed, "invalid token", None)).await;
                             close_with(ws, CloseCode::AuthFailed).await;
                             return Err(CloseCode::AuthFailed.code());
                         }
@@ -81,7 +93,7 @@ where
                     ),
                     Err(e) => error_frame(e.code, e.message, e.id),
                 };
-                write_now(ws, &reply).await;
+                write_now(ws, encoding, &reply).await;
                 if frames >= MAX_PRE_AUTH_FRAMES {
                     close_with(ws, CloseCode::PolicyViolation).await;
                     return Err(CloseCode::PolicyViolation.code());

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::{
-    parse_client_frame, Ack, ClientFrame, CloseCode, Direct, ErrorCode, ErrorFrame, Ping,
-    ReconnectionFailed, Refreshed, ServerFrame, Welcome, PROTOCOL_VERSION,
+    parse_client_frame, parse_client_message, Ack, ClientFrame, CloseCode, Direct, Encoding,
+    ErrorCode, ErrorFrame, FrameError, Ping, ReconnectionFailed, Refreshed, ServerFrame, Welcome,
+    PROTOCOL_VERSION,
 };
 
 use super::ratelimit::TokenBucket;
@@ -87,15 +88,16 @@ pub(crate) struct Session {
 impl Session {
     /// Registers the session (closing the user's previous one when single socket is on) and
     /// queues `welcome`.
-    pub(crate) async fn start(node: Node, claims: Claims) -> Session {
+    pub(crate) async fn start(node: Node, claims: Claims, encoding: Encoding) -> Session {
         let inner = &node.inner;
         let limits = &inner.config.limits;
-        let handle = SessionHandle::new(
+        let handle = SessionHandle::with_encoding(
             node.next_session_id(),
             claims.sub.as_str().into(),
             limits.send_queue_messages,
             limits.send_queue_bytes,
             inner.metrics.clone(),
+            encoding,
         );
         let previous = inner.registry.insert(handle.clone());
         if inner.config.session.single_socket {
@@ -117,7 +119,7 @@ impl Session {
             max_message_bytes: limits.max_message_bytes,
             expires_at: claims.exp,
         });
-        handle.enqueue(encode(&welcome), None);
+        handle.enqueue_frame(&welcome);
         tracing::debug!(session = %handle.id, user = %handle.user, "session started");
         Session {
             bucket: TokenBucket::new(limits.rate_limit_per_sec, limits.rate_limit_burst),
@@ -146,7 +148,7 @@ impl Session {
     }
 
     fn reply(&self, frame: &ServerFrame) {
-        self.handle.enqueue(encode(frame), None);
+        self.handle.enqueue_frame(frame);
     }
 
     pub(super) fn reply_error(
@@ -178,6 +180,17 @@ impl Session {
 
     /// Handles one text frame; returns a close code when the session must end.
     pub(crate) async fn on_text(&mut self, text: &str) -> Option<CloseCode> {
+        self.on_parsed(parse_client_frame(text)).await
+    }
+
+    /// Handles one binary frame (MessagePack sessions); returns a close code when the session
+    /// must end.
+    pub(crate) async fn on_message(&mut self, bytes: &[u8]) -> Option<CloseCode> {
+        self.on_parsed(parse_client_message(self.handle.encoding, bytes))
+            .await
+    }
+
+    async fn on_parsed(&mut self, parsed: Result<ClientFrame, FrameError>) -> Option<CloseCode> {
         let inner = self.node.inner.clone();
         inner.metrics.messages_received.inc();
         if !self.bucket.take(Instant::now()) {
@@ -186,7 +199,7 @@ impl Session {
                 return Some(CloseCode::RateLimited);
             }
             // The id is still read, so the client knows which frame to retry.
-            let id = match parse_client_frame(text) {
+            let id = match parsed {
                 Ok(f) => f.id().map(str::to_owned),
                 Err(e) => e.id,
             };
@@ -198,7 +211,7 @@ impl Session {
             return None;
         }
         self.strikes = 0;
-        let frame = match parse_client_frame(text) {
+        let frame = match parsed {
             Ok(f) => f,
             Err(e) => {
                 self.reply_error(e.code, e.message, e.id);
@@ -365,6 +378,18 @@ impl Session {
                 }
             },
             ClientFrame::Ping(p) => self.reply(&ServerFrame::Pong(Ping { id: p.id })),
+            ClientFrame::SetState(f) => match self.rooms.get(f.room.as_str()) {
+                None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", f.id),
+                Some(m) => {
+                    let res = inner
+                        .store
+                        .set_state(m, &self.handle, f.state, f.id.clone())
+                        .await;
+                    if let Err(e) = res {
+                        self.room_error(e, f.id);
+                    }
+                }
+            },
         }
         None
     }

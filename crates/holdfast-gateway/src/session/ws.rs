@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use holdfast_protocol::{CloseCode, ErrorCode, ServerFrame, ServerShutdown};
+use holdfast_protocol::{CloseCode, Encoding, ErrorCode, ServerFrame, ServerShutdown};
 use tokio::time::{sleep_until, Instant};
 
 use super::auth::authenticate;
@@ -45,8 +45,13 @@ enum Ending {
 
 /// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
 /// with the upgrade request; otherwise the first frame must be `auth`.
-pub(crate) async fn run<S, E>(node: Node, mut ws: S, pre_auth: Option<Claims>, admission: Admission)
-where
+pub(crate) async fn run<S, E>(
+    node: Node,
+    mut ws: S,
+    pre_auth: Option<Claims>,
+    admission: Admission,
+    encoding: Encoding,
+) where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::error::Error + 'static,
 {
@@ -57,11 +62,11 @@ where
     // session's task stays small.
     let code = match pre_auth {
         Some(c) => Ok(c),
-        None => Box::pin(authenticate(&node, &mut ws)).await,
+        None => Box::pin(authenticate(&node, &mut ws, encoding)).await,
     };
     let code = match code {
         Ok(claims) => {
-            let session = Box::pin(Session::start(node, claims)).await;
+            let session = Box::pin(Session::start(node, claims, encoding)).await;
             let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
             logs::session_started(&id, &user, peer, Transport::WebSocket);
             let code = Box::pin(drive(session, &mut ws)).await;
@@ -86,9 +91,19 @@ where
     metrics.session_closed(Transport::WebSocket, code);
 }
 
-/// Writes one text frame directly (before the session's queue exists, or after it is done).
-pub(super) async fn write_now<S: Sink<Message> + Unpin>(ws: &mut S, frame: &ServerFrame) {
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.send(Message::Text(encode(frame)))).await;
+/// Writes one frame directly (before the session's queue exists, or after it is done).
+pub(super) async fn write_now<S: Sink<Message> + Unpin>(
+    ws: &mut S,
+    encoding: Encoding,
+    frame: &ServerFrame,
+) {
+    let msg = match encoding {
+        Encoding::Json => Message::Text(encode(frame)),
+        Encoding::MsgPack => {
+            Message::Binary(holdfast_protocol::msgpack::encode_msgpack(frame).into())
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.send(msg)).await;
 }
 
 /// Sends a close frame with `code`, bounded in time.
@@ -180,9 +195,15 @@ where
                         break Ending::Close(code);
                     }
                 }
-                Some(Ok(Message::Binary(_))) => {
-                    inner.metrics.messages_received.inc();
-                    session.reply_error(ErrorCode::InvalidFrame, "binary frames are not supported; send JSON text", None);
+                Some(Ok(Message::Binary(bytes))) => {
+                    if handle.encoding == Encoding::MsgPack {
+                        if let Some(code) = Box::pin(session.on_message(&bytes)).await {
+                            break Ending::Close(code);
+                        }
+                    } else {
+                        inner.metrics.messages_received.inc();
+                        session.reply_error(ErrorCode::InvalidFrame, "binary frames need the holdfast.v1.msgpack subprotocol; send JSON text", None);
+                    }
                 }
                 Some(Ok(Message::Pong(_))) => {
                     if let Some(rtt) = heartbeat.on_pong(Instant::now()) {
@@ -207,7 +228,7 @@ where
                     reason: "node draining".into(),
                     reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
                 });
-                write_now(ws, &notice).await;
+                write_now(ws, handle.encoding, &notice).await;
                 close_with(ws, CloseCode::GoingAway).await;
                 CloseCode::GoingAway.code()
             }
@@ -240,7 +261,7 @@ async fn write_batch<S: Sink<Message> + Unpin>(
         if let Some(slot) = emitted.get_mut(n as usize) {
             *slot = out.emitted;
         }
-        ws.feed(Message::Text(out.text)).await?;
+        ws.feed(out.payload.into_message()).await?;
         n += 1;
         if n >= MAX_BATCH as u64 {
             break;

@@ -727,7 +727,7 @@ pub async fn concurrent_publishes_are_gapless_and_the_same_for_everyone(b: Backe
     for s in &ss {
         let mut l = 0;
         while let Some(o) = s.try_pop() {
-            let v: serde_json::Value = serde_json::from_str(o.text.as_str()).unwrap();
+            let v: serde_json::Value = o.payload.to_value().unwrap();
             l = seq(&v);
         }
         last.push(l);
@@ -966,4 +966,120 @@ pub async fn a_whole_room_drops_and_resumes_while_events_flow_and_loses_nothing(
         }
         assert_eq!(seqs, (1..=total).collect::<Vec<u64>>());
     }
+}
+
+pub async fn the_authority_sets_the_state_and_a_joiner_gets_it_with_the_events_after(b: Backend) {
+    let env = Env::new(b, config()).await;
+    let (a, x, y) = (
+        env.session("a"),
+        env.session_on(1, "b"),
+        env.session_on(1, "c"),
+    );
+    let (ma, _) = env.join(&a, "r").await;
+    let (mx, _) = env.join_on(1, &x, "r").await;
+    presence(&a).await;
+    env.publish(&ma, &a, data(1), "m1").await; // 1
+    let state = json!({"tick": 7, "blob": {"$base64": "AAE="}});
+    env.node(0)
+        .set_state(&ma, &a, state.clone(), Some("s".into()))
+        .await
+        .unwrap(); // 2
+    env.publish(&ma, &a, data(3), "m3").await; // 3
+                                               // Not the authority: refused, nothing emitted.
+    let e = env
+        .node(1)
+        .set_state(&mx, &x, json!(0), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, holdfast_protocol::ErrorCode::NotAuthority);
+    for s in [&a, &x] {
+        assert_eq!(expect(s, "event").await["seq"], 1);
+        if std::ptr::eq(s.as_ref(), a.as_ref()) {
+            expect(s, "ack").await;
+        }
+        let set = expect(s, "state_set").await;
+        assert_eq!(
+            (set["seq"].clone(), set["state"].clone()),
+            (json!(2), state.clone())
+        );
+        if std::ptr::eq(s.as_ref(), a.as_ref()) {
+            assert_eq!(expect(s, "ack").await["seq"], 2);
+        }
+        assert_eq!(expect(s, "event").await["seq"], 3);
+    }
+    // A joiner on the other node gets the state and the events after it.
+    let (_, jy) = env.join_on(1, &y, "r").await;
+    assert_eq!(jy["state"], state);
+    assert_eq!(jy["state_seq"], 2);
+    assert_eq!(jy["seq"], 3);
+    let seqs: Vec<u64> = jy["events"].as_array().unwrap().iter().map(seq).collect();
+    assert_eq!(seqs, vec![3]);
+    assert!(jy.get("gap").is_none());
+    // The backend sets it too; a room nobody is in keeps nothing.
+    let (s4, _) = env
+        .node(1)
+        .server_set_state("r", json!({"tick": 8}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s4, 4);
+    assert_eq!(expect(&y, "state_set").await["state"]["tick"], 8);
+    assert!(env
+        .node(0)
+        .server_set_state("nobody-here", json!(1))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub async fn a_resume_past_the_buffer_recovers_from_the_state(b: Backend) {
+    let mut cfg = config();
+    cfg.reconnection.event_buffer_size = 5;
+    let env = Env::new(b, cfg).await;
+    let (a, x) = (env.session("a"), env.session("b"));
+    let (ma, _) = env.join(&a, "r").await;
+    let (mx, jx) = env.join(&x, "r").await;
+    env.node(0).disconnect(&mx, &x).await;
+    for i in 0..20 {
+        env.publish(&ma, &a, data(i), &format!("m{i}")).await; // 1..=20
+    }
+    env.node(0)
+        .set_state(&ma, &a, json!({"tick": 21}), None)
+        .await
+        .unwrap(); // 21
+    for i in 22..=23 {
+        env.publish(&ma, &a, data(i), &format!("m{i}")).await;
+    }
+    let x2 = env.session_on(1, "b");
+    let (_, r) = env.resume(1, &x2, "r", "p2", &token(&jx), 0).await.unwrap();
+    assert_eq!(r["recovered"], true);
+    assert_eq!(r["recovered_from"], "snapshot");
+    assert_eq!(
+        (r["gap"]["from"].clone(), r["gap"]["to"].clone()),
+        (json!(1), json!(20))
+    );
+    let events = r["events"].as_array().unwrap();
+    assert_eq!(events[0]["type"], "state_set");
+    assert_eq!(events[0]["state"]["tick"], 21);
+    let seqs: Vec<u64> = events.iter().map(seq).collect();
+    assert_eq!(seqs, vec![21, 22, 23]);
+
+    // When the events after the state are no longer all held, the state does not cover
+    // the loss: the plain gap is reported.
+    env.node(1).disconnect(&mx, &x2).await;
+    env.node(0)
+        .set_state(&ma, &a, json!({"tick": 24}), None)
+        .await
+        .unwrap(); // 24
+    for i in 25..=35 {
+        env.publish(&ma, &a, data(i), &format!("m{i}")).await;
+    }
+    let x3 = env.session("b");
+    let (_, r) = env.resume(0, &x3, "r", "p2", &token(&r), 23).await.unwrap();
+    assert_eq!(r["recovered"], false);
+    assert!(r.get("recovered_from").is_none());
+    assert_eq!(
+        (r["gap"]["from"].clone(), r["gap"]["to"].clone()),
+        (json!(24), json!(30))
+    );
 }

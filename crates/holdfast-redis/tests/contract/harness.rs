@@ -173,7 +173,7 @@ impl Env {
 pub async fn recv(s: &SessionHandle) -> Value {
     for _ in 0..2500 {
         if let Some(o) = s.try_pop() {
-            return serde_json::from_str(o.text.as_str()).unwrap();
+            return o.payload.to_value().unwrap();
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -223,7 +223,11 @@ pub fn change(player: &str, status: &str) -> (String, String) {
 pub async fn quiet(s: &SessionHandle) {
     tokio::time::sleep(Duration::from_millis(150)).await;
     if let Some(o) = s.try_pop() {
-        panic!("unexpected frame for {}: {}", s.id, o.text.as_str());
+        panic!(
+            "unexpected frame for {}: {}",
+            s.id,
+            o.payload.to_value().unwrap_or_default()
+        );
     }
 }
 
