@@ -24,8 +24,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,9 +46,9 @@ pub fn router(node: Node) -> Router {
     let mut r = Router::new().route("/ws", get(ws_upgrade));
     if node.config().fallback.enabled {
         r = r
-            .route("/sse", get(fallback::sse))
+            .route("/sse", get(fallback::sse).delete(fallback::end))
             .route("/sse/send", post(fallback::send))
-            .route("/poll", get(fallback::poll))
+            .route("/poll", get(fallback::poll).delete(fallback::end))
             .route("/poll/send", post(fallback::send));
     }
     if node.config().metrics.public {
@@ -82,6 +83,13 @@ fn reject(node: &Node, status: StatusCode, reason: &'static str) -> Response {
 }
 
 /// The token from `?token=` or `Authorization: Bearer`.
+/// The query parameters of `/ws` read besides the token.
+#[derive(Debug, Default, serde::Deserialize)]
+struct WsQuery {
+    /// The device id, for `session.single_socket = "device"` when the token names none.
+    device: Option<String>,
+}
+
 fn request_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
     if let Some(q) = query {
         for pair in q.split('&') {
@@ -103,6 +111,7 @@ async fn ws_upgrade(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
+    ws_query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -156,6 +165,7 @@ async fn ws_upgrade(
     // and the session being tracked.
     let tracker_token = node.inner.drain.tracker().token();
     let session_node = node.clone();
+    let device = ws_query.map(|Query(q)| q).unwrap_or_default().device;
     upgrade
         // Small: it is allocated for every connection, idle or not, and grows on demand for a
         // larger frame. Client frames are mostly a few hundred bytes.
@@ -166,7 +176,7 @@ async fn ws_upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let _tracked = tracker_token;
-            session::run(session_node, socket, claims, admission).await;
+            session::run(session_node, socket, claims, device, admission).await;
         })
 }
 

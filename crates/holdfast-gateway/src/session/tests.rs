@@ -159,7 +159,7 @@ fn open(node: &Node, pre_auth: Option<Claims>) -> Peer {
     let admission = node.admit(IpAddr::from([127, 0, 0, 1])).unwrap();
     let conn = Conn { incoming, outgoing };
     let opened = Instant::now();
-    let task = tokio::spawn(super::run(node.clone(), conn, pre_auth, admission));
+    let task = tokio::spawn(super::run(node.clone(), conn, pre_auth, None, admission));
     Peer {
         to_server,
         from_server,

@@ -44,9 +44,15 @@ enum Ending {
 }
 
 /// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
-/// with the upgrade request; otherwise the first frame must be `auth`.
-pub(crate) async fn run<S, E>(node: Node, mut ws: S, pre_auth: Option<Claims>, admission: Admission)
-where
+/// with the upgrade request; otherwise the first frame must be `auth`. `device` is the
+/// upgrade request's `device` parameter, used when the token names no device.
+pub(crate) async fn run<S, E>(
+    node: Node,
+    mut ws: S,
+    pre_auth: Option<Claims>,
+    device: Option<String>,
+    admission: Admission,
+) where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::error::Error + 'static,
 {
@@ -61,6 +67,7 @@ where
     };
     let code = match code {
         Ok(claims) => {
+            let claims = claims.with_device(device.as_deref());
             let session = Box::pin(Session::start(node, claims)).await;
             let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
             logs::session_started(&id, &user, peer, Transport::WebSocket);
