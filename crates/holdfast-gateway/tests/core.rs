@@ -313,7 +313,7 @@ async fn single_socket_device_replaces_per_device_and_off_caps_sessions() {
     let (mut phone, _) = Client::connect_with_token(addr, &on("phone")).await;
     let (mut laptop, _) = Client::connect_with_token(addr, &on("laptop")).await;
     // A `device` claim in the token counts as the parameter does.
-    let claimed = token_with(json!({"sub": "alice", "device": "phone"}));
+    let claimed = holdfast_testkit::token_with(json!({"sub": "alice", "device": "phone"}));
     let (mut phone2, _) = Client::connect_with_token(addr, &claimed).await;
     assert_eq!(phone.expect_close().await, 4000);
     for (c, id) in [(&mut laptop, "l"), (&mut phone2, "p")] {
