@@ -1151,9 +1151,12 @@ var SUBPROTOCOLS = {
   msgpack: "holdfast.v1.msgpack"
 };
 function websocketTransport(url, WebSocketImpl, encoding = "json") {
+  let offerNext = encoding === "msgpack";
   return ({ token, handlers }) => {
-    const socket = encoding === "msgpack" ? new WebSocketImpl(url, [SUBPROTOCOLS.msgpack, SUBPROTOCOLS.json]) : new WebSocketImpl(url);
+    const offered = offerNext;
+    const socket = offered ? new WebSocketImpl(url, [SUBPROTOCOLS.msgpack, SUBPROTOCOLS.json]) : new WebSocketImpl(url);
     socket.binaryType = "arraybuffer";
+    let opened = false;
     let binary = false;
     let done = false;
     const silence = () => {
@@ -1166,6 +1169,7 @@ function websocketTransport(url, WebSocketImpl, encoding = "json") {
     const write2 = (frame) => socket.send(binary ? encodeMsgpack(frame) : JSON.stringify(frame));
     socket.onopen = () => {
       if (done) return;
+      opened = true;
       binary = socket.protocol === SUBPROTOCOLS.msgpack;
       write2({ type: "auth", token });
     };
@@ -1178,6 +1182,7 @@ function websocketTransport(url, WebSocketImpl, encoding = "json") {
     socket.onclose = (ev) => {
       if (done) return;
       silence();
+      if (!opened && encoding === "msgpack") offerNext = !offered;
       const code = ev.code === 1005 || ev.code === 1006 ? void 0 : ev.code;
       handlers.onClose({ code, reason: ev.reason || (code ? `closed with ${code}` : "the WebSocket connection was lost") });
     };

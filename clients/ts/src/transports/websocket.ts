@@ -22,11 +22,20 @@ export const SUBPROTOCOLS: Record<Encoding, string> = {
 
 /** Opens WebSocket connections to `url` (for example `wss://host/ws`). */
 export function websocketTransport(url: string, WebSocketImpl: WebSocketConstructor, encoding: Encoding = "json"): Transport {
+  /**
+   * Browsers fail the handshake when subprotocols were offered and the gateway answers with
+   * none (a gateway without MessagePack). After an attempt that offered them failed before
+   * opening, the next one offers none; if that one opens, the gateway speaks JSON only and the
+   * client stays with JSON.
+   */
+  let offerNext = encoding === "msgpack";
   return ({ token, handlers }) => {
     // JSON clients offer no subprotocol, so they work with every gateway version.
-    const socket: WebSocketLike =
-      encoding === "msgpack" ? new WebSocketImpl(url, [SUBPROTOCOLS.msgpack, SUBPROTOCOLS.json]) : new WebSocketImpl(url);
+    const offered = offerNext;
+    const socket: WebSocketLike = offered ? new WebSocketImpl(url, [SUBPROTOCOLS.msgpack, SUBPROTOCOLS.json]) : new WebSocketImpl(url);
     socket.binaryType = "arraybuffer";
+    /** Whether the socket opened. */
+    let opened = false;
     /** The encoding in use, known once the socket is open. */
     let binary = false;
     /** Set once the client dropped or closed the connection, or it ended: no more callbacks. */
@@ -41,6 +50,7 @@ export function websocketTransport(url: string, WebSocketImpl: WebSocketConstruc
     const write = (frame: ClientFrame) => socket.send(binary ? encodeMsgpack(frame) : JSON.stringify(frame));
     socket.onopen = () => {
       if (done) return;
+      opened = true;
       binary = socket.protocol === SUBPROTOCOLS.msgpack;
       write({ type: "auth", token });
     };
@@ -53,6 +63,9 @@ export function websocketTransport(url: string, WebSocketImpl: WebSocketConstruc
     socket.onclose = (ev) => {
       if (done) return;
       silence();
+      // Offered and refused before opening: try without; plain and failed too: the network,
+      // not the subprotocol, so offer again.
+      if (!opened && encoding === "msgpack") offerNext = !offered;
       // 1005 (no status) and 1006 (abnormal) are produced locally, never sent by a gateway.
       const code = ev.code === 1005 || ev.code === 1006 ? undefined : ev.code;
       handlers.onClose({ code, reason: ev.reason || (code ? `closed with ${code}` : "the WebSocket connection was lost") });

@@ -24,6 +24,8 @@ class FakeSocket {
   static all: FakeSocket[] = [];
   static refuse = false;
   static acceptMsgpack = true;
+  /** When set, the next socket fails before opening (then the flag clears). */
+  static refuseNext = false;
   readyState = 0;
   protocol = "";
   binaryType = "blob";
@@ -41,7 +43,8 @@ class FakeSocket {
   ) {
     FakeSocket.all.push(this);
     setTimeout(() => {
-      if (FakeSocket.refuse) {
+      if (FakeSocket.refuse || FakeSocket.refuseNext) {
+        FakeSocket.refuseNext = false;
         this.readyState = 3;
         this.onclose?.({ code: 1006, reason: "" });
         return;
@@ -199,6 +202,28 @@ describe("MessagePack encoding on the WebSocket", () => {
     assert.equal(await published, 2);
     assert.deepEqual(got, [{ input: new Uint8Array([1, 2, 3]) }]);
     assert.ok(ws.binary.every((b) => b));
+    client.close();
+  });
+
+  it("after a handshake refused for the subprotocols (as browsers do), connects without them and stays with JSON", async () => {
+    const client = newClient({ encoding: "msgpack" });
+    const Refusing = class extends FakeSocket {
+      constructor(url: string, protocols?: string | string[]) {
+        super(url, protocols);
+        if (protocols !== undefined) FakeSocket.refuseNext = true;
+      }
+    };
+    const c2 = new HoldfastClient({ url: "http://gateway.invalid", token: "t", WebSocket: Refusing as unknown as WebSocketConstructor, backoff: { minMs: 5, maxMs: 20 } });
+    c2.connect();
+    await until(() => FakeSocket.all.some((s) => s.sent.length > 0), "a plain socket that opened");
+    const plain = FakeSocket.all.find((s) => s.sent.length > 0)!;
+    assert.equal(plain.protocols, undefined);
+    assert.deepEqual(plain.binary, [false]);
+    plain.push(welcome("s1"));
+    plain.end(1011);
+    await until(() => FakeSocket.all.filter((s) => s.sent.length > 0).length === 2, "the reconnection");
+    assert.equal(FakeSocket.all.at(-1)!.protocols, undefined, "stays with JSON");
+    c2.close();
     client.close();
   });
 
