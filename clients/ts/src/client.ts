@@ -325,6 +325,11 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     return this.transports[this.transportIndex]!.name;
   }
 
+  /** The encoding of the current connection (`json` when not connected or on a fallback). */
+  get encoding(): Encoding {
+    return this.connection?.encoding ?? "json";
+  }
+
   /** The live session's `welcome`, when connected. */
   get session(): WelcomeFrame | undefined {
     return this.welcome;

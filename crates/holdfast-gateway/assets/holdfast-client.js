@@ -1152,8 +1152,9 @@ var SUBPROTOCOLS = {
 };
 function websocketTransport(url, WebSocketImpl, encoding = "json") {
   let offerNext = encoding === "msgpack";
+  let jsonOnly = false;
   return ({ token, handlers }) => {
-    const offered = offerNext;
+    const offered = offerNext && !jsonOnly;
     const socket = offered ? new WebSocketImpl(url, [SUBPROTOCOLS.msgpack, SUBPROTOCOLS.json]) : new WebSocketImpl(url);
     socket.binaryType = "arraybuffer";
     let opened = false;
@@ -1171,6 +1172,7 @@ function websocketTransport(url, WebSocketImpl, encoding = "json") {
       if (done) return;
       opened = true;
       binary = socket.protocol === SUBPROTOCOLS.msgpack;
+      if (!offered && encoding === "msgpack") jsonOnly = true;
       write2({ type: "auth", token });
     };
     socket.onmessage = (ev) => {
@@ -1316,6 +1318,10 @@ var HoldfastClient = class extends Emitter {
   /** The transport the client uses (or will use for its next attempt). */
   get transport() {
     return this.transports[this.transportIndex].name;
+  }
+  /** The encoding of the current connection (`json` when not connected or on a fallback). */
+  get encoding() {
+    return this.connection?.encoding ?? "json";
   }
   /** The live session's `welcome`, when connected. */
   get session() {

@@ -29,9 +29,11 @@ export function websocketTransport(url: string, WebSocketImpl: WebSocketConstruc
    * client stays with JSON.
    */
   let offerNext = encoding === "msgpack";
+  /** Set once a connection without the offer opened after one with it failed: JSON from then on. */
+  let jsonOnly = false;
   return ({ token, handlers }) => {
     // JSON clients offer no subprotocol, so they work with every gateway version.
-    const offered = offerNext;
+    const offered = offerNext && !jsonOnly;
     const socket: WebSocketLike = offered ? new WebSocketImpl(url, [SUBPROTOCOLS.msgpack, SUBPROTOCOLS.json]) : new WebSocketImpl(url);
     socket.binaryType = "arraybuffer";
     /** Whether the socket opened. */
@@ -52,6 +54,7 @@ export function websocketTransport(url: string, WebSocketImpl: WebSocketConstruc
       if (done) return;
       opened = true;
       binary = socket.protocol === SUBPROTOCOLS.msgpack;
+      if (!offered && encoding === "msgpack") jsonOnly = true;
       write({ type: "auth", token });
     };
     socket.onmessage = (ev) => {
@@ -64,7 +67,7 @@ export function websocketTransport(url: string, WebSocketImpl: WebSocketConstruc
       if (done) return;
       silence();
       // Offered and refused before opening: try without; plain and failed too: the network,
-      // not the subprotocol, so offer again.
+      // not the subprotocol, so offer again (unless the gateway is known to speak JSON only).
       if (!opened && encoding === "msgpack") offerNext = !offered;
       // 1005 (no status) and 1006 (abnormal) are produced locally, never sent by a gateway.
       const code = ev.code === 1005 || ev.code === 1006 ? undefined : ev.code;
