@@ -860,13 +860,13 @@ mod tests {
     #[test]
     fn single_socket_reads_modes_and_the_old_booleans() {
         let read = |v: &str| serde_json::from_str::<SingleSocket>(v);
-        assert_eq!(read("true").unwrap(), SingleSocket::User);
-        assert_eq!(read("false").unwrap(), SingleSocket::Off);
-        assert_eq!(read("\"user\"").unwrap(), SingleSocket::User);
-        assert_eq!(read("\"device\"").unwrap(), SingleSocket::Device);
-        assert_eq!(read("\"off\"").unwrap(), SingleSocket::Off);
+        assert_eq!(read("true").expect("a mode"), SingleSocket::User);
+        assert_eq!(read("false").expect("a mode"), SingleSocket::Off);
+        assert_eq!(read("\"user\"").expect("a mode"), SingleSocket::User);
+        assert_eq!(read("\"device\"").expect("a mode"), SingleSocket::Device);
+        assert_eq!(read("\"off\"").expect("a mode"), SingleSocket::Off);
         // Environment variables arrive as strings.
-        assert_eq!(read("\"false\"").unwrap(), SingleSocket::Off);
+        assert_eq!(read("\"false\"").expect("a mode"), SingleSocket::Off);
         assert!(read("\"tab\"").is_err());
     }
 

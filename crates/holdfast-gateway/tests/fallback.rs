@@ -368,7 +368,7 @@ async fn delete_ends_a_fallback_session_at_once() {
     assert_eq!(ws.expect_presence("away").await["user_id"], "leaver");
     let closed = "holdfast_close_total{code=\"1000\",transport=\"sse\"}";
     assert!(eventually(|| async { metric(addr, closed).await == 1.0 }).await);
-    let resp = request(addr, "DELETE", &format!("/poll?session=nope"), &auth, "").await;
+    let resp = request(addr, "DELETE", "/poll?session=nope", &auth, "").await;
     assert_eq!(resp.status(), 404);
 }
 
