@@ -12,7 +12,8 @@
 //!   browser origin not in `limits.allowed_origins`, 429 when the peer address has
 //!   `limits.max_connections_per_ip` sessions, 401 for an invalid or expired token.
 //! - `GET /sse`, `POST /sse/send`, `GET /poll`, `POST /poll/send`: the fallback transports
-//!   (see [`crate::fallback`]); same authentication and limits as `/ws`.
+//!   (see [`crate::fallback`]); same authentication and limits as `/ws`. `DELETE /sse` and
+//!   `DELETE /poll` with `?session=` end a fallback session at once.
 //! - `GET /metrics`: Prometheus text format (see [`crate::metrics::router`]), only when
 //!   `metrics.public` is set (the internal listener always serves it, see [`crate::api`]).
 //! - `GET /healthz`: 200 while the process serves requests.
