@@ -21,7 +21,9 @@
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
 import { Emitter } from "./emitter.js";
-import { ForbiddenError, HoldfastError } from "./errors.js";
+import { ClosedError, ConnectionLostError, errorFor, HoldfastError, MessageTooBigError, RoomLostError } from "./errors.js";
+import { encodeMsgpack } from "./msgpack.js";
+import { RoomChannel, type RoomOptions } from "./room.js";
 import { CloseCode, shouldReconnect, type ErrorCode } from "./generated.js";
 import { StreamPosition } from "./position.js";
 import {
@@ -48,6 +50,7 @@ import { sseTransport } from "./transports/sse.js";
 import type {
   CloseInfo,
   Connection,
+  Encoding,
   FetchLike,
   Transport,
   TransportName,
@@ -89,8 +92,34 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** How long one long-poll may take before it is presumed lost, in milliseconds (default 40000). */
   pollTimeoutMs?: number;
-  /** The WebSocket implementation (default the global `WebSocket`). */
+  /**
+   * The WebSocket implementation (default the global `WebSocket`). Node.js 20 has none: pass
+   * the `ws` package's (`import WebSocket from "ws"`). Node.js 22 and browsers need nothing.
+   */
   WebSocket?: WebSocketConstructor;
+  /**
+   * The WebSocket encoding: `json` (default) or `msgpack` (binary MessagePack frames, offered
+   * as the `holdfast.v1.msgpack` subprotocol; JSON when the gateway does not accept it). The
+   * fallback transports always speak JSON.
+   */
+  encoding?: Encoding;
+  /**
+   * This device's id, sent as the `device` parameter: with `session.single_socket = "device"`
+   * the gateway replaces only an older session of the same user and device (default none).
+   */
+  device?: string;
+  /**
+   * Joins a room again by itself when it could not be resumed after a reconnect (for example
+   * after a single node restarted and lost its rooms); its queued publishes are then sent with
+   * their ids. Default true; with false the room is lost (`resume_failed`, `room_lost`).
+   */
+  autoRejoin?: boolean;
+  /**
+   * While connected over SSE or long-polling, how often to check whether WebSocket works
+   * again, in milliseconds (default 30000, 0 to never check); when it does, the client moves
+   * back to WebSocket. It also tries WebSocket first again after every lost connection.
+   */
+  upgradeProbeMs?: number;
   /** The `fetch` implementation for SSE and long-polling (default the global `fetch`). */
   fetch?: FetchLike;
   /** The source of randomness for jitter and request ids (default `Math.random`). */
@@ -148,8 +177,16 @@ export interface ClientEvents {
     seq: number;
     epoch: string;
   };
-  /** A room could not be resumed; the client is no longer in it. */
-  resume_failed: { room: string; code: ErrorCode; message: string };
+  /**
+   * A room could not be resumed. With `rejoining` (the `autoRejoin` default) the client joins
+   * it again and reports `rejoined`; otherwise it is no longer in it.
+   */
+  resume_failed: { room: string; code: ErrorCode; message: string; rejoining: boolean };
+  /**
+   * A room that could not be resumed was joined again: a new membership, so what happened in
+   * the room meanwhile is not replayed (fetch it from the application's store if it matters).
+   */
+  rejoined: Membership;
   /** The gateway is draining; the client reconnects after `reconnectAfterMs` plus jitter. */
   server_shutdown: { reason: string; reconnectAfterMs: number };
   /** An `error` frame that answered no pending request. */
@@ -164,7 +201,7 @@ const RATE_LIMIT_RETRY_MS = 1000;
 const REFRESH_RETRY_MS = 1000;
 
 /** One room the client is a member of. */
-interface Room {
+interface RoomState {
   /** The member's id in the room, needed to resume it. */
   playerId: string;
   /** The latest reconnection token; single-use, so replaced on every resume. */
@@ -175,15 +212,18 @@ interface Room {
   position: StreamPosition;
   /** Whether the membership is live on the current connection; room requests wait otherwise. */
   live: boolean;
+  /** The latest room state snapshot the gateway reported, if any. */
+  state?: { state: unknown; seq: number };
 }
 
 /** A request waiting for its reply. */
 type Pending =
-  | { kind: "join"; room: string; token?: string; sent: boolean; resolve: (m: Membership) => void; reject: (e: HoldfastError) => void }
+  | { kind: "join"; room: string; token?: string; rejoin?: boolean; sent: boolean; resolve: (m: Membership) => void; reject: (e: HoldfastError) => void }
   | { kind: "leave"; room: string; sent: boolean; resolve: () => void; reject: (e: HoldfastError) => void }
   | { kind: "publish"; room: string; data: unknown; sent: boolean; resolve: (seq: number) => void; reject: (e: HoldfastError) => void }
   | { kind: "send"; to: string; data: unknown; sent: boolean; resolve: () => void; reject: (e: HoldfastError) => void }
   | { kind: "authority"; room: string; claim: boolean; sent: boolean; resolve: () => void; reject: (e: HoldfastError) => void }
+  | { kind: "state"; room: string; state: unknown; sent: boolean; resolve: (seq: number | undefined) => void; reject: (e: HoldfastError) => void }
   | { kind: "resume"; room: string; sent: boolean }
   | { kind: "refresh"; sent: boolean };
 
@@ -222,7 +262,12 @@ export class HoldfastClient extends Emitter<ClientEvents> {
   /** Bumped on every new attempt, so callbacks of an abandoned attempt are ignored. */
   private generation = 0;
 
-  private readonly rooms = new Map<string, Room>();
+  private readonly rooms = new Map<string, RoomState>();
+  /** The room objects handed out by `room()`, by name. */
+  private readonly channels = new Map<string, RoomChannel>();
+  /** The WebSocket endpoint, also used to probe whether WebSocket works again. */
+  private readonly wsUrl: string | undefined;
+  private probeTimer: ReturnType<typeof setInterval> | undefined;
   /** Requests awaiting replies, by id, in the order they were made. */
   private readonly pending = new Map<string, Pending>();
 
@@ -249,23 +294,23 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     const ws = new URL(http.href);
     ws.protocol = http.protocol === "https:" ? "wss:" : "ws:";
     const under = (u: URL, path: string) => `${u.origin}${u.pathname.replace(/\/$/, "")}${path}`;
-    const wsUrl = options.websocketUrl ?? under(ws, "/ws");
+    const withDevice = (u: string) =>
+      options.device === undefined ? u : `${u}${u.includes("?") ? "&" : "?"}device=${encodeURIComponent(options.device)}`;
+    const wsUrl = withDevice(options.websocketUrl ?? under(ws, "/ws"));
     const sseUrl = options.sseUrl ?? under(http, "/sse");
     const pollUrl = options.pollUrl ?? under(http, "/poll");
     const fetchImpl: FetchLike = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
     const names = options.transports ?? ["websocket", "sse", "polling"];
     if (names.length === 0) throw new RangeError("at least one transport is required");
+    this.wsUrl = names.includes("websocket") ? wsUrl : undefined;
     this.transports = names.map((name) => {
       switch (name) {
-        case "websocket": {
-          const impl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-          if (!impl) throw new Error("no WebSocket implementation: pass one as `WebSocket`");
-          return { name, open: websocketTransport(wsUrl, impl) };
-        }
+        case "websocket":
+          return { name, open: websocketTransport(wsUrl, websocketImplementation(options.WebSocket), options.encoding ?? "json") };
         case "sse":
-          return { name, open: sseTransport(sseUrl, `${sseUrl}/send`, fetchImpl) };
+          return { name, open: sseTransport(withDevice(sseUrl), `${sseUrl}/send`, fetchImpl) };
         case "polling":
-          return { name, open: pollingTransport(pollUrl, `${pollUrl}/send`, fetchImpl, options.pollTimeoutMs ?? 40_000) };
+          return { name, open: pollingTransport(withDevice(pollUrl), `${pollUrl}/send`, fetchImpl, options.pollTimeoutMs ?? 40_000) };
       }
     });
   }
@@ -278,6 +323,11 @@ export class HoldfastClient extends Emitter<ClientEvents> {
   /** The transport the client uses (or will use for its next attempt). */
   get transport(): TransportName {
     return this.transports[this.transportIndex]!.name;
+  }
+
+  /** The encoding of the current connection (`json` when not connected or on a fallback). */
+  get encoding(): Encoding {
+    return this.connection?.encoding ?? "json";
   }
 
   /** The live session's `welcome`, when connected. */
@@ -359,9 +409,44 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     return new Promise((resolve, reject) => this.request({ kind: "authority", room, claim: false, sent: false, resolve, reject }));
   }
 
+  /**
+   * Sets `room`'s state snapshot (`set_state`), which members receive on `joined` before the
+   * events after it; resolves with its `seq` when the gateway reports one. Needs a gateway with
+   * room state and the authority role where the room's namespace asks for it.
+   */
+  setState(room: string, state: unknown): Promise<number | undefined> {
+    return new Promise((resolve, reject) => this.request({ kind: "state", room, state, sent: false, resolve, reject }));
+  }
+
+  /**
+   * The object of room `name`, created on first use and the same one afterwards: its own
+   * events, `join` (with `options.token`, a join token or a function that fetches one),
+   * `publish`, authority and state. Events of the room reach both it and the client.
+   */
+  room(name: string, options: RoomOptions = {}): RoomChannel {
+    let channel = this.channels.get(name);
+    if (!channel) {
+      channel = new RoomChannel(this, name, options);
+      this.channels.set(name, channel);
+    } else if (options.token !== undefined) {
+      channel.options.token = options.token;
+    }
+    return channel;
+  }
+
+  /** The latest state snapshot of `room` the gateway reported, if any. */
+  roomState(room: string): { state: unknown; seq: number } | undefined {
+    return this.rooms.get(room)?.state;
+  }
+
+  /** Whether the client is a member of `room` (live or waiting to be resumed). */
+  isMember(room: string): boolean {
+    return this.rooms.has(room);
+  }
+
   // Connection management.
 
-  private setState(state: ClientState): void {
+  private setClientState(state: ClientState): void {
     if (this._state === state) return;
     this._state = state;
     this.emit("state", state);
@@ -376,7 +461,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
   /** Opens a connection on the current transport. */
   private async open(): Promise<void> {
     const generation = ++this.generation;
-    this.setState("connecting");
+    this.setClientState("connecting");
     let token: string;
     try {
       token = await this.resolveToken();
@@ -433,6 +518,13 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       this.finish(info.code, info.reason);
       return;
     }
+    if (welcomed && this.transportIndex !== 0) {
+      // The network may allow WebSocket again: start over from the preferred transport.
+      const from = this.transport;
+      this.transportIndex = 0;
+      this.transportFailures = 0;
+      this.emit("transport", { transport: this.transport, reason: `the ${from} connection ended; trying ${this.transport} first again` });
+    }
     if (!welcomed) {
       this.transportFailures += 1;
       if (this.transportFailures >= this.fallbackAfter && this.transports.length > 1) {
@@ -445,7 +537,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
         });
       }
     }
-    this.setState("connecting");
+    this.setClientState("connecting");
     this.scheduleReconnect();
   }
 
@@ -482,7 +574,8 @@ export class HoldfastClient extends Emitter<ClientEvents> {
   private clearConnectionTimers(): void {
     for (const timer of [this.connectTimer, this.deadTimer, this.refreshTimer, this.retransmitTimer]) clearTimeout(timer);
     clearInterval(this.pingTimer);
-    this.connectTimer = this.deadTimer = this.refreshTimer = this.retransmitTimer = this.pingTimer = undefined;
+    clearInterval(this.probeTimer);
+    this.connectTimer = this.deadTimer = this.refreshTimer = this.retransmitTimer = this.pingTimer = this.probeTimer = undefined;
   }
 
   /** Stops for good. */
@@ -498,8 +591,8 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     for (const room of this.rooms.values()) room.live = false;
     const pending = [...this.pending.values()];
     this.pending.clear();
-    for (const p of pending) fail(p, new HoldfastError("closed", `the client closed: ${reason}`));
-    this.setState("disconnected");
+    for (const p of pending) fail(p, new ClosedError(`the client closed: ${reason}`));
+    this.setClientState("disconnected");
     this.emit("closed", { code, reason });
   }
 
@@ -531,7 +624,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
 
   private request(p: Pending): void {
     if (this.finished) {
-      fail(p, new HoldfastError("closed", "the client is closed"));
+      fail(p, new ClosedError("the client is closed"));
       return;
     }
     const id = `${this.idPrefix}${++this.nextOrder}`;
@@ -542,7 +635,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
   /** Whether a pending request may go out now: room requests other than `leave` wait for their room to be live. */
   private sendable(p: Pending): boolean {
     if (!this.welcome || p.sent) return false;
-    if (p.kind === "publish" || p.kind === "authority") {
+    if (p.kind === "publish" || p.kind === "authority" || p.kind === "state") {
       const room = this.rooms.get(p.room);
       return room ? room.live : true;
     }
@@ -567,15 +660,19 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       case "authority":
         frame = p.claim ? { type: "claim_authority", room: p.room, id } : { type: "release_authority", room: p.room, id };
         break;
+      case "state":
+        // Not in this version's generated frame list: sent as the room state spec defines it.
+        frame = { type: "set_state", room: p.room, state: p.state, id } as unknown as ClientFrame;
+        break;
       default:
         return;
     }
     const max = this.welcome?.max_message_bytes ?? Infinity;
-    const size = new TextEncoder().encode(JSON.stringify(frame)).length;
+    const size = this.connection?.encoding === "msgpack" ? encodeMsgpack(frame).length : new TextEncoder().encode(JSON.stringify(frame)).length;
     if (size > max) {
       // The gateway would close the whole session with 1009 for this frame.
       this.pending.delete(id);
-      fail(p, new HoldfastError("message_too_big", `the frame is ${size} bytes; the gateway accepts ${max}`));
+      fail(p, new MessageTooBigError(`the frame is ${size} bytes; the gateway accepts ${max}`));
       return;
     }
     p.sent = true;
@@ -607,6 +704,17 @@ export class HoldfastClient extends Emitter<ClientEvents> {
           // Publishes are resent with the same id (the gateway dedupes them); a leave is idempotent.
           p.sent = false;
           break;
+        case "join":
+          if (p.rejoin) {
+            // A rejoin is the client's own: it tries again on the next connection.
+            p.sent = false;
+            break;
+          }
+          if (p.sent) {
+            this.pending.delete(id);
+            p.reject(new ConnectionLostError("the connection dropped before the join was answered"));
+          }
+          break;
         case "resume":
         case "refresh":
           this.pending.delete(id);
@@ -614,7 +722,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
         default:
           if (p.sent) {
             this.pending.delete(id);
-            p.reject(new HoldfastError("connection_lost", `the connection dropped before the ${p.kind} was answered`));
+            p.reject(new ConnectionLostError(`the connection dropped before the ${p.kind} was answered`));
           }
       }
     }
@@ -642,6 +750,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
         break;
       case "presence":
         this.emit("presence", frame);
+        this.channels.get(frame.room)?.dispatch("presence", frame);
         break;
       case "ack":
         this.onAck(frame);
@@ -670,9 +779,8 @@ export class HoldfastClient extends Emitter<ClientEvents> {
         this.emit("server_shutdown", { reason: frame.reason, reconnectAfterMs: frame.reconnect_after_ms });
         break;
       default: {
-        // A frame type from a newer protocol version is ignored.
         const unknown: never = frame;
-        void unknown;
+        this.onOtherFrame(unknown);
       }
     }
   }
@@ -693,7 +801,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     this.transportFailures = 0;
     this.shutdownHintMs = undefined;
     this.expiresAt = welcome.expires_at;
-    this.setState("connected");
+    this.setClientState("connected");
     this.emit("connected", {
       userId: welcome.user_id,
       sessionId: welcome.session_id,
@@ -709,11 +817,15 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       this.armDeadTimer();
     }
     this.scheduleRefresh();
+    this.scheduleProbe();
     // Resume every room, in name order, then send what waited for a connection.
     for (const name of [...this.rooms.keys()].sort()) {
       const room = this.rooms.get(name)!;
       if (room.token === undefined) {
-        this.loseRoom(name, "reconnection_failed", "the gateway issued no reconnection token");
+        // A rejoin waiting for this connection goes out with the flush below.
+        if (![...this.pending.values()].some((p) => p.kind === "join" && p.rejoin && p.room === name)) {
+          this.loseRoom(name, "reconnection_failed", "the gateway issued no reconnection token");
+        }
         continue;
       }
       const id = `${this.idPrefix}${++this.nextOrder}`;
@@ -731,42 +843,84 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     if (room) {
       const verdict = room.position.observe(frame.seq, frame.epoch);
       if (verdict.kind === "duplicate") return;
-      if (verdict.kind === "gap") this.emit("gap", { room: frame.room, from: verdict.from, to: verdict.to, epoch: frame.epoch });
+      if (verdict.kind === "gap") this.emitGap({ room: frame.room, from: verdict.from, to: verdict.to, epoch: frame.epoch });
     }
     // A frame for a room this client does not track (it raced a leave) is still delivered.
     this.emitRoomFrame(frame);
   }
 
   private emitRoomFrame(frame: RoomFrame): void {
+    const channel = this.channels.get(frame.room);
     switch (frame.type) {
       case "event":
         this.emit("event", frame);
+        channel?.dispatch("event", frame);
         break;
       case "authority_changed":
         this.emit("authority_changed", frame);
+        channel?.dispatch("authority_changed", frame);
         break;
     }
   }
 
+  /**
+   * A frame this version does not list. `state_set` (a room state snapshot, a room message
+   * with its own seq) is taken in order like an event; any other type is ignored.
+   */
+  private onOtherFrame(frame: unknown): void {
+    const f = frame as { type?: unknown; room?: unknown; seq?: unknown; epoch?: unknown; state?: unknown; id?: unknown };
+    if (f.type !== "state_set" || typeof f.room !== "string" || typeof f.seq !== "number" || typeof f.epoch !== "string") return;
+    const room = this.rooms.get(f.room);
+    if (room) {
+      const verdict = room.position.observe(f.seq, f.epoch);
+      if (verdict.kind === "duplicate") return;
+      if (verdict.kind === "gap") this.emitGap({ room: f.room, from: verdict.from, to: verdict.to, epoch: f.epoch });
+      room.state = { state: f.state, seq: f.seq };
+    }
+    this.emitStateOf(f.room, f.state, f.seq);
+  }
+
+  private emitStateOf(room: string, state: unknown, seq: number): void {
+    this.channels.get(room)?.dispatch("state", { room, state, seq });
+  }
+
+  private emitGap(gap: { room: string; from: number; to: number; epoch: string }): void {
+    this.emit("gap", gap);
+    this.channels.get(gap.room)?.dispatch("gap", gap);
+  }
+
   private onJoined(joined: JoinedFrame): void {
     const p = this.take(joined.id);
-    this.rooms.set(joined.room, {
+    // A gateway with room state sends the latest snapshot and its seq (at or before `seq`).
+    const snapshot = (joined as { state?: unknown; state_seq?: unknown }).state;
+    const room: RoomState = {
       playerId: joined.player_id,
       token: joined.reconnection_token,
       joinToken: p?.kind === "join" ? p.token : undefined,
       position: new StreamPosition(joined.seq, joined.epoch),
       live: true,
-    });
+    };
+    if (snapshot !== undefined) {
+      const stateSeq = (joined as { state_seq?: unknown }).state_seq;
+      room.state = { state: snapshot, seq: typeof stateSeq === "number" ? stateSeq : joined.seq };
+    }
+    this.rooms.set(joined.room, room);
+    const membership: Membership = {
+      room: joined.room,
+      playerId: joined.player_id,
+      members: joined.members ?? [],
+      memberCount: joined.member_count,
+      authority: joined.authority,
+      seq: joined.seq,
+      epoch: joined.epoch,
+    };
+    if (room.state) this.emitStateOf(joined.room, room.state.state, room.state.seq);
     if (p?.kind === "join") {
-      p.resolve({
-        room: joined.room,
-        playerId: joined.player_id,
-        members: joined.members ?? [],
-        memberCount: joined.member_count,
-        authority: joined.authority,
-        seq: joined.seq,
-        epoch: joined.epoch,
-      });
+      p.resolve(membership);
+      if (p.rejoin) {
+        this.emit("rejoined", membership);
+        this.channels.get(joined.room)?.dispatch("rejoined", membership);
+      }
     }
     this.flush();
   }
@@ -789,6 +943,9 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       case "authority":
       case "leave":
         p.resolve();
+        break;
+      case "state":
+        p.resolve(ack.seq);
         break;
       case "join":
         p.reject(new HoldfastError("protocol", "join answered by ack"));
@@ -818,7 +975,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       this.emit("error", error);
       return;
     }
-    const failure = error.code === "forbidden" ? new ForbiddenError(error.message) : new HoldfastError(error.code, error.message);
+    const failure = errorFor(error.code, error.message);
     switch (p.kind) {
       case "leave":
         // Leaving a room the gateway no longer has this member in is a success.
@@ -834,6 +991,14 @@ export class HoldfastClient extends Emitter<ClientEvents> {
         break;
       case "refresh":
         this.emit("error", error);
+        break;
+      case "join":
+        if (p.rejoin) {
+          // The room could not be joined again: it is lost after all.
+          this.rooms.delete(p.room);
+          this.loseRoom(p.room, error.code, error.message, false);
+        }
+        p.reject(failure);
         break;
       default:
         p.reject(failure);
@@ -859,7 +1024,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     room.live = true;
     if (resumed.gap) {
       const lost = room.position.skipGap(resumed.gap.from, resumed.gap.to, resumed.gap.epoch);
-      if (lost) this.emit("gap", { room: resumed.room, from: lost.from, to: lost.to, epoch: resumed.gap.epoch });
+      if (lost) this.emitGap({ room: resumed.room, from: lost.from, to: lost.to, epoch: resumed.gap.epoch });
     }
     for (const frame of resumed.events) if (isRoomFrame(frame)) this.judge(frame);
     // The resume's own messages (an authority_changed that gave authority back) are not sent
@@ -867,7 +1032,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     room.position.catchUp(resumed.seq, resumed.epoch);
     // Announced after the replay, so the snapshot of members and authority (which is current)
     // overrides what the replayed frames implied.
-    this.emit("resumed", {
+    const info = {
       room: resumed.room,
       recovered: resumed.recovered,
       members: resumed.members ?? [],
@@ -875,7 +1040,9 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       authority: resumed.authority,
       seq: resumed.seq,
       epoch: resumed.epoch,
-    });
+    };
+    this.emit("resumed", info);
+    this.channels.get(resumed.room)?.dispatch("resumed", info);
     this.flush();
   }
 
@@ -884,16 +1051,81 @@ export class HoldfastClient extends Emitter<ClientEvents> {
     this.loseRoom(failed.room, failed.code, failed.message);
   }
 
-  /** Forgets a room that could not be resumed and fails the requests that waited for it. */
-  private loseRoom(name: string, code: ErrorCode, message: string): void {
-    if (!this.rooms.delete(name)) return;
+  /**
+   * A room could not be resumed: joins it again (with `autoRejoin`, unless the user may no
+   * longer be in it), keeping its queued requests; otherwise forgets it and fails them.
+   */
+  private loseRoom(name: string, code: ErrorCode, message: string, mayRejoin = true): void {
+    const room = this.rooms.get(name);
+    if (!room && mayRejoin) return;
+    const rejoining = mayRejoin && this.options.autoRejoin !== false && code !== "forbidden" && code !== "too_many_rooms";
+    const info = { room: name, code, message, rejoining };
+    if (rejoining && room) {
+      // Kept (not live) so the room's requests wait for the new membership, then go out with
+      // their ids.
+      room.live = false;
+      room.token = undefined;
+      this.emit("resume_failed", info);
+      this.channels.get(name)?.dispatch("resume_failed", info);
+      const rejoin = (token: string | undefined) =>
+        this.request({ kind: "join", room: name, token, rejoin: true, sent: false, resolve: () => {}, reject: () => {} });
+      const channel = this.channels.get(name);
+      if (channel) {
+        // A fresh join token when the room object has a provider.
+        channel.joinToken().then(
+          (token) => rejoin(token ?? room.joinToken),
+          () => rejoin(room.joinToken),
+        );
+      } else {
+        rejoin(room.joinToken);
+      }
+      return;
+    }
+    this.rooms.delete(name);
     for (const [id, p] of [...this.pending]) {
-      if ((p.kind === "publish" || p.kind === "authority") && p.room === name) {
+      if ((p.kind === "publish" || p.kind === "authority" || p.kind === "state") && p.room === name) {
         this.pending.delete(id);
-        p.reject(new HoldfastError("room_lost", `room ${name} could not be resumed: ${message}`, code));
+        p.reject(new RoomLostError(`room ${name} could not be resumed: ${message}`, code));
       }
     }
-    this.emit("resume_failed", { room: name, code, message });
+    this.emit("resume_failed", info);
+    this.channels.get(name)?.dispatch("resume_failed", info);
+  }
+
+  // Moving back to WebSocket.
+
+  /** While on a fallback transport, checks every `upgradeProbeMs` whether WebSocket works again. */
+  private scheduleProbe(): void {
+    const every = this.options.upgradeProbeMs ?? 30_000;
+    const preferred = this.transports[0]!;
+    if (every <= 0 || this.transportIndex === 0 || preferred.name !== "websocket" || this.wsUrl === undefined) return;
+    const generation = this.generation;
+    let probing = false;
+    this.probeTimer = setInterval(() => {
+      if (probing || generation !== this.generation) return;
+      probing = true;
+      void probeWebSocket(this.wsUrl!, websocketImplementation(this.options.WebSocket), this.options.connectTimeoutMs ?? 10_000).then((ok) => {
+        probing = false;
+        if (ok && generation === this.generation && !this.stopped) this.upgrade();
+      });
+    }, every);
+  }
+
+  /** Ends the fallback session and connects again over WebSocket; rooms are resumed as after a drop. */
+  private upgrade(): void {
+    const from = this.transport;
+    this.connection?.close(1000, "");
+    this.generation += 1;
+    this.clearConnectionTimers();
+    this.connection = undefined;
+    this.onConnectionLost();
+    this.welcome = undefined;
+    this.transportIndex = 0;
+    this.transportFailures = 0;
+    this.attempts = 0;
+    this.emit("transport", { transport: this.transport, reason: `${this.transport} works again; leaving ${from}` });
+    this.emit("disconnected", { reason: `moving from ${from} to ${this.transport}`, willReconnect: true });
+    void this.open();
   }
 
   // Token refresh.
@@ -928,4 +1160,45 @@ export class HoldfastClient extends Emitter<ClientEvents> {
 /** Rejects a pending request with `error` (resumes and refreshes have nobody waiting). */
 function fail(p: Pending, error: HoldfastError): void {
   if (p.kind !== "resume" && p.kind !== "refresh") p.reject(error);
+}
+
+/** The WebSocket implementation to use, with a clear error where there is none (Node.js 20). */
+function websocketImplementation(given: WebSocketConstructor | undefined): WebSocketConstructor {
+  const impl = given ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (impl) return impl;
+  const node = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node;
+  throw new Error(
+    node
+      ? `Node.js ${node} has no global WebSocket: install the \`ws\` package and pass it, \`new HoldfastClient({ ..., WebSocket })\` with \`import WebSocket from "ws"\` (or use Node.js 22, or transports: ["sse", "polling"])`
+      : "no WebSocket implementation: pass one as `WebSocket`",
+  );
+}
+
+/** Whether a WebSocket to `url` opens within `timeoutMs` (it is closed at once, before any frame). */
+function probeWebSocket(url: string, impl: WebSocketConstructor, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    let socket: ReturnType<typeof create>;
+    const create = () => new impl(url);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.onopen = socket.onclose = socket.onerror = null;
+      try {
+        socket.close(1000, "");
+      } catch {
+        // Already closing.
+      }
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    try {
+      socket = create();
+    } catch {
+      clearTimeout(timer);
+      resolve(false);
+      return;
+    }
+    socket.onopen = () => done(true);
+    socket.onclose = () => done(false);
+    socket.onerror = () => {};
+  });
 }

@@ -46,3 +46,47 @@ export class ForbiddenError extends HoldfastError {
     super("forbidden", message);
   }
 }
+
+/** The request was on the wire when the connection dropped and may or may not have been applied. */
+export class ConnectionLostError extends HoldfastError {
+  constructor(message: string) {
+    super("connection_lost", message);
+  }
+}
+
+/** The client stopped (by `close()` or a terminal close code). */
+export class ClosedError extends HoldfastError {
+  constructor(message: string) {
+    super("closed", message);
+  }
+}
+
+/** The room could not be resumed (nor joined again) after a reconnect; see `resumeCode`. */
+export class RoomLostError extends HoldfastError {
+  constructor(message: string, resumeCode: ErrorCode) {
+    super("room_lost", message, resumeCode);
+  }
+}
+
+/** The frame exceeds the gateway's `max_message_bytes`; it was not sent. */
+export class MessageTooBigError extends HoldfastError {
+  constructor(message: string) {
+    super("message_too_big", message);
+  }
+}
+
+/** The error class for `code`, so applications can match with `instanceof` or on `code`. */
+export function errorFor(code: RequestErrorCode, message: string): HoldfastError {
+  switch (code) {
+    case "forbidden":
+      return new ForbiddenError(message);
+    case "connection_lost":
+      return new ConnectionLostError(message);
+    case "closed":
+      return new ClosedError(message);
+    case "message_too_big":
+      return new MessageTooBigError(message);
+    default:
+      return new HoldfastError(code, message);
+  }
+}

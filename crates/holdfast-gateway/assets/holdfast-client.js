@@ -114,6 +114,491 @@ var ForbiddenError = class extends HoldfastError {
     super("forbidden", message);
   }
 };
+var ConnectionLostError = class extends HoldfastError {
+  constructor(message) {
+    super("connection_lost", message);
+  }
+};
+var ClosedError = class extends HoldfastError {
+  constructor(message) {
+    super("closed", message);
+  }
+};
+var RoomLostError = class extends HoldfastError {
+  constructor(message, resumeCode) {
+    super("room_lost", message, resumeCode);
+  }
+};
+var MessageTooBigError = class extends HoldfastError {
+  constructor(message) {
+    super("message_too_big", message);
+  }
+};
+function errorFor(code, message) {
+  switch (code) {
+    case "forbidden":
+      return new ForbiddenError(message);
+    case "connection_lost":
+      return new ConnectionLostError(message);
+    case "closed":
+      return new ClosedError(message);
+    case "message_too_big":
+      return new MessageTooBigError(message);
+    default:
+      return new HoldfastError(code, message);
+  }
+}
+
+// src/msgpack.ts
+var MAX_DEPTH = 128;
+var utf8Encoder = new TextEncoder();
+var utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+function encodeMsgpack(value) {
+  const out = new Writer();
+  write(out, value, 0);
+  return out.finish();
+}
+function decodeMsgpack(bytes) {
+  const reader = new Reader(bytes);
+  const value = reader.read(0);
+  if (reader.pos !== bytes.length) throw new RangeError("trailing bytes after the MessagePack value");
+  return value;
+}
+var Writer = class {
+  buf = new Uint8Array(256);
+  view = new DataView(this.buf.buffer);
+  len = 0;
+  reserve(n) {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+  u8(b) {
+    this.reserve(1);
+    this.buf[this.len++] = b;
+  }
+  u16(n) {
+    this.reserve(2);
+    this.view.setUint16(this.len, n);
+    this.len += 2;
+  }
+  u32(n) {
+    this.reserve(4);
+    this.view.setUint32(this.len, n);
+    this.len += 4;
+  }
+  u64(n) {
+    this.reserve(8);
+    this.view.setBigUint64(this.len, n);
+    this.len += 8;
+  }
+  i64(n) {
+    this.reserve(8);
+    this.view.setBigInt64(this.len, n);
+    this.len += 8;
+  }
+  f64(n) {
+    this.reserve(8);
+    this.view.setFloat64(this.len, n);
+    this.len += 8;
+  }
+  bytes(b) {
+    this.reserve(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+  finish() {
+    return this.buf.slice(0, this.len);
+  }
+};
+function header(out, len, fix, fixMax, c8, c16, c32) {
+  if (len < fixMax) out.u8(fix | len);
+  else if (c8 !== void 0 && len < 256) {
+    out.u8(c8);
+    out.u8(len);
+  } else if (len < 65536) {
+    out.u8(c16);
+    out.u16(len);
+  } else {
+    out.u8(c32);
+    out.u32(len);
+  }
+}
+function write(out, value, depth) {
+  if (depth > MAX_DEPTH) throw new RangeError("value nested too deeply for MessagePack");
+  if (value === null || value === void 0) {
+    out.u8(192);
+  } else if (typeof value === "boolean") {
+    out.u8(value ? 195 : 194);
+  } else if (typeof value === "number") {
+    writeNumber(out, value);
+  } else if (typeof value === "bigint") {
+    if (value >= 0n) {
+      out.u8(207);
+      out.u64(value);
+    } else {
+      out.u8(211);
+      out.i64(value);
+    }
+  } else if (typeof value === "string") {
+    const b = utf8Encoder.encode(value);
+    header(out, b.length, 160, 32, 217, 218, 219);
+    out.bytes(b);
+  } else if (value instanceof Uint8Array || value instanceof ArrayBuffer) {
+    const b = value instanceof ArrayBuffer ? new Uint8Array(value) : value;
+    header(out, b.length, 0, 0, 196, 197, 198);
+    out.bytes(b);
+  } else if (Array.isArray(value)) {
+    header(out, value.length, 144, 16, void 0, 220, 221);
+    for (const item of value) write(out, item, depth + 1);
+  } else if (value instanceof Date) {
+    writeNumber(out, value.getTime());
+  } else if (typeof value === "object") {
+    const withToJson = value;
+    if (typeof withToJson.toJSON === "function") {
+      write(out, withToJson.toJSON(), depth + 1);
+      return;
+    }
+    const entries = Object.entries(value).filter(([, v]) => v !== void 0 && typeof v !== "function");
+    header(out, entries.length, 128, 16, void 0, 222, 223);
+    for (const [k, v] of entries) {
+      write(out, k, depth + 1);
+      write(out, v, depth + 1);
+    }
+  } else {
+    out.u8(192);
+  }
+}
+function writeNumber(out, n) {
+  if (!Number.isInteger(n) || Object.is(n, -0)) {
+    out.u8(203);
+    out.f64(n);
+  } else if (n >= 0) {
+    if (n < 128) out.u8(n);
+    else if (n < 256) {
+      out.u8(204);
+      out.u8(n);
+    } else if (n < 65536) {
+      out.u8(205);
+      out.u16(n);
+    } else if (n < 4294967296) {
+      out.u8(206);
+      out.u32(n);
+    } else if (Number.isSafeInteger(n)) {
+      out.u8(207);
+      out.u64(BigInt(n));
+    } else {
+      out.u8(203);
+      out.f64(n);
+    }
+  } else if (n >= -32) {
+    out.u8(n & 255);
+  } else if (n >= -128) {
+    out.u8(208);
+    out.u8(n & 255);
+  } else if (n >= -32768) {
+    out.u8(209);
+    out.u16(n & 65535);
+  } else if (n >= -2147483648) {
+    out.u8(210);
+    out.u32(n >>> 0);
+  } else if (Number.isSafeInteger(n)) {
+    out.u8(211);
+    out.i64(BigInt(n));
+  } else {
+    out.u8(203);
+    out.f64(n);
+  }
+}
+var Reader = class {
+  constructor(bytes) {
+    this.bytes = bytes;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  bytes;
+  pos = 0;
+  view;
+  need(n) {
+    const at = this.pos;
+    if (at + n > this.bytes.length) throw new RangeError("truncated MessagePack value");
+    this.pos += n;
+    return at;
+  }
+  u8() {
+    return this.view.getUint8(this.need(1));
+  }
+  u16() {
+    return this.view.getUint16(this.need(2));
+  }
+  u32() {
+    return this.view.getUint32(this.need(4));
+  }
+  take(n) {
+    const at = this.need(n);
+    return this.bytes.slice(at, at + n);
+  }
+  str(n) {
+    const at = this.need(n);
+    return utf8Decoder.decode(this.bytes.subarray(at, at + n));
+  }
+  /** A 64-bit integer as a number when it is safe, as a bigint otherwise. */
+  int64(signed) {
+    const at = this.need(8);
+    const big = signed ? this.view.getBigInt64(at) : this.view.getBigUint64(at);
+    return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
+  }
+  array(n, depth) {
+    const items = [];
+    for (let i = 0; i < n; i++) items.push(this.read(depth + 1));
+    return items;
+  }
+  map(n, depth) {
+    const obj = {};
+    for (let i = 0; i < n; i++) {
+      const key = this.read(depth + 1);
+      const value = this.read(depth + 1);
+      Object.defineProperty(obj, String(key), { value, enumerable: true, writable: true, configurable: true });
+    }
+    return obj;
+  }
+  ext(n) {
+    const type = this.view.getInt8(this.need(1));
+    const data = this.take(n);
+    if (type === -1) {
+      const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      if (n === 4) return new Date(v.getUint32(0) * 1e3);
+      if (n === 8) {
+        const hi = v.getUint32(0);
+        const lo = v.getUint32(4);
+        const nanos = hi >>> 2;
+        const secs = (hi & 3) * 4294967296 + lo;
+        return new Date(secs * 1e3 + nanos / 1e6);
+      }
+      if (n === 12) return new Date(Number(v.getBigInt64(4)) * 1e3 + v.getUint32(0) / 1e6);
+    }
+    return { type, data };
+  }
+  read(depth) {
+    if (depth > MAX_DEPTH) throw new RangeError("MessagePack value nested too deeply");
+    const b = this.u8();
+    if (b < 128) return b;
+    if (b < 144) return this.map(b & 15, depth);
+    if (b < 160) return this.array(b & 15, depth);
+    if (b < 192) return this.str(b & 31);
+    if (b >= 224) return b - 256;
+    switch (b) {
+      case 192:
+        return null;
+      case 194:
+        return false;
+      case 195:
+        return true;
+      case 196:
+        return this.take(this.u8());
+      case 197:
+        return this.take(this.u16());
+      case 198:
+        return this.take(this.u32());
+      case 199:
+        return this.ext(this.u8());
+      case 200:
+        return this.ext(this.u16());
+      case 201:
+        return this.ext(this.u32());
+      case 202:
+        return this.view.getFloat32(this.need(4));
+      case 203:
+        return this.view.getFloat64(this.need(8));
+      case 204:
+        return this.u8();
+      case 205:
+        return this.u16();
+      case 206:
+        return this.u32();
+      case 207:
+        return this.int64(false);
+      case 208:
+        return this.view.getInt8(this.need(1));
+      case 209:
+        return this.view.getInt16(this.need(2));
+      case 210:
+        return this.view.getInt32(this.need(4));
+      case 211:
+        return this.int64(true);
+      case 212:
+        return this.ext(1);
+      case 213:
+        return this.ext(2);
+      case 214:
+        return this.ext(4);
+      case 215:
+        return this.ext(8);
+      case 216:
+        return this.ext(16);
+      case 217:
+        return this.str(this.u8());
+      case 218:
+        return this.str(this.u16());
+      case 219:
+        return this.str(this.u32());
+      case 220:
+        return this.array(this.u16(), depth);
+      case 221:
+        return this.array(this.u32(), depth);
+      case 222:
+        return this.map(this.u16(), depth);
+      case 223:
+        return this.map(this.u32(), depth);
+      default:
+        throw new RangeError(`0x${b.toString(16)} is not a MessagePack type`);
+    }
+  }
+};
+
+// src/room.ts
+var RoomChannel = class extends Emitter {
+  constructor(client, name, options) {
+    super();
+    this.client = client;
+    this.name = name;
+    this.options = options;
+  }
+  client;
+  name;
+  options;
+  _status = "idle";
+  _membership;
+  /** Members by player id, kept from `joined`, presence changes and resumes. */
+  _members = /* @__PURE__ */ new Map();
+  _memberCount = 0;
+  _authority = null;
+  /** Where the room object stands. */
+  get status() {
+    return this._status;
+  }
+  /** The current membership (player id, seq, epoch), once joined. */
+  get membership() {
+    return this._membership;
+  }
+  /** The members known to this client (complete when the room's presence mode is `full`). */
+  get members() {
+    return [...this._members.values()];
+  }
+  /** Members, connected or away, this one included, as the gateway last counted them. */
+  get memberCount() {
+    return this._memberCount;
+  }
+  /** The player id holding authority, or null. */
+  get authority() {
+    return this._authority;
+  }
+  /** Whether this client's member holds the room's authority. */
+  get isAuthority() {
+    return this._membership !== void 0 && this._authority === this._membership.playerId;
+  }
+  /** The latest state snapshot the gateway reported, if any. */
+  get state() {
+    return this.client.roomState(this.name)?.state;
+  }
+  /** Joins the room (with the join token of `options.token`, fetched anew each time). */
+  async join() {
+    this.setStatus("joining");
+    try {
+      const token = await this.joinToken();
+      const membership = await this.client.join(this.name, token === void 0 ? {} : { token });
+      this.adopt(membership);
+      return membership;
+    } catch (error) {
+      this.setStatus(this.client.isMember(this.name) ? "joined" : "idle");
+      throw error;
+    }
+  }
+  /** Leaves the room. */
+  async leave() {
+    await this.client.leave(this.name);
+    this._membership = void 0;
+    this._members.clear();
+    this.setStatus("left");
+  }
+  /** Publishes `data` to the room; resolves with the event's `seq`. */
+  publish(data) {
+    return this.client.publish(this.name, data);
+  }
+  /** Claims the authority role. */
+  claimAuthority() {
+    return this.client.claimAuthority(this.name);
+  }
+  /** Gives up the authority role. */
+  releaseAuthority() {
+    return this.client.releaseAuthority(this.name);
+  }
+  /** Sets the room's state snapshot (see `HoldfastClient.setState`). */
+  setState(state) {
+    return this.client.setState(this.name, state);
+  }
+  /** The join token to present, if any. */
+  async joinToken() {
+    const source = this.options.token;
+    if (source === void 0 || typeof source === "string") return source;
+    return await source();
+  }
+  /**
+   * Hands an event of this room to its listeners after updating what the room object keeps.
+   * Called by the client; not meant for applications.
+   * @internal
+   */
+  dispatch(event, payload) {
+    switch (event) {
+      case "presence": {
+        const p = payload;
+        for (const c of p.changes ?? []) {
+          if (c.status === "left") this._members.delete(c.player_id);
+          else this._members.set(c.player_id, { player_id: c.player_id, user_id: c.user_id, status: c.status });
+        }
+        this._memberCount = p.count;
+        break;
+      }
+      case "authority_changed":
+        this._authority = payload.authority;
+        break;
+      case "resumed": {
+        const r = payload;
+        if (r.members.length > 0 || r.memberCount === 0) this.replaceMembers(r.members);
+        this._memberCount = r.memberCount;
+        this._authority = r.authority;
+        this.setStatus("joined");
+        break;
+      }
+      case "resume_failed":
+        this.setStatus(payload.rejoining ? "resuming" : "left");
+        break;
+      case "rejoined":
+        this.adopt(payload);
+        break;
+    }
+    this.emit(event, payload);
+  }
+  adopt(membership) {
+    this._membership = membership;
+    this.replaceMembers(membership.members);
+    this._memberCount = membership.memberCount;
+    this._authority = membership.authority;
+    this.setStatus("joined");
+  }
+  replaceMembers(members) {
+    this._members.clear();
+    for (const m of members) this._members.set(m.player_id, m);
+  }
+  setStatus(status) {
+    if (this._status === status) return;
+    this._status = status;
+    this.emit("status", status);
+  }
+};
 
 // src/generated.ts
 var PROTOCOL_VERSION = 1;
@@ -421,6 +906,18 @@ var FrameSender = class {
     this.onFatal(info);
   }
 };
+function endSession(url, session, token, fetchImpl) {
+  const target = `${url}${url.includes("?") ? "&" : "?"}session=${encodeURIComponent(session)}`;
+  try {
+    fetchImpl(target, { method: "DELETE", headers: { authorization: `Bearer ${token}` }, keepalive: true }).then(
+      (response) => void response.body?.cancel().catch(() => {
+      }),
+      () => {
+      }
+    );
+  } catch {
+  }
+}
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -432,6 +929,7 @@ function pollingTransport(url, sendUrl, fetchImpl, pollTimeoutMs) {
   return ({ token, handlers }) => {
     let done = false;
     let abort = new AbortController();
+    let session;
     const finish = (info) => {
       if (done) return;
       done = true;
@@ -441,7 +939,6 @@ function pollingTransport(url, sendUrl, fetchImpl, pollTimeoutMs) {
     };
     const sender = new FrameSender(sendUrl, token, fetchImpl, finish);
     const run = async () => {
-      let session;
       let after = 0;
       let failures = 0;
       while (!done) {
@@ -507,12 +1004,16 @@ function pollingTransport(url, sendUrl, fetchImpl, pollTimeoutMs) {
         sender.send(frame);
       },
       close() {
+        const open = !done;
         done = true;
         sender.stop();
         abort.abort();
+        if (open && session !== void 0) endSession(url, session, token, fetchImpl);
       },
       drop() {
-        connection.close();
+        done = true;
+        sender.stop();
+        abort.abort();
       }
     };
     return connection;
@@ -526,6 +1027,7 @@ function sseTransport(url, sendUrl, fetchImpl) {
   return ({ token, handlers }) => {
     let done = false;
     let lastEventId;
+    let session;
     let abort = new AbortController();
     const finish = (info) => {
       if (done) return;
@@ -549,7 +1051,10 @@ function sseTransport(url, sendUrl, fetchImpl) {
       }
       const frame = parseFrame(data);
       if (!frame) return false;
-      if (frame.type === "welcome") sender.start(frame.session_id);
+      if (frame.type === "welcome") {
+        session = frame.session_id;
+        sender.start(session);
+      }
       handlers.onFrame(frame);
       return false;
     };
@@ -632,12 +1137,16 @@ function sseTransport(url, sendUrl, fetchImpl) {
         sender.send(frame);
       },
       close() {
+        const open = !done;
         done = true;
         sender.stop();
         abort.abort();
+        if (open && session !== void 0) endSession(url, session, token, fetchImpl);
       },
       drop() {
-        connection.close();
+        done = true;
+        sender.stop();
+        abort.abort();
       }
     };
     return connection;
@@ -645,9 +1154,19 @@ function sseTransport(url, sendUrl, fetchImpl) {
 }
 
 // src/transports/websocket.ts
-function websocketTransport(url, WebSocketImpl) {
+var SUBPROTOCOLS = {
+  json: "holdfast.v1.json",
+  msgpack: "holdfast.v1.msgpack"
+};
+function websocketTransport(url, WebSocketImpl, encoding = "json") {
+  let offerNext = encoding === "msgpack";
+  let jsonOnly = false;
   return ({ token, handlers }) => {
-    const socket = new WebSocketImpl(url);
+    const offered = offerNext && !jsonOnly;
+    const socket = offered ? new WebSocketImpl(url, [SUBPROTOCOLS.msgpack, SUBPROTOCOLS.json]) : new WebSocketImpl(url);
+    socket.binaryType = "arraybuffer";
+    let opened = false;
+    let binary = false;
     let done = false;
     const silence = () => {
       done = true;
@@ -656,19 +1175,24 @@ function websocketTransport(url, WebSocketImpl) {
       socket.onclose = null;
       socket.onerror = null;
     };
+    const write2 = (frame) => socket.send(binary ? encodeMsgpack(frame) : JSON.stringify(frame));
     socket.onopen = () => {
-      if (!done) socket.send(JSON.stringify({ type: "auth", token }));
+      if (done) return;
+      opened = true;
+      binary = socket.protocol === SUBPROTOCOLS.msgpack;
+      if (!offered && encoding === "msgpack") jsonOnly = true;
+      write2({ type: "auth", token });
     };
     socket.onmessage = (ev) => {
       if (done) return;
       handlers.onActivity();
-      if (typeof ev.data !== "string") return;
-      const frame = parseFrame(ev.data);
+      const frame = typeof ev.data === "string" ? parseFrame(ev.data) : decodeBinary(ev.data);
       if (frame) handlers.onFrame(frame);
     };
     socket.onclose = (ev) => {
       if (done) return;
       silence();
+      if (!opened && encoding === "msgpack") offerNext = !offered;
       const code = ev.code === 1005 || ev.code === 1006 ? void 0 : ev.code;
       handlers.onClose({ code, reason: ev.reason || (code ? `closed with ${code}` : "the WebSocket connection was lost") });
     };
@@ -676,8 +1200,11 @@ function websocketTransport(url, WebSocketImpl) {
     };
     const connection = {
       transport: "websocket",
+      get encoding() {
+        return binary ? "msgpack" : "json";
+      },
       send(frame) {
-        if (!done && socket.readyState === 1) socket.send(JSON.stringify(frame));
+        if (!done && socket.readyState === 1) write2(frame);
       },
       close(code = 1e3, reason = "") {
         silence();
@@ -692,6 +1219,20 @@ function websocketTransport(url, WebSocketImpl) {
     };
     return connection;
   };
+}
+function decodeBinary(data) {
+  let bytes;
+  if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
+  else if (data instanceof Uint8Array) bytes = data;
+  else return void 0;
+  try {
+    const value = decodeMsgpack(bytes);
+    if (value !== null && typeof value === "object" && typeof value.type === "string") {
+      return value;
+    }
+  } catch {
+  }
+  return void 0;
 }
 
 // src/client.ts
@@ -730,6 +1271,11 @@ var HoldfastClient = class extends Emitter {
   /** Bumped on every new attempt, so callbacks of an abandoned attempt are ignored. */
   generation = 0;
   rooms = /* @__PURE__ */ new Map();
+  /** The room objects handed out by `room()`, by name. */
+  channels = /* @__PURE__ */ new Map();
+  /** The WebSocket endpoint, also used to probe whether WebSocket works again. */
+  wsUrl;
+  probeTimer;
   /** Requests awaiting replies, by id, in the order they were made. */
   pending = /* @__PURE__ */ new Map();
   connectTimer;
@@ -754,23 +1300,22 @@ var HoldfastClient = class extends Emitter {
     const ws = new URL(http.href);
     ws.protocol = http.protocol === "https:" ? "wss:" : "ws:";
     const under = (u, path) => `${u.origin}${u.pathname.replace(/\/$/, "")}${path}`;
-    const wsUrl = options.websocketUrl ?? under(ws, "/ws");
+    const withDevice = (u) => options.device === void 0 ? u : `${u}${u.includes("?") ? "&" : "?"}device=${encodeURIComponent(options.device)}`;
+    const wsUrl = withDevice(options.websocketUrl ?? under(ws, "/ws"));
     const sseUrl = options.sseUrl ?? under(http, "/sse");
     const pollUrl = options.pollUrl ?? under(http, "/poll");
     const fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
     const names = options.transports ?? ["websocket", "sse", "polling"];
     if (names.length === 0) throw new RangeError("at least one transport is required");
+    this.wsUrl = names.includes("websocket") ? wsUrl : void 0;
     this.transports = names.map((name) => {
       switch (name) {
-        case "websocket": {
-          const impl = options.WebSocket ?? globalThis.WebSocket;
-          if (!impl) throw new Error("no WebSocket implementation: pass one as `WebSocket`");
-          return { name, open: websocketTransport(wsUrl, impl) };
-        }
+        case "websocket":
+          return { name, open: websocketTransport(wsUrl, websocketImplementation(options.WebSocket), options.encoding ?? "json") };
         case "sse":
-          return { name, open: sseTransport(sseUrl, `${sseUrl}/send`, fetchImpl) };
+          return { name, open: sseTransport(withDevice(sseUrl), `${sseUrl}/send`, fetchImpl) };
         case "polling":
-          return { name, open: pollingTransport(pollUrl, `${pollUrl}/send`, fetchImpl, options.pollTimeoutMs ?? 4e4) };
+          return { name, open: pollingTransport(withDevice(pollUrl), `${pollUrl}/send`, fetchImpl, options.pollTimeoutMs ?? 4e4) };
       }
     });
   }
@@ -781,6 +1326,10 @@ var HoldfastClient = class extends Emitter {
   /** The transport the client uses (or will use for its next attempt). */
   get transport() {
     return this.transports[this.transportIndex].name;
+  }
+  /** The encoding of the current connection (`json` when not connected or on a fallback). */
+  get encoding() {
+    return this.connection?.encoding ?? "json";
   }
   /** The live session's `welcome`, when connected. */
   get session() {
@@ -850,8 +1399,39 @@ var HoldfastClient = class extends Emitter {
   releaseAuthority(room) {
     return new Promise((resolve, reject) => this.request({ kind: "authority", room, claim: false, sent: false, resolve, reject }));
   }
+  /**
+   * Sets `room`'s state snapshot (`set_state`), which members receive on `joined` before the
+   * events after it; resolves with its `seq` when the gateway reports one. Needs a gateway with
+   * room state and the authority role where the room's namespace asks for it.
+   */
+  setState(room, state) {
+    return new Promise((resolve, reject) => this.request({ kind: "state", room, state, sent: false, resolve, reject }));
+  }
+  /**
+   * The object of room `name`, created on first use and the same one afterwards: its own
+   * events, `join` (with `options.token`, a join token or a function that fetches one),
+   * `publish`, authority and state. Events of the room reach both it and the client.
+   */
+  room(name, options = {}) {
+    let channel = this.channels.get(name);
+    if (!channel) {
+      channel = new RoomChannel(this, name, options);
+      this.channels.set(name, channel);
+    } else if (options.token !== void 0) {
+      channel.options.token = options.token;
+    }
+    return channel;
+  }
+  /** The latest state snapshot of `room` the gateway reported, if any. */
+  roomState(room) {
+    return this.rooms.get(room)?.state;
+  }
+  /** Whether the client is a member of `room` (live or waiting to be resumed). */
+  isMember(room) {
+    return this.rooms.has(room);
+  }
   // Connection management.
-  setState(state) {
+  setClientState(state) {
     if (this._state === state) return;
     this._state = state;
     this.emit("state", state);
@@ -864,7 +1444,7 @@ var HoldfastClient = class extends Emitter {
   /** Opens a connection on the current transport. */
   async open() {
     const generation = ++this.generation;
-    this.setState("connecting");
+    this.setClientState("connecting");
     let token;
     try {
       token = await this.resolveToken();
@@ -919,6 +1499,12 @@ var HoldfastClient = class extends Emitter {
       this.finish(info.code, info.reason);
       return;
     }
+    if (welcomed && this.transportIndex !== 0) {
+      const from = this.transport;
+      this.transportIndex = 0;
+      this.transportFailures = 0;
+      this.emit("transport", { transport: this.transport, reason: `the ${from} connection ended; trying ${this.transport} first again` });
+    }
     if (!welcomed) {
       this.transportFailures += 1;
       if (this.transportFailures >= this.fallbackAfter && this.transports.length > 1) {
@@ -931,7 +1517,7 @@ var HoldfastClient = class extends Emitter {
         });
       }
     }
-    this.setState("connecting");
+    this.setClientState("connecting");
     this.scheduleReconnect();
   }
   /** Whether a close with `code` ends the client. */
@@ -963,7 +1549,8 @@ var HoldfastClient = class extends Emitter {
   clearConnectionTimers() {
     for (const timer of [this.connectTimer, this.deadTimer, this.refreshTimer, this.retransmitTimer]) clearTimeout(timer);
     clearInterval(this.pingTimer);
-    this.connectTimer = this.deadTimer = this.refreshTimer = this.retransmitTimer = this.pingTimer = void 0;
+    clearInterval(this.probeTimer);
+    this.connectTimer = this.deadTimer = this.refreshTimer = this.retransmitTimer = this.pingTimer = this.probeTimer = void 0;
   }
   /** Stops for good. */
   finish(code, reason) {
@@ -978,8 +1565,8 @@ var HoldfastClient = class extends Emitter {
     for (const room of this.rooms.values()) room.live = false;
     const pending = [...this.pending.values()];
     this.pending.clear();
-    for (const p of pending) fail(p, new HoldfastError("closed", `the client closed: ${reason}`));
-    this.setState("disconnected");
+    for (const p of pending) fail(p, new ClosedError(`the client closed: ${reason}`));
+    this.setClientState("disconnected");
     this.emit("closed", { code, reason });
   }
   /** Arms the dead-connection timer for the silence window after the last inbound traffic. */
@@ -1007,7 +1594,7 @@ var HoldfastClient = class extends Emitter {
   }
   request(p) {
     if (this.finished) {
-      fail(p, new HoldfastError("closed", "the client is closed"));
+      fail(p, new ClosedError("the client is closed"));
       return;
     }
     const id = `${this.idPrefix}${++this.nextOrder}`;
@@ -1017,7 +1604,7 @@ var HoldfastClient = class extends Emitter {
   /** Whether a pending request may go out now: room requests other than `leave` wait for their room to be live. */
   sendable(p) {
     if (!this.welcome || p.sent) return false;
-    if (p.kind === "publish" || p.kind === "authority") {
+    if (p.kind === "publish" || p.kind === "authority" || p.kind === "state") {
       const room = this.rooms.get(p.room);
       return room ? room.live : true;
     }
@@ -1041,14 +1628,17 @@ var HoldfastClient = class extends Emitter {
       case "authority":
         frame = p.claim ? { type: "claim_authority", room: p.room, id } : { type: "release_authority", room: p.room, id };
         break;
+      case "state":
+        frame = { type: "set_state", room: p.room, state: p.state, id };
+        break;
       default:
         return;
     }
     const max = this.welcome?.max_message_bytes ?? Infinity;
-    const size = new TextEncoder().encode(JSON.stringify(frame)).length;
+    const size = this.connection?.encoding === "msgpack" ? encodeMsgpack(frame).length : new TextEncoder().encode(JSON.stringify(frame)).length;
     if (size > max) {
       this.pending.delete(id);
-      fail(p, new HoldfastError("message_too_big", `the frame is ${size} bytes; the gateway accepts ${max}`));
+      fail(p, new MessageTooBigError(`the frame is ${size} bytes; the gateway accepts ${max}`));
       return;
     }
     p.sent = true;
@@ -1076,6 +1666,16 @@ var HoldfastClient = class extends Emitter {
         case "leave":
           p.sent = false;
           break;
+        case "join":
+          if (p.rejoin) {
+            p.sent = false;
+            break;
+          }
+          if (p.sent) {
+            this.pending.delete(id);
+            p.reject(new ConnectionLostError("the connection dropped before the join was answered"));
+          }
+          break;
         case "resume":
         case "refresh":
           this.pending.delete(id);
@@ -1083,7 +1683,7 @@ var HoldfastClient = class extends Emitter {
         default:
           if (p.sent) {
             this.pending.delete(id);
-            p.reject(new HoldfastError("connection_lost", `the connection dropped before the ${p.kind} was answered`));
+            p.reject(new ConnectionLostError(`the connection dropped before the ${p.kind} was answered`));
           }
       }
     }
@@ -1109,6 +1709,7 @@ var HoldfastClient = class extends Emitter {
         break;
       case "presence":
         this.emit("presence", frame);
+        this.channels.get(frame.room)?.dispatch("presence", frame);
         break;
       case "ack":
         this.onAck(frame);
@@ -1138,7 +1739,7 @@ var HoldfastClient = class extends Emitter {
         break;
       default: {
         const unknown = frame;
-        void unknown;
+        this.onOtherFrame(unknown);
       }
     }
   }
@@ -1156,7 +1757,7 @@ var HoldfastClient = class extends Emitter {
     this.transportFailures = 0;
     this.shutdownHintMs = void 0;
     this.expiresAt = welcome.expires_at;
-    this.setState("connected");
+    this.setClientState("connected");
     this.emit("connected", {
       userId: welcome.user_id,
       sessionId: welcome.session_id,
@@ -1172,10 +1773,13 @@ var HoldfastClient = class extends Emitter {
       this.armDeadTimer();
     }
     this.scheduleRefresh();
+    this.scheduleProbe();
     for (const name of [...this.rooms.keys()].sort()) {
       const room = this.rooms.get(name);
       if (room.token === void 0) {
-        this.loseRoom(name, "reconnection_failed", "the gateway issued no reconnection token");
+        if (![...this.pending.values()].some((p) => p.kind === "join" && p.rejoin && p.room === name)) {
+          this.loseRoom(name, "reconnection_failed", "the gateway issued no reconnection token");
+        }
         continue;
       }
       const id = `${this.idPrefix}${++this.nextOrder}`;
@@ -1192,39 +1796,77 @@ var HoldfastClient = class extends Emitter {
     if (room) {
       const verdict = room.position.observe(frame.seq, frame.epoch);
       if (verdict.kind === "duplicate") return;
-      if (verdict.kind === "gap") this.emit("gap", { room: frame.room, from: verdict.from, to: verdict.to, epoch: frame.epoch });
+      if (verdict.kind === "gap") this.emitGap({ room: frame.room, from: verdict.from, to: verdict.to, epoch: frame.epoch });
     }
     this.emitRoomFrame(frame);
   }
   emitRoomFrame(frame) {
+    const channel = this.channels.get(frame.room);
     switch (frame.type) {
       case "event":
         this.emit("event", frame);
+        channel?.dispatch("event", frame);
         break;
       case "authority_changed":
         this.emit("authority_changed", frame);
+        channel?.dispatch("authority_changed", frame);
         break;
     }
   }
+  /**
+   * A frame this version does not list. `state_set` (a room state snapshot, a room message
+   * with its own seq) is taken in order like an event; any other type is ignored.
+   */
+  onOtherFrame(frame) {
+    const f = frame;
+    if (f.type !== "state_set" || typeof f.room !== "string" || typeof f.seq !== "number" || typeof f.epoch !== "string") return;
+    const room = this.rooms.get(f.room);
+    if (room) {
+      const verdict = room.position.observe(f.seq, f.epoch);
+      if (verdict.kind === "duplicate") return;
+      if (verdict.kind === "gap") this.emitGap({ room: f.room, from: verdict.from, to: verdict.to, epoch: f.epoch });
+      room.state = { state: f.state, seq: f.seq };
+    }
+    this.emitStateOf(f.room, f.state, f.seq);
+  }
+  emitStateOf(room, state, seq) {
+    this.channels.get(room)?.dispatch("state", { room, state, seq });
+  }
+  emitGap(gap) {
+    this.emit("gap", gap);
+    this.channels.get(gap.room)?.dispatch("gap", gap);
+  }
   onJoined(joined) {
     const p = this.take(joined.id);
-    this.rooms.set(joined.room, {
+    const snapshot = joined.state;
+    const room = {
       playerId: joined.player_id,
       token: joined.reconnection_token,
       joinToken: p?.kind === "join" ? p.token : void 0,
       position: new StreamPosition(joined.seq, joined.epoch),
       live: true
-    });
+    };
+    if (snapshot !== void 0) {
+      const stateSeq = joined.state_seq;
+      room.state = { state: snapshot, seq: typeof stateSeq === "number" ? stateSeq : joined.seq };
+    }
+    this.rooms.set(joined.room, room);
+    const membership = {
+      room: joined.room,
+      playerId: joined.player_id,
+      members: joined.members ?? [],
+      memberCount: joined.member_count,
+      authority: joined.authority,
+      seq: joined.seq,
+      epoch: joined.epoch
+    };
+    if (room.state) this.emitStateOf(joined.room, room.state.state, room.state.seq);
     if (p?.kind === "join") {
-      p.resolve({
-        room: joined.room,
-        playerId: joined.player_id,
-        members: joined.members ?? [],
-        memberCount: joined.member_count,
-        authority: joined.authority,
-        seq: joined.seq,
-        epoch: joined.epoch
-      });
+      p.resolve(membership);
+      if (p.rejoin) {
+        this.emit("rejoined", membership);
+        this.channels.get(joined.room)?.dispatch("rejoined", membership);
+      }
     }
     this.flush();
   }
@@ -1245,6 +1887,9 @@ var HoldfastClient = class extends Emitter {
       case "authority":
       case "leave":
         p.resolve();
+        break;
+      case "state":
+        p.resolve(ack.seq);
         break;
       case "join":
         p.reject(new HoldfastError("protocol", "join answered by ack"));
@@ -1269,7 +1914,7 @@ var HoldfastClient = class extends Emitter {
       this.emit("error", error);
       return;
     }
-    const failure = error.code === "forbidden" ? new ForbiddenError(error.message) : new HoldfastError(error.code, error.message);
+    const failure = errorFor(error.code, error.message);
     switch (p.kind) {
       case "leave":
         if (error.code === "not_in_room") {
@@ -1284,6 +1929,13 @@ var HoldfastClient = class extends Emitter {
         break;
       case "refresh":
         this.emit("error", error);
+        break;
+      case "join":
+        if (p.rejoin) {
+          this.rooms.delete(p.room);
+          this.loseRoom(p.room, error.code, error.message, false);
+        }
+        p.reject(failure);
         break;
       default:
         p.reject(failure);
@@ -1307,11 +1959,11 @@ var HoldfastClient = class extends Emitter {
     room.live = true;
     if (resumed.gap) {
       const lost = room.position.skipGap(resumed.gap.from, resumed.gap.to, resumed.gap.epoch);
-      if (lost) this.emit("gap", { room: resumed.room, from: lost.from, to: lost.to, epoch: resumed.gap.epoch });
+      if (lost) this.emitGap({ room: resumed.room, from: lost.from, to: lost.to, epoch: resumed.gap.epoch });
     }
     for (const frame of resumed.events) if (isRoomFrame(frame)) this.judge(frame);
     room.position.catchUp(resumed.seq, resumed.epoch);
-    this.emit("resumed", {
+    const info = {
       room: resumed.room,
       recovered: resumed.recovered,
       members: resumed.members ?? [],
@@ -1319,23 +1971,85 @@ var HoldfastClient = class extends Emitter {
       authority: resumed.authority,
       seq: resumed.seq,
       epoch: resumed.epoch
-    });
+    };
+    this.emit("resumed", info);
+    this.channels.get(resumed.room)?.dispatch("resumed", info);
     this.flush();
   }
   onReconnectionFailed(failed) {
     this.take(failed.id);
     this.loseRoom(failed.room, failed.code, failed.message);
   }
-  /** Forgets a room that could not be resumed and fails the requests that waited for it. */
-  loseRoom(name, code, message) {
-    if (!this.rooms.delete(name)) return;
+  /**
+   * A room could not be resumed: joins it again (with `autoRejoin`, unless the user may no
+   * longer be in it), keeping its queued requests; otherwise forgets it and fails them.
+   */
+  loseRoom(name, code, message, mayRejoin = true) {
+    const room = this.rooms.get(name);
+    if (!room && mayRejoin) return;
+    const rejoining = mayRejoin && this.options.autoRejoin !== false && code !== "forbidden" && code !== "too_many_rooms";
+    const info = { room: name, code, message, rejoining };
+    if (rejoining && room) {
+      room.live = false;
+      room.token = void 0;
+      this.emit("resume_failed", info);
+      this.channels.get(name)?.dispatch("resume_failed", info);
+      const rejoin = (token) => this.request({ kind: "join", room: name, token, rejoin: true, sent: false, resolve: () => {
+      }, reject: () => {
+      } });
+      const channel = this.channels.get(name);
+      if (channel) {
+        channel.joinToken().then(
+          (token) => rejoin(token ?? room.joinToken),
+          () => rejoin(room.joinToken)
+        );
+      } else {
+        rejoin(room.joinToken);
+      }
+      return;
+    }
+    this.rooms.delete(name);
     for (const [id, p] of [...this.pending]) {
-      if ((p.kind === "publish" || p.kind === "authority") && p.room === name) {
+      if ((p.kind === "publish" || p.kind === "authority" || p.kind === "state") && p.room === name) {
         this.pending.delete(id);
-        p.reject(new HoldfastError("room_lost", `room ${name} could not be resumed: ${message}`, code));
+        p.reject(new RoomLostError(`room ${name} could not be resumed: ${message}`, code));
       }
     }
-    this.emit("resume_failed", { room: name, code, message });
+    this.emit("resume_failed", info);
+    this.channels.get(name)?.dispatch("resume_failed", info);
+  }
+  // Moving back to WebSocket.
+  /** While on a fallback transport, checks every `upgradeProbeMs` whether WebSocket works again. */
+  scheduleProbe() {
+    const every = this.options.upgradeProbeMs ?? 3e4;
+    const preferred = this.transports[0];
+    if (every <= 0 || this.transportIndex === 0 || preferred.name !== "websocket" || this.wsUrl === void 0) return;
+    const generation = this.generation;
+    let probing = false;
+    this.probeTimer = setInterval(() => {
+      if (probing || generation !== this.generation) return;
+      probing = true;
+      void probeWebSocket(this.wsUrl, websocketImplementation(this.options.WebSocket), this.options.connectTimeoutMs ?? 1e4).then((ok) => {
+        probing = false;
+        if (ok && generation === this.generation && !this.stopped) this.upgrade();
+      });
+    }, every);
+  }
+  /** Ends the fallback session and connects again over WebSocket; rooms are resumed as after a drop. */
+  upgrade() {
+    const from = this.transport;
+    this.connection?.close(1e3, "");
+    this.generation += 1;
+    this.clearConnectionTimers();
+    this.connection = void 0;
+    this.onConnectionLost();
+    this.welcome = void 0;
+    this.transportIndex = 0;
+    this.transportFailures = 0;
+    this.attempts = 0;
+    this.emit("transport", { transport: this.transport, reason: `${this.transport} works again; leaving ${from}` });
+    this.emit("disconnected", { reason: `moving from ${from} to ${this.transport}`, willReconnect: true });
+    void this.open();
   }
   // Token refresh.
   /** Renews the token a fifth of its remaining life before expiry (1 s to 60 s ahead), with a token function only. */
@@ -1366,6 +2080,41 @@ var HoldfastClient = class extends Emitter {
 function fail(p, error) {
   if (p.kind !== "resume" && p.kind !== "refresh") p.reject(error);
 }
+function websocketImplementation(given) {
+  const impl = given ?? globalThis.WebSocket;
+  if (impl) return impl;
+  const node = globalThis.process?.versions?.node;
+  throw new Error(
+    node ? `Node.js ${node} has no global WebSocket: install the \`ws\` package and pass it, \`new HoldfastClient({ ..., WebSocket })\` with \`import WebSocket from "ws"\` (or use Node.js 22, or transports: ["sse", "polling"])` : "no WebSocket implementation: pass one as `WebSocket`"
+  );
+}
+function probeWebSocket(url, impl, timeoutMs) {
+  return new Promise((resolve) => {
+    let socket;
+    const create = () => new impl(url);
+    const done = (ok) => {
+      clearTimeout(timer);
+      socket.onopen = socket.onclose = socket.onerror = null;
+      try {
+        socket.close(1e3, "");
+      } catch {
+      }
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    try {
+      socket = create();
+    } catch {
+      clearTimeout(timer);
+      resolve(false);
+      return;
+    }
+    socket.onopen = () => done(true);
+    socket.onclose = () => done(false);
+    socket.onerror = () => {
+    };
+  });
+}
 export {
   BASE64_KEY,
   Backoff,
@@ -1373,6 +2122,8 @@ export {
   CLIENT_FRAME_TYPES,
   CLOSE_CODES,
   CloseCode,
+  ClosedError,
+  ConnectionLostError,
   ERROR_CODES,
   Emitter,
   ForbiddenError,
@@ -1382,12 +2133,18 @@ export {
   MAX_ROOM_LEN,
   MAX_TOKEN_LEN,
   MAX_USER_LEN,
+  MessageTooBigError,
   PROTOCOL_VERSION,
+  RoomChannel,
+  RoomLostError,
   SERVER_FRAME_FIELDS,
   SERVER_FRAME_TYPES,
   SUBPROTOCOL_JSON,
   SUBPROTOCOL_MSGPACK,
   StreamPosition,
+  decodeMsgpack,
+  encodeMsgpack,
+  errorFor,
   isRoomFrame,
   shouldReconnect
 };

@@ -317,8 +317,11 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
-    /// A new authenticated connection of a user closes the previous one with 4000 (newest wins).
-    pub single_socket: bool,
+    /// Which earlier connections a new authenticated connection of a user closes with 4000.
+    pub single_socket: SingleSocket,
+    /// Live sessions one user may hold on a node when single socket allows several (`device`,
+    /// `off`); a new session beyond it closes the user's oldest one with 4000.
+    pub max_sessions_per_user: usize,
     /// Client message ids remembered per session for publish dedupe.
     pub dedupe_window: usize,
 }
@@ -326,8 +329,49 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            single_socket: true,
+            single_socket: SingleSocket::User,
+            max_sessions_per_user: 16,
             dedupe_window: 256,
+        }
+    }
+}
+
+/// `session.single_socket`: the scope in which the newest connection wins.
+///
+/// Written as `"user"`, `"device"` or `"off"`; the booleans of earlier versions are still
+/// read (`true` is `"user"`, `false` is `"off"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SingleSocket {
+    /// One session per user: a new one replaces every other (on any node).
+    User,
+    /// One session per user and device id (the token's `device` claim or the `device` query
+    /// parameter; connections without one share a device).
+    Device,
+    /// No replacement; `max_sessions_per_user` bounds the sessions of a user.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for SingleSocket {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The spellings accepted: the mode's name, or a boolean of earlier versions.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Flag(true) => Ok(SingleSocket::User),
+            Raw::Flag(false) => Ok(SingleSocket::Off),
+            Raw::Name(n) => match n.as_str() {
+                "user" | "true" => Ok(SingleSocket::User),
+                "device" => Ok(SingleSocket::Device),
+                "off" | "false" => Ok(SingleSocket::Off),
+                _ => Err(serde::de::Error::custom(format!(
+                    "`{n}` is not a single socket mode: use \"user\", \"device\" or \"off\""
+                ))),
+            },
         }
     }
 }
@@ -626,6 +670,10 @@ impl Config {
             });
         }
         positive("session.dedupe_window", self.session.dedupe_window as u64)?;
+        positive(
+            "session.max_sessions_per_user",
+            self.session.max_sessions_per_user as u64,
+        )?;
         positive("reconnection.window_secs", self.reconnection.window_secs)?;
         positive(
             "reconnection.event_buffer_size",
@@ -810,6 +858,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn single_socket_reads_modes_and_the_old_booleans() {
+        let read = |v: &str| serde_json::from_str::<SingleSocket>(v);
+        assert_eq!(read("true").expect("a mode"), SingleSocket::User);
+        assert_eq!(read("false").expect("a mode"), SingleSocket::Off);
+        assert_eq!(read("\"user\"").expect("a mode"), SingleSocket::User);
+        assert_eq!(read("\"device\"").expect("a mode"), SingleSocket::Device);
+        assert_eq!(read("\"off\"").expect("a mode"), SingleSocket::Off);
+        // Environment variables arrive as strings.
+        assert_eq!(read("\"false\"").expect("a mode"), SingleSocket::Off);
+        assert!(read("\"tab\"").is_err());
+    }
+
+    #[test]
     fn defaults_are_valid_and_match_the_documentation() {
         let c = Config::default();
         c.validate().expect("defaults validate");
@@ -817,7 +878,7 @@ mod tests {
         assert_eq!(c.heartbeat.ping_interval_ms, 10_000);
         assert_eq!(c.heartbeat.pong_timeout_ms, 20_000);
         assert_eq!(c.limits.max_message_bytes, 65_536);
-        assert!(c.session.single_socket);
+        assert_eq!(c.session.single_socket, SingleSocket::User);
         assert_eq!(c.reconnection.window_secs, 300);
         assert_eq!(c.reconnection.event_buffer_size, 100);
     }

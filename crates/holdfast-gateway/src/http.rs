@@ -12,7 +12,8 @@
 //!   browser origin not in `limits.allowed_origins`, 429 when the peer address has
 //!   `limits.max_connections_per_ip` sessions, 401 for an invalid or expired token.
 //! - `GET /sse`, `POST /sse/send`, `GET /poll`, `POST /poll/send`: the fallback transports
-//!   (see [`crate::fallback`]); same authentication and limits as `/ws`.
+//!   (see [`crate::fallback`]); same authentication and limits as `/ws`. `DELETE /sse` and
+//!   `DELETE /poll` with `?session=` end a fallback session at once.
 //! - `GET /metrics`: Prometheus text format (see [`crate::metrics::router`]), only when
 //!   `metrics.public` is set (the internal listener always serves it, see [`crate::api`]).
 //! - `GET /healthz`: 200 while the process serves requests.
@@ -24,8 +25,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,9 +47,9 @@ pub fn router(node: Node) -> Router {
     let mut r = Router::new().route("/ws", get(ws_upgrade));
     if node.config().fallback.enabled {
         r = r
-            .route("/sse", get(fallback::sse))
+            .route("/sse", get(fallback::sse).delete(fallback::end))
             .route("/sse/send", post(fallback::send))
-            .route("/poll", get(fallback::poll))
+            .route("/poll", get(fallback::poll).delete(fallback::end))
             .route("/poll/send", post(fallback::send));
     }
     if node.config().metrics.public {
@@ -82,6 +84,13 @@ fn reject(node: &Node, status: StatusCode, reason: &'static str) -> Response {
 }
 
 /// The token from `?token=` or `Authorization: Bearer`.
+/// The query parameters of `/ws` read besides the token.
+#[derive(Debug, Default, serde::Deserialize)]
+struct WsQuery {
+    /// The device id, for `session.single_socket = "device"` when the token names none.
+    device: Option<String>,
+}
+
 fn request_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
     if let Some(q) = query {
         for pair in q.split('&') {
@@ -103,6 +112,7 @@ async fn ws_upgrade(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
+    ws_query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -167,6 +177,7 @@ async fn ws_upgrade(
     } else {
         upgrade
     };
+    let device = ws_query.map(|Query(q)| q).unwrap_or_default().device;
     upgrade
         // Small: it is allocated for every connection, idle or not, and grows on demand for a
         // larger frame. Client frames are mostly a few hundred bytes.
@@ -177,7 +188,7 @@ async fn ws_upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let _tracked = tracker_token;
-            session::run(session_node, socket, claims, admission, encoding).await;
+            session::run(session_node, socket, claims, device, admission, encoding).await;
         })
 }
 

@@ -215,13 +215,14 @@ impl NodeSink for NodeInner {
     }
 
     fn close_user(&self, user: &str, session: Option<&str>, code: CloseCode) -> bool {
-        if let Some(s) = self.registry.get(user) {
+        let mut closed = false;
+        for s in self.registry.all(user) {
             if session.is_none_or(|id| *s.id == *id) {
                 s.close(code);
-                return true;
+                closed = true;
             }
         }
-        false
+        closed
     }
 
     fn session_of(&self, user: &str) -> Option<Arc<str>> {
@@ -247,9 +248,6 @@ impl NodeSink for NodeInner {
     }
 
     fn deliver_direct(&self, user: &str, text: Utf8Bytes) -> bool {
-        match self.registry.get(user) {
-            Some(s) => s.enqueue(text, None),
-            None => false,
-        }
+        self.registry.deliver(user, &text)
     }
 }

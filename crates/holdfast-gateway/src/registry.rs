@@ -1,4 +1,4 @@
-//! The connection registry: user → live session, with single-socket enforcement, and the
+//! The connection registry: user → live sessions, with single-socket enforcement, and the
 //! [`SessionHandle`] through which everything else reaches a session.
 
 use std::collections::{HashMap, VecDeque};
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use holdfast_protocol::{CloseCode, Encoding, ServerFrame};
 use tokio::sync::Notify;
 
+use crate::config::SingleSocket;
 use crate::metrics::Metrics;
 use crate::room::Shared;
 
@@ -271,56 +272,170 @@ impl SessionHandle {
     }
 }
 
-/// user → live session of this node.
+/// One registered session and the device it connects from.
+#[derive(Debug)]
+struct Entry {
+    /// The device id (token claim or query parameter); `None` for connections without one,
+    /// which count as one device.
+    device: Option<Arc<str>>,
+    session: Arc<SessionHandle>,
+}
+
+/// user → live sessions of this node.
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// Keyed by user id; one entry per user with single socket on, otherwise the newest
-    /// session. A std mutex: held for map operations only, never across an await.
-    sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
+    /// Keyed by user id; each user's sessions oldest first: one with single socket `user`,
+    /// one per device with `device`, up to `session.max_sessions_per_user`. A std mutex: held
+    /// for map operations only, never across an await.
+    sessions: Mutex<HashMap<Arc<str>, Vec<Entry>>>,
 }
 
 impl Registry {
-    /// Registers `session` as its user's live session and returns the previous one, if any.
-    pub fn insert(&self, session: Arc<SessionHandle>) -> Option<Arc<SessionHandle>> {
-        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(session.user.clone(), session)
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Entry>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes `session` if it is still its user's registered one; returns whether it was.
-    pub fn remove(&self, session: &Arc<SessionHandle>) -> bool {
-        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if map
-            .get(&session.user)
-            .is_some_and(|current| Arc::ptr_eq(current, session))
-        {
-            map.remove(&session.user);
-            return true;
+    /// Registers `session` (from `device`) and returns the sessions it replaces under `scope`,
+    /// for the caller to close: every other session of the user (`User`), the one of the same
+    /// device (`Device`), and the oldest ones beyond `max_per_user`.
+    pub fn insert(
+        &self,
+        session: Arc<SessionHandle>,
+        device: Option<&str>,
+        scope: SingleSocket,
+        max_per_user: usize,
+    ) -> Vec<Arc<SessionHandle>> {
+        let device: Option<Arc<str>> = device.map(Into::into);
+        let mut map = self.map();
+        let list = map.entry(session.user.clone()).or_default();
+        let mut replaced = Vec::new();
+        list.retain(|e| {
+            let keep = match scope {
+                SingleSocket::User => false,
+                SingleSocket::Device => e.device != device,
+                SingleSocket::Off => true,
+            };
+            if !keep {
+                replaced.push(e.session.clone());
+            }
+            keep
+        });
+        while list.len() >= max_per_user.max(1) {
+            replaced.push(list.remove(0).session);
         }
-        false
+        list.push(Entry { device, session });
+        replaced
+    }
+
+    /// Removes `session`; returns whether it was registered.
+    pub fn remove(&self, session: &Arc<SessionHandle>) -> bool {
+        let mut map = self.map();
+        let Some(list) = map.get_mut(&session.user) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|e| !Arc::ptr_eq(&e.session, session));
+        let removed = list.len() != before;
+        if list.is_empty() {
+            map.remove(&session.user);
+        }
+        removed
     }
 
     /// Every registered session (a snapshot).
     pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
-        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().cloned().collect()
+        let map = self.map();
+        map.values()
+            .flat_map(|list| list.iter().map(|e| e.session.clone()))
+            .collect()
     }
 
-    /// The live session of `user`, if any.
+    /// The newest live session of `user`, if any.
     pub fn get(&self, user: &str) -> Option<Arc<SessionHandle>> {
-        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(user).cloned()
+        let map = self.map();
+        map.get(user)?.last().map(|e| e.session.clone())
+    }
+
+    /// Every live session of `user`, oldest first.
+    pub fn all(&self, user: &str) -> Vec<Arc<SessionHandle>> {
+        let map = self.map();
+        map.get(user)
+            .map(|list| list.iter().map(|e| e.session.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Queues a directed frame to every live session of `user`; returns whether one took it.
+    pub fn deliver(&self, user: &str, text: &Utf8Bytes) -> bool {
+        let mut delivered = false;
+        for s in self.all(user) {
+            delivered |= s.enqueue(text.clone(), None);
+        }
+        delivered
     }
 
     /// Number of registered users.
     pub fn len(&self) -> usize {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.map().len()
     }
 
     /// Whether no user is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(id: &str, user: &str) -> Arc<SessionHandle> {
+        SessionHandle::new(id.into(), user.into(), 8, 1024, Arc::new(Metrics::new()))
+    }
+
+    fn ids(list: &[Arc<SessionHandle>]) -> Vec<&str> {
+        list.iter().map(|s| &*s.id).collect()
+    }
+
+    #[test]
+    fn user_scope_replaces_every_other_session() {
+        let r = Registry::default();
+        assert!(r
+            .insert(handle("a", "u"), Some("d1"), SingleSocket::User, 16)
+            .is_empty());
+        let out = r.insert(handle("b", "u"), Some("d2"), SingleSocket::User, 16);
+        assert_eq!(ids(&out), ["a"]);
+        assert_eq!(ids(&r.all("u")), ["b"]);
+    }
+
+    #[test]
+    fn device_scope_replaces_the_same_device_only() {
+        let r = Registry::default();
+        r.insert(handle("a", "u"), Some("phone"), SingleSocket::Device, 16);
+        r.insert(handle("b", "u"), Some("laptop"), SingleSocket::Device, 16);
+        r.insert(handle("c", "u"), None, SingleSocket::Device, 16);
+        let out = r.insert(handle("d", "u"), Some("phone"), SingleSocket::Device, 16);
+        assert_eq!(ids(&out), ["a"]);
+        let out = r.insert(handle("e", "u"), None, SingleSocket::Device, 16);
+        assert_eq!(ids(&out), ["c"]);
+        assert_eq!(ids(&r.all("u")), ["b", "d", "e"]);
+        assert_eq!(r.get("u").map(|s| s.id.clone()).as_deref(), Some("e"));
+    }
+
+    #[test]
+    fn off_keeps_sessions_up_to_the_cap() {
+        let r = Registry::default();
+        for id in ["a", "b", "c"] {
+            assert!(r
+                .insert(handle(id, "u"), None, SingleSocket::Off, 3)
+                .is_empty());
+        }
+        let out = r.insert(handle("d", "u"), None, SingleSocket::Off, 3);
+        assert_eq!(ids(&out), ["a"]);
+        let b = r.all("u").remove(0);
+        assert!(r.remove(&b));
+        assert!(!r.remove(&b));
+        assert_eq!(ids(&r.all("u")), ["c", "d"]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.sessions().len(), 2);
     }
 }

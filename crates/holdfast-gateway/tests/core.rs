@@ -291,7 +291,7 @@ async fn single_socket_newest_wins() {
 #[tokio::test]
 async fn single_socket_off_keeps_both() {
     let mut cfg = test_config();
-    cfg.session.single_socket = false;
+    cfg.session.single_socket = holdfast_gateway::config::SingleSocket::Off;
     let gw = start(cfg).await;
     let addr = gw.local_addr();
     let (mut one, _) = Client::connect(addr, "alice").await;
@@ -300,6 +300,47 @@ async fn single_socket_off_keeps_both() {
     assert_eq!(one.expect("pong").await["id"], "1");
     two.send(json!({"type":"ping","id":"2"})).await;
     assert_eq!(two.expect("pong").await["id"], "2");
+}
+
+#[tokio::test]
+async fn single_socket_device_replaces_per_device_and_off_caps_sessions() {
+    use holdfast_gateway::config::SingleSocket;
+    let mut cfg = test_config();
+    cfg.session.single_socket = SingleSocket::Device;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let on = |device: &str| format!("{}&device={device}", token("alice"));
+    let (mut phone, _) = Client::connect_with_token(addr, &on("phone")).await;
+    let (mut laptop, _) = Client::connect_with_token(addr, &on("laptop")).await;
+    // A `device` claim in the token counts as the parameter does.
+    let claimed = holdfast_testkit::token_with(json!({"sub": "alice", "device": "phone"}));
+    let (mut phone2, _) = Client::connect_with_token(addr, &claimed).await;
+    assert_eq!(phone.expect_close().await, 4000);
+    for (c, id) in [(&mut laptop, "l"), (&mut phone2, "p")] {
+        c.send(json!({"type":"ping","id":id})).await;
+        assert_eq!(c.expect("pong").await["id"], id);
+    }
+    // A direct message reaches every device.
+    let (mut b, _) = Client::connect(addr, "bob").await;
+    b.send(json!({"type":"send","to":"alice","data":"hi"}))
+        .await;
+    assert_eq!(laptop.expect("message").await["data"], "hi");
+    assert_eq!(phone2.expect("message").await["data"], "hi");
+
+    let mut cfg = test_config();
+    cfg.session.single_socket = SingleSocket::Off;
+    cfg.session.max_sessions_per_user = 2;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut one, _) = Client::connect(addr, "carol").await;
+    let (mut two, _) = Client::connect(addr, "carol").await;
+    let (mut three, _) = Client::connect(addr, "carol").await;
+    // Beyond the cap the oldest session gives way.
+    assert_eq!(one.expect_close().await, 4000);
+    for (c, id) in [(&mut two, "2"), (&mut three, "3")] {
+        c.send(json!({"type":"ping","id":id})).await;
+        assert_eq!(c.expect("pong").await["id"], id);
+    }
 }
 
 #[tokio::test]

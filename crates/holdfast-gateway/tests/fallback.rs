@@ -325,6 +325,54 @@ async fn fallback_sessions_expire_when_the_client_stops_polling() {
 }
 
 #[tokio::test]
+async fn delete_ends_a_fallback_session_at_once() {
+    let mut cfg = test_config();
+    cfg.fallback.session_timeout_ms = 60_000;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut ws, _) = Client::connect(addr, "watcher").await;
+    ws.join("r").await;
+    let mut sse = open_sse(addr, "leaver", None).await;
+    let (_, welcome) = sse.frame().await;
+    let sid = welcome["session_id"].as_str().unwrap().to_owned();
+    post_frames(
+        addr,
+        "/sse/send",
+        "leaver",
+        &sid,
+        json!({"type":"join","room":"r"}),
+    )
+    .await;
+    ws.expect_presence("online").await;
+    let bearer = format!("Bearer {}", token("leaver"));
+    let auth = [("authorization", bearer.as_str())];
+    let path = format!("/sse?session={sid}");
+    // Another user may not end it.
+    let other = format!("Bearer {}", token("mallory"));
+    let resp = request(addr, "DELETE", &path, &[("authorization", &other)], "").await;
+    assert_eq!(resp.status(), 401);
+    let resp = request(addr, "DELETE", &path, &auth, "").await;
+    assert_eq!(resp.status(), 204);
+    // The stream ends with close 1000, and the member turns away without waiting for the
+    // session timeout.
+    loop {
+        let m = sse.next().await.expect("the close event");
+        if m.event.as_deref() == Some("close") {
+            assert_eq!(
+                serde_json::from_str::<Value>(&m.data).unwrap()["code"],
+                1000
+            );
+            break;
+        }
+    }
+    assert_eq!(ws.expect_presence("away").await["user_id"], "leaver");
+    let closed = "holdfast_close_total{code=\"1000\",transport=\"sse\"}";
+    assert!(eventually(|| async { metric(addr, closed).await == 1.0 }).await);
+    let resp = request(addr, "DELETE", "/poll?session=nope", &auth, "").await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
 async fn drain_reaches_fallback_sessions() {
     let gw = start(test_config()).await;
     let addr = gw.local_addr();

@@ -348,7 +348,7 @@ async fn a_retried_publish_is_delivered_once_across_a_reconnect() {
 #[tokio::test]
 async fn a_resume_while_the_old_socket_looks_alive_replaces_it() {
     let mut cfg = test_config();
-    cfg.session.single_socket = false;
+    cfg.session.single_socket = holdfast_gateway::config::SingleSocket::Off;
     let gw = start(cfg).await;
     let addr = gw.local_addr();
     let (mut old, _) = Client::connect(addr, "u").await;

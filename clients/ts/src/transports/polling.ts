@@ -8,7 +8,7 @@
  */
 
 import type { ServerFrame } from "../protocol.js";
-import { FrameSender, sleep } from "./sender.js";
+import { endSession, FrameSender, sleep } from "./sender.js";
 import { refusal, type CloseInfo, type Connection, type FetchLike, type Transport } from "./transport.js";
 
 /** Failed polls tolerated in a row before the connection is reported lost. */
@@ -28,6 +28,8 @@ export function pollingTransport(url: string, sendUrl: string, fetchImpl: FetchL
   return ({ token, handlers }) => {
     let done = false;
     let abort = new AbortController();
+    /** The session id, to end the session on `close()`. */
+    let session: string | undefined;
     const finish = (info: CloseInfo) => {
       if (done) return;
       done = true;
@@ -38,7 +40,6 @@ export function pollingTransport(url: string, sendUrl: string, fetchImpl: FetchL
     const sender = new FrameSender(sendUrl, token, fetchImpl, finish);
 
     const run = async () => {
-      let session: string | undefined;
       let after = 0;
       let failures = 0;
       while (!done) {
@@ -107,12 +108,17 @@ export function pollingTransport(url: string, sendUrl: string, fetchImpl: FetchL
         sender.send(frame);
       },
       close() {
+        const open = !done;
         done = true;
         sender.stop();
         abort.abort();
+        if (open && session !== undefined) endSession(url, session, token, fetchImpl);
       },
       drop() {
-        connection.close();
+        // The session stays on the gateway, as after a network failure.
+        done = true;
+        sender.stop();
+        abort.abort();
       },
     };
     return connection;

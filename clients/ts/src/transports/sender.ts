@@ -107,6 +107,23 @@ export class FrameSender {
   }
 }
 
+/**
+ * Ends fallback session `session` at once with `DELETE <url>?session=<id>` (fire and forget,
+ * with `keepalive` so it still goes out while a page unloads). Without it the gateway would keep
+ * the session until `fallback.session_timeout_ms` and count it as a heartbeat timeout.
+ */
+export function endSession(url: string, session: string, token: string, fetchImpl: FetchLike): void {
+  const target = `${url}${url.includes("?") ? "&" : "?"}session=${encodeURIComponent(session)}`;
+  try {
+    fetchImpl(target, { method: "DELETE", headers: { authorization: `Bearer ${token}` }, keepalive: true }).then(
+      (response) => void response.body?.cancel().catch(() => {}),
+      () => {},
+    );
+  } catch {
+    // Nothing more can be done: the session then times out on the gateway.
+  }
+}
+
 /** Resolves after `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

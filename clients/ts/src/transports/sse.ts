@@ -11,7 +11,7 @@
  */
 
 import type { ClientFrame, WelcomeFrame } from "../protocol.js";
-import { FrameSender, sleep } from "./sender.js";
+import { endSession, FrameSender, sleep } from "./sender.js";
 import { parseFrame, refusal, type CloseInfo, type Connection, type FetchLike, type Transport } from "./transport.js";
 
 /** Reattach attempts after the stream breaks, before the connection is reported lost. */
@@ -25,6 +25,8 @@ export function sseTransport(url: string, sendUrl: string, fetchImpl: FetchLike)
     let done = false;
     /** The id of the last message received, sent as `Last-Event-ID` when reattaching. */
     let lastEventId: string | undefined;
+    /** The session id from `welcome`, to end the session on `close()`. */
+    let session: string | undefined;
     let abort = new AbortController();
     const finish = (info: CloseInfo) => {
       if (done) return;
@@ -51,7 +53,10 @@ export function sseTransport(url: string, sendUrl: string, fetchImpl: FetchLike)
       }
       const frame = parseFrame(data);
       if (!frame) return false;
-      if (frame.type === "welcome") sender.start((frame as WelcomeFrame).session_id);
+      if (frame.type === "welcome") {
+        session = (frame as WelcomeFrame).session_id;
+        sender.start(session);
+      }
       handlers.onFrame(frame);
       return false;
     };
@@ -139,12 +144,17 @@ export function sseTransport(url: string, sendUrl: string, fetchImpl: FetchLike)
         sender.send(frame);
       },
       close() {
+        const open = !done;
         done = true;
         sender.stop();
         abort.abort();
+        if (open && session !== undefined) endSession(url, session, token, fetchImpl);
       },
       drop() {
-        connection.close();
+        // The session stays on the gateway, as after a network failure.
+        done = true;
+        sender.stop();
+        abort.abort();
       },
     };
     return connection;

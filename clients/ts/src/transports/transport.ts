@@ -41,9 +41,14 @@ export interface TransportHandlers {
 export interface Connection {
   /** The transport carrying this connection. */
   readonly transport: TransportName;
+  /** The encoding of its frames (fallback transports are always JSON). */
+  readonly encoding?: Encoding;
   /** Queues `frame` for the server; frames are delivered in the order they were sent. */
   send(frame: ClientFrame): void;
-  /** Ends the connection politely (a close frame where the transport has one); no more callbacks. */
+  /**
+   * Ends the connection politely, and with it the session (a close frame on a WebSocket, an
+   * explicit end request on the fallbacks); no more callbacks.
+   */
   close(code?: number, reason?: string): void;
   /**
    * Cuts the connection without waiting for anything, as a network failure would; no more
@@ -56,16 +61,26 @@ export interface Connection {
 /** A minimal structural type of the WHATWG `WebSocket`, so Node's `ws` package also fits. */
 export interface WebSocketLike {
   readonly readyState: number;
+  /** The subprotocol the server chose (empty when it chose none). */
+  readonly protocol?: string;
+  /** Set to `"arraybuffer"` so binary messages arrive as bytes. */
+  binaryType?: string;
   onopen: ((ev: unknown) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;
   onclose: ((ev: { code: number; reason: string }) => void) | null;
   onerror: ((ev: unknown) => void) | null;
-  send(data: string): void;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
 
 /** A constructor of {@link WebSocketLike} sockets. */
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/**
+ * How frames are encoded on the WebSocket: `json` (text messages, the default) or `msgpack`
+ * (binary MessagePack messages, which also carry binary `data`). SSE and long-polling are JSON.
+ */
+export type Encoding = "json" | "msgpack";
 
 /** A `fetch` implementation (the global one by default). */
 export type FetchLike = typeof fetch;

@@ -164,6 +164,49 @@ describe("demo page in headless Chromium", { timeout: 120_000 }, () => {
     await frank.context().close();
   });
 
+  it("a tab replaced by a newer one of its user stops listing itself; the holder cannot claim again", async () => {
+    const first = await openDemo(browser, front.url, "grace", "tabs");
+    // The first member holds authority: its claim button is off, and the log names it "you".
+    await first.waitForSelector('#members li[data-user="grace"]');
+    assert.equal(await first.isDisabled("#claim"), true);
+    const second = await openDemo(browser, front.url, "grace", "tabs");
+    await first.waitForFunction(() => document.querySelector("#log")?.textContent?.includes("closed 4000"), undefined, { timeout: 15_000 });
+    await first.waitForSelector('#members li[data-user="grace"][data-status="offline"]');
+    assert.equal(await first.$$eval('#members li[data-status="online"]', (l) => l.length), 0);
+    assert.equal(await first.isDisabled("#claim"), true);
+    // The event log runs oldest first, like the messages.
+    const log = await first.$$eval("#log li", (items) => items.map((li) => li.textContent ?? ""));
+    assert.match(log[0] ?? "", /transport websocket/);
+    assert.match(log.at(-1) ?? "", /closed 4000/);
+    await first.screenshot({ path: resolve(OUTPUT, "replaced-tab.png"), fullPage: true });
+    await first.context().close();
+    await second.context().close();
+  });
+
+  it("with single_socket = device, two tabs of one user both stay connected and chat", async () => {
+    const devices = await startGateway({ HOLDFAST_SESSION__SINGLE_SOCKET: "device" });
+    const devicesFront = await startDemoProxy(devices.port);
+    try {
+      const one = await openDemo(browser, devicesFront.url, "heidi", "two-tabs");
+      const two = await openDemo(browser, devicesFront.url, "heidi", "two-tabs");
+      assert.notEqual(await one.textContent("#device"), await two.textContent("#device"));
+      await say(one, "from tab one");
+      await say(two, "from tab two");
+      await waitForMessages(one, 2);
+      await waitForMessages(two, 2);
+      assert.deepEqual(await messages(one), await messages(two));
+      await one.waitForFunction(() => document.querySelectorAll('#members li[data-user="heidi"][data-status="online"]').length === 2);
+      assert.equal(await one.textContent("#state"), "connected");
+      assert.doesNotMatch((await one.textContent("#log")) ?? "", /closed 4000/);
+      await one.screenshot({ path: resolve(OUTPUT, "two-tabs-one-user.png"), fullPage: true });
+      await one.context().close();
+      await two.context().close();
+    } finally {
+      await devicesFront.stop();
+      await devices.stop();
+    }
+  });
+
   it("the gateway serves the committed demo assets once /demo is routed", async (t) => {
     const response = await fetch(`${gw.url}/demo`);
     if (response.status === 404) {

@@ -48,12 +48,15 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Starts a gateway with `env` added to its environment (for example `HOLDFAST_HEARTBEAT__PING_INTERVAL_MS`). */
-export async function startGateway(env: Record<string, string> = {}): Promise<Gateway> {
+/**
+ * Starts a gateway with `env` added to its environment (for example
+ * `HOLDFAST_HEARTBEAT__PING_INTERVAL_MS`), on `fixedPort` when given (to restart a node in place).
+ */
+export async function startGateway(env: Record<string, string> = {}, fixedPort?: number): Promise<Gateway> {
   if (!existsSync(HOLDFAST_BIN)) {
     throw new Error(`gateway binary not found at ${HOLDFAST_BIN}; build it with \`cargo build -p holdfast\` or set HOLDFAST_BIN`);
   }
-  const port = await freePort();
+  const port = fixedPort ?? (await freePort());
   const url = `http://127.0.0.1:${port}`;
   const child: ChildProcess = spawn(HOLDFAST_BIN, ["serve", "--listen", `127.0.0.1:${port}`], {
     env: {

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { startGateway, type Gateway } from "../helpers/gateway.js";
 import { makeClient, numbers } from "../helpers/clients.js";
+import { sign } from "../helpers/token.js";
 import { until } from "../helpers/wait.js";
 import { HoldfastError } from "../../src/index.js";
 
@@ -38,16 +39,26 @@ describe("websocket against a real gateway", { timeout: 60_000 }, () => {
   });
 
   it("a dropped client resumes with every missed message exactly once, in order", async () => {
-    // Away for longer than one presence interval, so the others are told.
-    const a = makeClient(gw.url, "carol", { backoff: { minMs: 300, maxMs: 300, jitter: 0 } });
+    // Carol's reconnection waits until dave has seen her away: a quick one would coalesce her
+    // away and back into no presence change at all.
+    let hold: Promise<void> = Promise.resolve();
+    let release = () => {};
+    const a = makeClient(gw.url, "carol", {
+      token: async () => {
+        await hold;
+        return sign("carol");
+      },
+    });
     const b = makeClient(gw.url, "dave");
     try {
       await a.client.join("resume");
       await b.client.join("resume");
       await b.client.publish("resume", { n: 0 });
       await until(() => a.events.length === 1, "the first event");
+      hold = new Promise((r) => (release = r));
       a.client.dropConnection();
       await until(() => b.log.some((l) => l.startsWith("presence carol away")), "carol shown away");
+      release();
       for (let n = 1; n <= 4; n++) await b.client.publish("resume", { n });
       await until(() => a.events.length === 5, "the replayed events", 10_000);
       // Publishes made while disconnected are resent after the resume and delivered once.

@@ -73,10 +73,8 @@ pub async fn send(
         data: req.data,
     }));
     let inner = &node.inner;
-    let delivered = match inner.registry.get(&req.user) {
-        Some(s) => s.enqueue(text, None),
-        None => inner.broker.route_direct(&inner.id, &req.user, text).await,
-    };
+    let delivered = inner.registry.deliver(&req.user, &text)
+        || inner.broker.route_direct(&inner.id, &req.user, text).await;
     Ok(Json(serde_json::json!({ "delivered": delivered })))
 }
 

@@ -55,6 +55,10 @@ pub struct Claims {
     /// In a join token: the one room it admits to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// The device the user connects from, for `session.single_socket = "device"` (the
+    /// `device` query parameter gives it when the token does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Claims {
@@ -77,6 +81,20 @@ impl Claims {
                 .room
                 .as_deref()
                 .is_none_or(|r| r.len() <= MAX_CLAIM_ENTRY_LEN)
+            && self
+                .device
+                .as_deref()
+                .is_none_or(|d| d.len() <= MAX_CLAIM_ENTRY_LEN)
+    }
+
+    /// Takes `device` (a query parameter) as the device id when the token names none.
+    pub fn with_device(mut self, device: Option<&str>) -> Claims {
+        if self.device.is_none() {
+            self.device = device
+                .filter(|d| !d.is_empty() && d.len() <= MAX_CLAIM_ENTRY_LEN)
+                .map(str::to_owned);
+        }
+        self
     }
 }
 

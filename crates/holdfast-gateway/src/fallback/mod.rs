@@ -36,11 +36,12 @@ use crate::auth::{AuthError, Claims};
 use crate::limits::{origin_allowed, ConnSlot, Refusal, Slot};
 use crate::metrics::Transport;
 use crate::node::{AdmitError, Node};
+use crate::registry::SessionHandle;
 use crate::room::encode;
 use crate::session::Session;
 
 use outbox::{close_outbox, push, Outbox};
-pub use poll::{poll, send, PollQuery};
+pub use poll::{end, poll, send, PollQuery};
 pub use sse::{sse, SseQuery};
 
 /// Client frames waiting for a fallback session's task.
@@ -64,6 +65,8 @@ pub struct FallbackSession {
     pub id: Arc<str>,
     /// The authenticated user.
     pub user: Arc<str>,
+    /// The session's handle, so an explicit end (`DELETE`) can close it at once.
+    handle: Arc<SessionHandle>,
     /// Client frames to the session task; bounded, a full queue answers 429.
     inbound: mpsc::Sender<String>,
     /// The outbox; a std mutex held for in-memory work only.
@@ -197,6 +200,7 @@ async fn open(
     let fs = Arc::new(FallbackSession {
         id: session.handle.id.clone(),
         user: session.handle.user.clone(),
+        handle: session.handle.clone(),
         inbound,
         outbox: Mutex::new(Outbox {
             frames: VecDeque::new(),

@@ -24,6 +24,8 @@ pub struct PollQuery {
     token: Option<String>,
     session: Option<String>,
     after: Option<u64>,
+    /// The device id, for `session.single_socket = "device"` when the token names none.
+    device: Option<String>,
 }
 
 /// One frame in a poll response.
@@ -99,6 +101,7 @@ pub async fn poll(
 
 async fn poll_admitted(node: &Node, ip: IpAddr, claims: Claims, q: PollQuery) -> Response {
     let Some(sid) = q.session else {
+        let claims = claims.with_device(q.device.as_deref());
         let fs = match open(node, claims, ip, crate::metrics::Transport::LongPoll).await {
             Ok(fs) => fs,
             Err(r) => return refused(node, r),
@@ -210,4 +213,30 @@ pub async fn send(
         }
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+/// `DELETE /sse?session=<id>` and `DELETE /poll?session=<id>`: the client ends its session at
+/// once, as a WebSocket client closing with 1000 does (its memberships turn away and may be
+/// resumed within the reconnection window). 204 when it ended, 404 when it did not exist.
+pub async fn end(
+    State(node): State<Node>,
+    Query(q): Query<PollQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let claims = match check_request(&node, q.token.as_deref(), &headers).await {
+        Ok(c) => c,
+        Err(r) => return refused(&node, r),
+    };
+    let Some(fs) = q
+        .session
+        .as_deref()
+        .and_then(|s| node.inner.fallback.get(s))
+    else {
+        return Refusal(StatusCode::NOT_FOUND, "unknown_session").into_response();
+    };
+    if *fs.user != *claims.sub {
+        return refused(&node, Refusal(StatusCode::UNAUTHORIZED, "auth_failed"));
+    }
+    fs.handle.close(CloseCode::Normal);
+    StatusCode::NO_CONTENT.into_response()
 }

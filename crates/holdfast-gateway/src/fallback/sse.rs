@@ -22,6 +22,8 @@ use crate::node::Node;
 pub struct SseQuery {
     token: Option<String>,
     last_event_id: Option<String>,
+    /// The device id, for `session.single_socket = "device"` when the token names none.
+    device: Option<String>,
 }
 
 fn parse_event_id(s: &str) -> Option<(&str, u64)> {
@@ -64,7 +66,14 @@ pub async fn sse(
     }
     let (fs, after) = match start {
         Some(x) => x,
-        None => match open(&node, claims, peer.ip(), crate::metrics::Transport::Sse).await {
+        None => match open(
+            &node,
+            claims.with_device(q.device.as_deref()),
+            peer.ip(),
+            crate::metrics::Transport::Sse,
+        )
+        .await
+        {
             Ok(fs) => (fs, 0),
             Err(r) => return refused(&node, r),
         },

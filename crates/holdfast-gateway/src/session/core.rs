@@ -16,6 +16,7 @@ use holdfast_protocol::{
 
 use super::ratelimit::TokenBucket;
 use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
+use crate::config::SingleSocket;
 use crate::node::Node;
 use crate::permissions;
 use crate::registry::SessionHandle;
@@ -86,7 +87,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Registers the session (closing the user's previous one when single socket is on) and
+    /// Registers the session (closing the sessions it replaces under `session.single_socket`) and
     /// queues `welcome`.
     pub(crate) async fn start(node: Node, claims: Claims, encoding: Encoding) -> Session {
         let inner = &node.inner;
@@ -99,11 +100,18 @@ impl Session {
             inner.metrics.clone(),
             encoding,
         );
-        let previous = inner.registry.insert(handle.clone());
-        if inner.config.session.single_socket {
-            if let Some(old) = previous {
-                old.close(CloseCode::Replaced);
-            }
+        let session_cfg = &inner.config.session;
+        let replaced = inner.registry.insert(
+            handle.clone(),
+            claims.device.as_deref(),
+            session_cfg.single_socket,
+            session_cfg.max_sessions_per_user,
+        );
+        for old in replaced {
+            old.close(CloseCode::Replaced);
+        }
+        // Only the `user` scope spans the cluster; `device` and `off` apply per node.
+        if session_cfg.single_socket == SingleSocket::User {
             inner
                 .broker
                 .claim_user(&inner.id, &handle.user, &handle.id)
@@ -302,10 +310,8 @@ impl Session {
                     ts: unix_now_ms(),
                     data: s.data,
                 }));
-                let delivered = match inner.registry.get(&s.to) {
-                    Some(target) => target.enqueue(text, None),
-                    None => inner.broker.route_direct(&inner.id, &s.to, text).await,
-                };
+                let delivered = inner.registry.deliver(&s.to, &text)
+                    || inner.broker.route_direct(&inner.id, &s.to, text).await;
                 if !delivered {
                     self.reply_error(ErrorCode::UserOffline, "the user has no live session", s.id);
                 } else if let Some(id) = s.id {

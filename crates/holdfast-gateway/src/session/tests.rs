@@ -163,6 +163,7 @@ fn open(node: &Node, pre_auth: Option<Claims>) -> Peer {
         node.clone(),
         conn,
         pre_auth,
+        None,
         admission,
         holdfast_protocol::Encoding::Json,
     ));

@@ -44,11 +44,13 @@ enum Ending {
 }
 
 /// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
-/// with the upgrade request; otherwise the first frame must be `auth`.
+/// with the upgrade request; otherwise the first frame must be `auth`. `device` is the
+/// upgrade request's `device` parameter, used when the token names no device.
 pub(crate) async fn run<S, E>(
     node: Node,
     mut ws: S,
     pre_auth: Option<Claims>,
+    device: Option<String>,
     admission: Admission,
     encoding: Encoding,
 ) where
@@ -66,6 +68,7 @@ pub(crate) async fn run<S, E>(
     };
     let code = match code {
         Ok(claims) => {
+            let claims = claims.with_device(device.as_deref());
             let session = Box::pin(Session::start(node, claims, encoding)).await;
             let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
             logs::session_started(&id, &user, peer, Transport::WebSocket);
