@@ -78,6 +78,19 @@ pub enum ClientEvent {
         /// The epoch the numbers belong to.
         epoch: String,
     },
+    /// Room frames `from..=to` of `epoch` that were delivered were rolled back: the room's
+    /// stream (Redis came back with older data) no longer has them, and frames with these
+    /// numbers in the room's new epoch are other messages.
+    RolledBack {
+        /// The room.
+        room: String,
+        /// First rolled-back sequence number.
+        from: u64,
+        /// Last rolled-back sequence number.
+        to: u64,
+        /// The epoch the numbers belong to.
+        epoch: String,
+    },
     /// Data published to a room.
     Event(Event),
     /// Members of a room joined, dropped, came back or left (coalesced; apply each change as an

@@ -75,6 +75,11 @@ pub(crate) struct RedisMetrics {
     pub errors: IntCounter,
     /// Room commits retried because another node changed the room first.
     pub conflicts: IntCounter,
+    /// Rooms whose state another Redis run had written (restored from older data): each
+    /// started a new epoch.
+    pub rollbacks: IntCounter,
+    /// Room messages that arrived again with other contents (a stream that went backwards).
+    pub forks: IntCounter,
 }
 
 impl RedisMetrics {
@@ -117,6 +122,16 @@ impl RedisMetrics {
                 "Room commits retried because another node changed the room first",
             )
             .expect("valid metric"),
+            rollbacks: IntCounter::new(
+                "holdfast_redis_room_rollbacks_total",
+                "Rooms found restored from older data by another Redis run; each started a new epoch",
+            )
+            .expect("valid metric"),
+            forks: IntCounter::new(
+                "holdfast_redis_stream_forks_total",
+                "Room messages seen again with other contents (a stream that went backwards)",
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -127,6 +142,8 @@ impl RedisMetrics {
         let _ = m.register(Box::new(self.resyncs.clone()));
         let _ = m.register(Box::new(self.errors.clone()));
         let _ = m.register(Box::new(self.conflicts.clone()));
+        let _ = m.register(Box::new(self.rollbacks.clone()));
+        let _ = m.register(Box::new(self.forks.clone()));
     }
 }
 

@@ -98,6 +98,16 @@ impl RedisRooms {
             return;
         };
         self.fence_sessions().await;
+        let mut conn = self.shared.conn.clone();
+        let info: redis::RedisResult<String> = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await;
+        let run = info.ok().and_then(|i| {
+            i.lines()
+                .find_map(|l| l.strip_prefix("run_id:"))
+                .map(|r| r.trim().to_owned())
+        });
         for room in ctx.mirror.rooms() {
             let Some((epoch, delivered)) = ctx
                 .mirror
@@ -106,16 +116,22 @@ impl RedisRooms {
                 continue;
             };
             let mut conn = self.shared.conn.clone();
-            let version: redis::RedisResult<Option<String>> = redis::cmd("HGET")
+            let version: redis::RedisResult<(Option<String>, Option<String>)> = redis::cmd("HMGET")
                 .arg(self.shared.room_key(&room, "st"))
                 .arg("v")
+                .arg("r")
                 .query_async(&mut conn)
                 .await;
-            let current = version
-                .ok()
-                .flatten()
-                .and_then(|v| v.split_once(':').map(|(e, _)| e.to_owned()));
-            if current.is_none() || current != epoch {
+            let (version, writer) = version.unwrap_or((None, None));
+            let current = version.and_then(|v| v.split_once(':').map(|(e, _)| e.to_owned()));
+            // Written by another run of Redis: restored from older data, so the stream may
+            // have gone backwards. The next commit starts a new epoch; the members resume and
+            // are told what was rolled back.
+            let restored = run.is_some() && writer.is_some() && writer != run;
+            if restored {
+                tracing::warn!(room = %room, "room state restored by another Redis run; closing its local members to resume");
+            }
+            if current.is_none() || current != epoch || restored {
                 ctx.mirror.with(&room, |lr| {
                     lr.fail_all();
                     if let Some(e) = &current {
@@ -248,8 +264,13 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
                     if channel == node_channel {
                         store.on_node_message(&payload);
                     } else if let Some(room) = channel.strip_prefix(&room_prefix) {
-                        if let Next::Fetch(from, to) = store.on_room_message(room, &payload) {
-                            store.fetch(room, from, to).await;
+                        match store.on_room_message(room, &payload) {
+                            Next::Fetch(from, to) => store.fetch(room, from, to).await,
+                            Next::Forked(seq) => {
+                                store.shared.metrics.forks.inc();
+                                tracing::error!(room, seq, "a delivered room message arrived again with other contents; the room's members were closed to resume");
+                            }
+                            Next::Nothing => {}
                         }
                     }
                 }

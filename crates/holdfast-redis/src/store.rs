@@ -30,6 +30,17 @@ pub struct RedisRooms {
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// How one commit attempt ended.
+enum Attempt {
+    /// Committed (or nothing to commit).
+    Done(Applied),
+    /// Another node changed the room first.
+    Conflict,
+    /// The state was written by another run of Redis (restored from older data): retry with
+    /// a new epoch for this run id.
+    Rebase(String),
+}
+
 /// A room's state as loaded: its version (`epoch:counter`, empty when it does not exist).
 struct Loaded {
     version: String,
@@ -95,13 +106,15 @@ impl RedisRooms {
         })
     }
 
-    /// One load → rules → commit attempt. `Ok(None)` on a version conflict.
+    /// One load → rules → commit attempt. `rebase_for`: the run id of the Redis that must
+    /// see this room start a new epoch (see [`Attempt::Rebase`]).
     async fn attempt(
         &self,
         room: &str,
         op: &Op,
         rules: &Rules,
-    ) -> Result<Option<Applied>, StoreError> {
+        rebase_for: Option<&str>,
+    ) -> Result<Attempt, StoreError> {
         let ctx = self.ctx()?;
         let dedupe_of = match op {
             Op::Publish { player, .. } => Some(player.as_str()),
@@ -114,7 +127,7 @@ impl RedisRooms {
             None if rules::creates(op) => RoomState::new(room, random_epoch()),
             None => {
                 let outcome = rules::on_missing(op)?;
-                return Ok(Some(Applied {
+                return Ok(Attempt::Done(Applied {
                     outcome,
                     seq: 0,
                     epoch: String::new(),
@@ -124,6 +137,18 @@ impl RedisRooms {
                 }));
             }
         };
+        if rebase_for.is_some() {
+            let epoch = random_epoch();
+            tracing::warn!(
+                room,
+                seq = st.seq,
+                old_epoch = %st.epoch,
+                new_epoch = %epoch,
+                "room state was written by another Redis run (restored from older data); starting a new epoch"
+            );
+            self.shared.metrics.rollbacks.inc();
+            st.rebase(epoch);
+        }
         let outcome = rules::apply(&mut st, op, rules)?;
         let out = std::mem::take(&mut st.out);
         let opts = rules.options(room);
@@ -135,9 +160,10 @@ impl RedisRooms {
             && st.dedupe_dirty.is_empty()
             && !matches!(op, Op::Join { .. } | Op::Resume { .. })
             && !loaded.version.is_empty()
+            && rebase_for.is_none()
         {
             // Nothing changed (a no-op such as a repeated claim or a duplicate publish).
-            return Ok(Some(Applied {
+            return Ok(Attempt::Done(Applied {
                 outcome,
                 seq: st.seq,
                 epoch: st.epoch,
@@ -182,7 +208,9 @@ impl RedisRooms {
                 note.as_ref()
                     .map(|n| serde_json::to_string(n).unwrap_or_default())
                     .unwrap_or_default(),
-            );
+            )
+            .arg(rebase_for.unwrap_or(""))
+            .arg(st.base);
         let mut dirty = std::mem::take(&mut st.dedupe_dirty);
         dirty.sort();
         dirty.dedup();
@@ -216,8 +244,16 @@ impl RedisRooms {
             .first()
             .and_then(|x| redis::from_redis_value(x).ok())
             .unwrap_or_default();
-        if status == "conflict" {
-            return Ok(None);
+        match status.as_str() {
+            "conflict" => return Ok(Attempt::Conflict),
+            "rebase" => {
+                let run: String = v
+                    .get(1)
+                    .and_then(|x| redis::from_redis_value(x).ok())
+                    .unwrap_or_default();
+                return Ok(Attempt::Rebase(run));
+            }
+            _ => {}
         }
         let mut held = Vec::new();
         for pair in v[1..].chunks(2) {
@@ -238,7 +274,7 @@ impl RedisRooms {
                 .reconnection_events_buffered
                 .inc_by(out.len() as u64);
         }
-        Ok(Some(Applied {
+        Ok(Attempt::Done(Applied {
             outcome,
             seq: st.seq,
             epoch: st.epoch,
@@ -254,13 +290,17 @@ impl RedisRooms {
         let result = {
             let _held = turn.lock().await;
             let mut result = Err(StoreError::Unavailable);
+            let mut rebase_for: Option<String> = None;
             for attempt in 0..MAX_ATTEMPTS {
-                match self.attempt(room, op, &rules).await {
-                    Ok(Some(a)) => {
+                match self.attempt(room, op, &rules, rebase_for.as_deref()).await {
+                    Ok(Attempt::Done(a)) => {
                         result = Ok(a);
                         break;
                     }
-                    Ok(None) => {
+                    Ok(Attempt::Rebase(run)) => rebase_for = Some(run),
+                    Ok(Attempt::Conflict) => {
+                        // Whoever changed the room first may have started the new epoch.
+                        rebase_for = None;
                         self.shared.metrics.conflicts.inc();
                         let jitter = rand::random_range(0..=u64::from(attempt.min(20)));
                         tokio::time::sleep(Duration::from_millis(jitter)).await;

@@ -136,6 +136,8 @@ pub enum Op {
         next: String,
         /// The highest seq the client processed.
         last: u64,
+        /// The epoch of `last`, when the client sent it.
+        epoch: Option<String>,
         /// Now (Unix ms).
         now: u64,
     },
@@ -183,6 +185,13 @@ pub enum Outcome {
         authority: Option<String>,
         /// The stream position before this resume's own messages: replay ends here.
         replay_to: u64,
+        /// Replay starts after this seq: the client's `last`, or, when its position belongs
+        /// to another epoch (or lies ahead of the stream), the seq the current epoch took
+        /// over at.
+        after: u64,
+        /// The client's position was not in the current epoch: its messages `from..=to` of
+        /// its epoch were rolled back (empty when `from > to`).
+        foreign: Option<(u64, u64)>,
     },
     /// Expired members removed.
     Expired(usize),
@@ -380,9 +389,40 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             who,
             presented,
             next,
+            last,
+            epoch,
             now,
-            ..
-        } => resume(st, player, who, presented, next, *now, rules),
+        } => {
+            // A position of another epoch, or one ahead of the stream (only a rollback that
+            // went unnoticed does that), is not comparable: the client's messages after the
+            // seq the current epoch took over at are not this stream's.
+            let other_epoch = epoch.as_deref().is_some_and(|e| e != st.epoch);
+            let foreign = other_epoch || *last > st.seq;
+            let pos = foreign.then(|| (*last).min(st.base));
+            match resume(st, player, who, presented, next, *now, rules) {
+                Ok(Outcome::Resumed {
+                    members,
+                    count,
+                    authority,
+                    replay_to,
+                    ..
+                }) => Ok(Outcome::Resumed {
+                    members,
+                    count,
+                    authority,
+                    replay_to,
+                    after: pos.unwrap_or(*last),
+                    foreign: pos.map(|p| (p + 1, *last)),
+                }),
+                // The membership or its token may simply be older than the client's: the
+                // room came back from older data. The client joins again.
+                Err(e) if other_epoch && e.code == ErrorCode::ReconnectionTokenInvalid => Err(err(
+                    ErrorCode::ReconnectionFailed,
+                    "the room's stream was rolled back and no longer holds this membership",
+                )),
+                other => other,
+            }
+        }
         Op::Expire { now } => {
             let mut n = 0;
             while let Some(i) = st
@@ -543,6 +583,8 @@ fn resume(
         count: st.members.len() as u64,
         authority: st.authority.clone(),
         replay_to,
+        after: 0,
+        foreign: None,
     })
 }
 
@@ -573,9 +615,12 @@ fn remove(st: &mut RoomState, i: usize) {
 /// for a resume, the messages the member missed.
 pub fn replay_range(op: &Op, outcome: &Outcome) -> Option<(u64, u64)> {
     match (op, outcome) {
-        (Op::Resume { last, .. }, Outcome::Resumed { replay_to, .. }) if last < replay_to => {
-            Some((last + 1, *replay_to))
-        }
+        (
+            Op::Resume { .. },
+            Outcome::Resumed {
+                replay_to, after, ..
+            },
+        ) if after < replay_to => Some((after + 1, *replay_to)),
         _ => None,
     }
 }

@@ -327,6 +327,7 @@ impl RoomService {
             presented: hash_token(&req.token),
             next: hash_token(&token),
             last: req.last_sequence,
+            epoch: req.epoch.clone(),
             now: unix_now_ms(),
         };
         let a = match self.backend.apply(&req.room, &op).await {
@@ -344,24 +345,36 @@ impl RoomService {
             count,
             authority,
             replay_to,
+            after,
+            foreign,
         } = a.outcome
         else {
             self.exit(&req.room);
             return Err(unexpected());
         };
-        let last = req.last_sequence;
         let held = a.replay;
-        let r = replay(last, replay_to, held);
+        let r = replay(after, replay_to, held);
+        if foreign.is_some() {
+            self.metrics.reconnection_rollbacks.inc();
+        }
         let reply = Reconnected {
             room: req.room.clone(),
             player_id: req.player_id.clone(),
             events: Vec::new(),
-            recovered: r.gap.is_none(),
+            // A position from another epoch is never reported as recovered.
+            recovered: r.gap.is_none() && foreign.is_none(),
             gap: r.gap.map(|(from, to)| Gap {
                 from,
                 to,
                 epoch: a.epoch.clone(),
             }),
+            rolled_back: foreign
+                .filter(|(from, to)| from <= to)
+                .map(|(from, to)| Gap {
+                    from,
+                    to,
+                    epoch: req.epoch.clone().unwrap_or_else(|| a.epoch.clone()),
+                }),
             members,
             member_count: count,
             authority,
