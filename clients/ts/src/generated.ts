@@ -139,7 +139,7 @@ export const CLIENT_FRAME_FIELDS = {
   send: ["data", "id", "to"] as const,
   claim_authority: ["id", "room"] as const,
   release_authority: ["id", "room"] as const,
-  reconnect: ["id", "join_token", "last_sequence", "player_id", "room", "token"] as const,
+  reconnect: ["epoch", "id", "join_token", "last_sequence", "player_id", "room", "token"] as const,
   refresh: ["id", "token"] as const,
   ping: ["id"] as const,
 } as const;
@@ -155,7 +155,7 @@ export const SERVER_FRAME_FIELDS = {
   ack: ["id", "room", "seq"] as const,
   message: ["data", "from", "ts"] as const,
   refreshed: ["expires_at", "id"] as const,
-  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "room", "seq"] as const,
+  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "rolled_back", "room", "seq"] as const,
   reconnection_failed: ["code", "id", "message", "room"] as const,
   error: ["code", "id", "message"] as const,
   pong: ["id"] as const,
