@@ -209,7 +209,9 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
     loop {
         let conn = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            c = store.shared.client.get_async_pubsub() => c,
+            c = tokio::time::timeout(Duration::from_secs(5), store.shared.client.get_async_pubsub()) => {
+                c.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out"))))
+            }
         };
         let (mut sink, mut stream) = match conn {
             Ok(c) => c.split(),
@@ -231,7 +233,14 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
                 .iter()
                 .map(|r| store.shared.room_channel(r)),
         );
-        if sink.subscribe(&channels).await.is_err() {
+        let subscribed =
+            tokio::time::timeout(Duration::from_secs(5), sink.subscribe(&channels)).await;
+        if !matches!(subscribed, Ok(Ok(()))) {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
             continue;
         }
         delay = Duration::from_millis(100);
@@ -241,13 +250,31 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
             store.resync_all().await;
         }
         first = false;
+        // A connection that stops answering (a partition drops no packet and closes nothing)
+        // is found by a bounded PING, and replaced.
+        let mut ping = tokio::time::interval(Duration::from_secs(1));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(Duration::from_millis(1500), sink.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        tracing::warn!("Redis pub/sub connection does not answer PING");
+                        break;
+                    }
+                }
                 cmd = cmds.recv() => match cmd {
                     None => return,
                     Some(SubCmd::Subscribe(room, ack)) => {
-                        let ok = sink.subscribe(store.shared.room_channel(&room)).await.is_ok();
+                        let ok = matches!(
+                            tokio::time::timeout(
+                                Duration::from_secs(5),
+                                sink.subscribe(store.shared.room_channel(&room)),
+                            )
+                            .await,
+                            Ok(Ok(()))
+                        );
                         let _ = ack.send(ok);
                     }
                     Some(SubCmd::Unsubscribe(room)) => {

@@ -369,6 +369,12 @@ impl RoomBackend for RedisRooms {
         if let Some(rx) = rx {
             tokio::spawn(crate::pubsub::pubsub_task(me.clone(), rx));
             tokio::spawn(crate::sweep::sweep_task(me));
+            if let Some(ctx) = self.shared.ctx.get() {
+                tokio::spawn(crate::health_task(
+                    self.shared.clone(),
+                    ctx.shutdown.clone(),
+                ));
+            }
         }
     }
 

@@ -479,3 +479,81 @@ async fn redis_back_with_older_data_starts_a_new_epoch_and_reports_the_rollback(
         assert_eq!(got, vec![(4, e2.clone(), json!("new"))]);
     }
 }
+
+/// A node restarted with the same `server.node_id` never hands out a session id it used
+/// before: rooms and kicks name sessions by id.
+#[tokio::test]
+async fn session_ids_are_unique_across_restarts_of_a_node() {
+    let redis = Redis::start();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let n = node(&redis, config("n0")).await;
+        let (_, w) = Client::connect(n.local_addr(), "u").await;
+        ids.push(w["session_id"].as_str().unwrap().to_owned());
+        n.shutdown().await;
+    }
+    assert_ne!(ids[0], ids[1]);
+}
+
+/// A claim of a user that reaches Redis after a newer session of the same user owns it (it
+/// was delayed by a partition or a stall) never closes the newer session: the late one loses.
+#[tokio::test]
+async fn a_late_ownership_claim_never_evicts_a_newer_session() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // A newer session of `u` on another node owns the user (claimed a moment from now on
+    // Redis's clock, so every claim n0 makes now is older).
+    let (secs, _): (String, String) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let later = secs.parse::<u64>().unwrap() * 1000 + 60_000;
+    let _: () = redis::cmd("HSET")
+        .arg("t:u:{u}")
+        .arg("n")
+        .arg("n9")
+        .arg("s")
+        .arg("n9-x-1")
+        .arg("t")
+        .arg(later)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (mut old, _) = Client::connect(n0.local_addr(), "u").await;
+    assert_eq!(
+        old.expect_close().await,
+        4000,
+        "the older session is the one replaced"
+    );
+    let owner: Option<String> = redis::cmd("HGET")
+        .arg("t:u:{u}")
+        .arg("s")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(owner.as_deref(), Some("n9-x-1"));
+}
+
+/// `/readyz` and `holdfast_redis_connected` follow a bounded PING on both connections: a
+/// Redis that stops answering (here: paused) makes the node not ready within seconds.
+#[tokio::test]
+async fn readiness_follows_a_bounded_ping_of_redis() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let addr = n0.local_addr();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(6000)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(eventually(|| async { http_status(addr, "/readyz").await == 503 }).await);
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(eventually(|| async { http_status(addr, "/readyz").await == 200 }).await);
+}
