@@ -19,14 +19,17 @@
 //! - `broker`: user ownership (single socket, directed messages).
 //!
 //! # Keys (prefix `P`, room `R`, user `U`)
-//! - `P:r:{R}:st` hash: `v` (version `epoch:counter`, compared and set by every commit) and
-//!   `s` (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones);
+//! - `P:r:{R}:st` hash: `v` (version `epoch:counter`, compared and set by every commit), `s`
+//!   (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones) and
+//!   `r` (the run id of the Redis that wrote it: a state another run wrote was restored from
+//!   older data, and starts a new epoch before anything is appended);
 //!   `P:r:{R}:d` hash: publish dedupe windows by player; `P:r:{R}:s` stream: history, entry
 //!   id `<seq>-1`, trimmed to `reconnection.event_buffer_size`. All with a TTL refreshed while
 //!   the room is used.
 //! - `P:away` sorted set: room names by their earliest away deadline, read by every node's
 //!   sweep.
-//! - `P:u:{U}` hash: the node and session owning the user, and the ownership epoch.
+//! - `P:u:{U}` hash: the node and session owning the user, the claim's time on Redis's clock
+//!   (an older claim never displaces a newer one), and the ownership generation.
 //! - Channels: `P:ch:r:R` (room stream), `P:ch:n:<node>` (kicks and directed messages).
 //!
 //! Pub/sub is at most once: a node that sees a room's seq jump fetches the missing range from
