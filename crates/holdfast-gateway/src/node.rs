@@ -64,6 +64,7 @@ pub struct NodeInner {
     next_session: AtomicU64,
     /// Random per start of the node, so session ids are not reused when a node restarts with
     /// the same `server.node_id` (a kick or a room membership names a session by its id).
+    /// Decimal digits, so a session id still reads `<node_id>-<digits>...`.
     incarnation: String,
 }
 
@@ -153,7 +154,8 @@ impl Node {
             fallback: Default::default(),
             auth_log,
             next_session: AtomicU64::new(1),
-            incarnation: crate::tokens::random_epoch(),
+            // Digits only: proxies route fallback sessions by `<node_id>-<digit>`.
+            incarnation: rand::random::<u32>().to_string(),
         });
         let weak = Arc::downgrade(&inner);
         broker.attach(weak);
