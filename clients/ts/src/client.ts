@@ -831,6 +831,7 @@ export class HoldfastClient extends Emitter<ClientEvents> {
       const id = `${this.idPrefix}${++this.nextOrder}`;
       this.pending.set(id, { kind: "resume", room: name, sent: true });
       const frame: ReconnectFrame = { type: "reconnect", room: name, player_id: room.playerId, token: room.token, last_sequence: room.position.seq, id };
+      if (room.position.epoch) frame.epoch = room.position.epoch;
       if (room.joinToken !== undefined) frame.join_token = room.joinToken;
       this.write(frame);
     }

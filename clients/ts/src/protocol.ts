@@ -78,6 +78,8 @@ export interface ReconnectFrame {
   player_id: string;
   token: string;
   last_sequence: number;
+  /** The epoch `last_sequence` belongs to, so the server can tell a rolled-back stream. */
+  epoch?: string;
   /** The join token the room was joined with, if any: the join policy is checked again. */
   join_token?: string;
   id?: string;
@@ -231,6 +233,8 @@ export interface ReconnectedFrame {
   events: RoomFrame[];
   recovered: boolean;
   gap?: Gap;
+  /** The client's messages of its old epoch that the room's stream no longer has. */
+  rolled_back?: Gap;
   /** Every member (absent when the room's presence mode is not `full`). */
   members?: Member[];
   member_count: number;

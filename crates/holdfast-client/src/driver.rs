@@ -438,6 +438,7 @@ impl Driver {
                 continue;
             };
             let (player_id, last_sequence) = (room.player_id.clone(), room.position.seq());
+            let epoch = Some(room.position.epoch().to_owned()).filter(|e| !e.is_empty());
             let join_token = room.join_token.clone();
             let Some(token) = room.token.clone() else {
                 self.lose_room(
@@ -454,6 +455,7 @@ impl Driver {
                 player_id,
                 token,
                 last_sequence,
+                epoch,
                 join_token,
                 id: Some(self.id_for(order)),
             });
@@ -825,6 +827,7 @@ impl Driver {
             events,
             recovered,
             gap,
+            rolled_back,
             members,
             member_count,
             authority,
@@ -849,6 +852,15 @@ impl Driver {
             member_count,
             authority,
         }];
+        if let Some(rb) = rolled_back {
+            tracing::warn!(room = %name, from = rb.from, to = rb.to, "the gateway reports rolled-back frames");
+            out.push(ClientEvent::RolledBack {
+                room: name.clone(),
+                from: rb.from,
+                to: rb.to,
+                epoch: rb.epoch,
+            });
+        }
         if let Some(gap) = gap {
             if let Some((from, to)) = room.position.skip_gap(gap.from, gap.to, &gap.epoch) {
                 tracing::warn!(room = %name, from, to, "the gateway reports lost frames");

@@ -83,6 +83,19 @@ pub enum ClientEvent {
         /// The epoch the numbers belong to.
         epoch: String,
     },
+    /// Room frames `from..=to` of `epoch` that were delivered were rolled back: the room's
+    /// stream (Redis came back with older data) no longer has them, and frames with these
+    /// numbers in the room's new epoch are other messages.
+    RolledBack {
+        /// The room.
+        room: String,
+        /// First rolled-back sequence number.
+        from: u64,
+        /// Last rolled-back sequence number.
+        to: u64,
+        /// The epoch the numbers belong to.
+        epoch: String,
+    },
     /// Data published to a room.
     Event(Event),
     /// The room's state was replaced (in the room's `seq` order, like events).

@@ -50,8 +50,7 @@ impl StreamPosition {
         self.seq
     }
 
-    /// The epoch of [`StreamPosition::seq`].
-    #[cfg(test)]
+    /// The epoch of [`StreamPosition::seq`], sent with `last_sequence` when resuming.
     pub(crate) fn epoch(&self) -> &str {
         &self.epoch
     }

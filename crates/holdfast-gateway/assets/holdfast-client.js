@@ -707,7 +707,7 @@ var CLIENT_FRAME_FIELDS = {
   send: ["data", "id", "to"],
   claim_authority: ["id", "room"],
   release_authority: ["id", "room"],
-  reconnect: ["id", "join_token", "last_sequence", "player_id", "room", "token"],
+  reconnect: ["epoch", "id", "join_token", "last_sequence", "player_id", "room", "token"],
   refresh: ["id", "token"],
   ping: ["id"],
   set_state: ["id", "room", "state"]
@@ -722,7 +722,7 @@ var SERVER_FRAME_FIELDS = {
   ack: ["id", "room", "seq"],
   message: ["data", "from", "ts"],
   refreshed: ["expires_at", "id"],
-  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "recovered_from", "room", "seq"],
+  reconnected: ["authority", "epoch", "events", "gap", "id", "member_count", "members", "player_id", "reconnection_token", "recovered", "recovered_from", "rolled_back", "room", "seq"],
   reconnection_failed: ["code", "id", "message", "room"],
   error: ["code", "id", "message"],
   pong: ["id"],
@@ -1785,6 +1785,7 @@ var HoldfastClient = class extends Emitter {
       const id = `${this.idPrefix}${++this.nextOrder}`;
       this.pending.set(id, { kind: "resume", room: name, sent: true });
       const frame = { type: "reconnect", room: name, player_id: room.playerId, token: room.token, last_sequence: room.position.seq, id };
+      if (room.position.epoch) frame.epoch = room.position.epoch;
       if (room.joinToken !== void 0) frame.join_token = room.joinToken;
       this.write(frame);
     }

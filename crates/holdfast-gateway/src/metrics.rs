@@ -102,6 +102,8 @@ pub struct Metrics {
     pub reconnection_sessions_active: IntGauge,
     /// Successful resumes.
     pub reconnection_completions: IntCounter,
+    /// Resumes from a position of another epoch (the stream was rolled back or restarted).
+    pub reconnection_rollbacks: IntCounter,
     /// Refused resumes.
     pub reconnection_validation_failures: IntCounter,
     /// Room messages appended to replay buffers.
@@ -233,6 +235,11 @@ impl Metrics {
                 "Successful resumes",
             )
             .expect("valid metric"),
+            reconnection_rollbacks: IntCounter::new(
+                "holdfast_reconnection_rollbacks_total",
+                "Resumes from a position of another epoch (the stream was rolled back or restarted)",
+            )
+            .expect("valid metric"),
             reconnection_validation_failures: IntCounter::new(
                 "holdfast_reconnection_validation_failures_total",
                 "Refused resumes",
@@ -277,6 +284,7 @@ impl Metrics {
             Box::new(m.reconnection_tokens_issued.clone()),
             Box::new(m.reconnection_sessions_active.clone()),
             Box::new(m.reconnection_completions.clone()),
+            Box::new(m.reconnection_rollbacks.clone()),
             Box::new(m.reconnection_validation_failures.clone()),
             Box::new(m.reconnection_events_buffered.clone()),
             Box::new(m.reconnection_events_evicted.clone()),

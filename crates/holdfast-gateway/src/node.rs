@@ -62,6 +62,10 @@ pub struct NodeInner {
     pub auth_log: crate::logs::AuthFailureLog,
     /// Source of session ids.
     next_session: AtomicU64,
+    /// Random per start of the node, so session ids are not reused when a node restarts with
+    /// the same `server.node_id` (a kick or a room membership names a session by its id).
+    /// Decimal digits, so a session id still reads `<node_id>-<digits>...`.
+    incarnation: String,
 }
 
 /// Why a new session was refused before the upgrade.
@@ -150,6 +154,8 @@ impl Node {
             fallback: Default::default(),
             auth_log,
             next_session: AtomicU64::new(1),
+            // Digits only: proxies route fallback sessions by `<node_id>-<digit>`.
+            incarnation: rand::random::<u32>().to_string(),
         });
         let weak = Arc::downgrade(&inner);
         broker.attach(weak);
@@ -202,10 +208,10 @@ impl Node {
         Ok(self.inner.streams.try_acquire(ip)?)
     }
 
-    /// A fresh session id, unique on this node.
+    /// A fresh session id, unique in the cluster and across restarts of this node.
     pub(crate) fn next_session_id(&self) -> Arc<str> {
         let n = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.inner.id).into()
+        format!("{}-{}-{n}", self.inner.id, self.inner.incarnation).into()
     }
 }
 

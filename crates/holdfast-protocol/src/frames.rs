@@ -107,6 +107,9 @@ impl ClientFrame {
                 check_room(&f.room)?;
                 check_len("player_id", &f.player_id, MAX_ID_LEN)?;
                 check_len("token", &f.token, MAX_TOKEN_LEN)?;
+                if let Some(e) = &f.epoch {
+                    check_len("epoch", e, MAX_ID_LEN)?;
+                }
                 match &f.join_token {
                     Some(t) => check_len("join_token", t, MAX_TOKEN_LEN),
                     None => Ok(()),
@@ -209,6 +212,11 @@ pub struct Reconnect {
     pub token: String,
     /// The highest room `seq` the client has processed.
     pub last_sequence: u64,
+    /// The stream epoch `last_sequence` belongs to (the `epoch` of the last room frame the
+    /// client processed). Lets the server tell a position of an older incarnation of the
+    /// stream (rolled back or restarted) from one of the current stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     /// The join token the membership was admitted with, when it was (see [`Join::token`]): the
     /// room's join policy is checked again on resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -545,6 +553,11 @@ pub struct Reconnected {
     /// The lost range, when `recovered` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap: Option<Gap>,
+    /// Messages the client processed that the room's stream no longer has: `from..=to` of
+    /// the epoch the client sent (`epoch` in `reconnect`), rolled back when the broker came
+    /// back with older data. The current epoch continues the stream after `from - 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<Gap>,
     /// Every member now (absent when the room's presence mode is not `full`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,

@@ -149,6 +149,7 @@ mod tests {
                 to: 2,
                 epoch: "e".into(),
             }),
+            rolled_back: None,
             members: vec![],
             member_count: 0,
             authority: None,

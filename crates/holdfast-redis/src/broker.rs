@@ -64,6 +64,8 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let shared = &self.shared;
             let mut conn = shared.conn.clone();
+            // On Redis's clock, so claims from different nodes compare.
+            let at = shared.redis_now_ms();
             let r: redis::RedisResult<i64> = shared
                 .scripts
                 .claim_user
@@ -72,11 +74,23 @@ impl Broker for RedisBroker {
                 .arg(session)
                 .arg(shared.node_channel_prefix())
                 .arg(user)
+                .arg(at)
+                .arg(at + crate::RESPONSE_TIMEOUT_MS)
                 .invoke_async(&mut conn)
                 .await;
-            if let Err(e) = r {
-                shared.metrics.errors.inc();
-                tracing::warn!(error = %e, "could not record user ownership in Redis");
+            match r {
+                Ok(-1) => tracing::warn!(
+                    user,
+                    "user ownership claim reached Redis too late; not applied"
+                ),
+                Ok(-2) => {
+                    tracing::info!(user, "a newer session owns the user; this one is replaced")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    shared.metrics.errors.inc();
+                    tracing::warn!(error = %e, "could not record user ownership in Redis");
+                }
             }
         })
     }
@@ -128,9 +142,7 @@ impl Broker for RedisBroker {
     }
 
     fn is_healthy(&self) -> bool {
-        self.shared
-            .healthy
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.shared.is_healthy()
     }
 
     fn disconnect_user<'a>(&'a self, _from: &'a str, user: &'a str) -> BoxFuture<'a, bool> {

@@ -19,14 +19,17 @@
 //! - `broker`: user ownership (single socket, directed messages).
 //!
 //! # Keys (prefix `P`, room `R`, user `U`)
-//! - `P:r:{R}:st` hash: `v` (version `epoch:counter`, compared and set by every commit) and
-//!   `s` (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones);
+//! - `P:r:{R}:st` hash: `v` (version `epoch:counter`, compared and set by every commit), `s`
+//!   (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones) and
+//!   `r` (the run id of the Redis that wrote it: a state another run wrote was restored from
+//!   older data, and starts a new epoch before anything is appended);
 //!   `P:r:{R}:d` hash: publish dedupe windows by player; `P:r:{R}:s` stream: history, entry
 //!   id `<seq>-1`, trimmed to `reconnection.event_buffer_size`. All with a TTL refreshed while
 //!   the room is used.
 //! - `P:away` sorted set: room names by their earliest away deadline, read by every node's
 //!   sweep.
-//! - `P:u:{U}` hash: the node and session owning the user, and the ownership epoch.
+//! - `P:u:{U}` hash: the node and session owning the user, the claim's time on Redis's clock
+//!   (an older claim never displaces a newer one), and the ownership generation.
 //! - Channels: `P:ch:r:R` (room stream), `P:ch:n:<node>` (kicks and directed messages).
 //!
 //! Pub/sub is at most once: a node that sees a room's seq jump fetches the missing range from
@@ -40,7 +43,7 @@ mod scripts;
 mod store;
 mod sweep;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -52,6 +55,16 @@ use tokio::sync::mpsc;
 
 pub use broker::RedisBroker;
 pub use store::RedisRooms;
+
+/// How long a command may wait for Redis's answer; a user ownership claim that reaches Redis
+/// later than this after it was sent is not applied.
+pub(crate) const RESPONSE_TIMEOUT_MS: u64 = 2000;
+
+/// Every this often, both connections are checked with a bounded `PING`.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The bound of each health `PING`.
+const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The Redis side of one node.
 pub struct Cluster {
@@ -75,6 +88,11 @@ pub(crate) struct RedisMetrics {
     pub errors: IntCounter,
     /// Room commits retried because another node changed the room first.
     pub conflicts: IntCounter,
+    /// Rooms whose state another Redis run had written (restored from older data): each
+    /// started a new epoch.
+    pub rollbacks: IntCounter,
+    /// Room messages that arrived again with other contents (a stream that went backwards).
+    pub forks: IntCounter,
 }
 
 impl RedisMetrics {
@@ -117,6 +135,16 @@ impl RedisMetrics {
                 "Room commits retried because another node changed the room first",
             )
             .expect("valid metric"),
+            rollbacks: IntCounter::new(
+                "holdfast_redis_room_rollbacks_total",
+                "Rooms found restored from older data by another Redis run; each started a new epoch",
+            )
+            .expect("valid metric"),
+            forks: IntCounter::new(
+                "holdfast_redis_stream_forks_total",
+                "Room messages seen again with other contents (a stream that went backwards)",
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -127,6 +155,8 @@ impl RedisMetrics {
         let _ = m.register(Box::new(self.resyncs.clone()));
         let _ = m.register(Box::new(self.errors.clone()));
         let _ = m.register(Box::new(self.conflicts.clone()));
+        let _ = m.register(Box::new(self.rollbacks.clone()));
+        let _ = m.register(Box::new(self.forks.clone()));
     }
 }
 
@@ -146,8 +176,12 @@ pub(crate) struct Shared {
     pub prefix: String,
     /// The scripts.
     pub scripts: scripts::Scripts,
-    /// Whether the pub/sub connection is up (`/readyz`).
+    /// Whether the pub/sub connection is up and answered its last `PING`.
     pub healthy: AtomicBool,
+    /// Whether the command connection answered its last `PING`.
+    pub commands_ok: AtomicBool,
+    /// Redis's clock minus this host's (ms), measured with `TIME`.
+    pub clock_offset_ms: AtomicI64,
     /// The node's context, set at attach.
     pub ctx: OnceLock<StoreContext>,
     /// The node, for kicks and directed messages, set at attach.
@@ -178,7 +212,49 @@ impl Shared {
     }
     pub fn set_healthy(&self, up: bool) {
         self.healthy.store(up, Ordering::Release);
-        self.metrics.connected.set(i64::from(up));
+        self.publish_health();
+    }
+    fn publish_health(&self) {
+        self.metrics.connected.set(i64::from(self.is_healthy()));
+    }
+    /// Both connections answer: the node can serve room operations.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire) && self.commands_ok.load(Ordering::Acquire)
+    }
+    /// Now on Redis's clock (ms), as last measured.
+    pub fn redis_now_ms(&self) -> u64 {
+        let local = holdfast_gateway::auth::unix_now_ms() as i64;
+        (local + self.clock_offset_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+    /// Checks the command connection with a bounded `PING` and measures the clock offset.
+    async fn check_commands(&self) {
+        let mut conn = self.conn.clone();
+        let before = holdfast_gateway::auth::unix_now_ms() as i64;
+        let r = tokio::time::timeout(
+            PING_TIMEOUT,
+            redis::pipe()
+                .cmd("PING")
+                .ignore()
+                .cmd("TIME")
+                .query_async::<((String, String),)>(&mut conn),
+        )
+        .await;
+        let after = holdfast_gateway::auth::unix_now_ms() as i64;
+        let ok = match r {
+            Ok(Ok(((secs, micros),))) => {
+                if let (Ok(s), Ok(us)) = (secs.parse::<i64>(), micros.parse::<i64>()) {
+                    let redis_ms = s * 1000 + us / 1000;
+                    self.clock_offset_ms
+                        .store(redis_ms - (before + after) / 2, Ordering::Relaxed);
+                }
+                true
+            }
+            _ => false,
+        };
+        if ok != self.commands_ok.swap(ok, Ordering::AcqRel) && !ok {
+            tracing::warn!("Redis command connection does not answer PING; not ready");
+        }
+        self.publish_health();
     }
 }
 
@@ -188,7 +264,7 @@ pub async fn connect(url: &str, prefix: &str) -> Result<Cluster, redis::RedisErr
     let client = redis::Client::open(url)?;
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_millis(RESPONSE_TIMEOUT_MS))
         .set_number_of_retries(2)
         .set_max_delay(1000);
     let conn = client.get_connection_manager_with_config(cfg).await?;
@@ -199,12 +275,15 @@ pub async fn connect(url: &str, prefix: &str) -> Result<Cluster, redis::RedisErr
         prefix: prefix.to_owned(),
         scripts: scripts::Scripts::new(),
         healthy: AtomicBool::new(false),
+        commands_ok: AtomicBool::new(true),
+        clock_offset_ms: AtomicI64::new(0),
         ctx: OnceLock::new(),
         sink: OnceLock::new(),
         sub_tx,
         sub_rx: Mutex::new(Some(sub_rx)),
         metrics: RedisMetrics::new(),
     });
+    shared.check_commands().await;
     Ok(Cluster {
         broker: Arc::new(RedisBroker::new(shared.clone())),
         store: Arc::new(RedisRooms::new(shared)),
@@ -243,5 +322,21 @@ pub fn redact_url(url: &str) -> String {
             format!("{}(redacted)@{}", &url[..scheme + 3], &url[at + 1..])
         }
         _ => url.to_owned(),
+    }
+}
+
+/// Checks the command connection every [`HEALTH_INTERVAL`] until the node shuts down (the
+/// pub/sub task checks its own connection).
+pub(crate) async fn health_task(
+    shared: Arc<Shared>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => shared.check_commands().await,
+        }
     }
 }

@@ -98,6 +98,16 @@ impl RedisRooms {
             return;
         };
         self.fence_sessions().await;
+        let mut conn = self.shared.conn.clone();
+        let info: redis::RedisResult<String> = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await;
+        let run = info.ok().and_then(|i| {
+            i.lines()
+                .find_map(|l| l.strip_prefix("run_id:"))
+                .map(|r| r.trim().to_owned())
+        });
         for room in ctx.mirror.rooms() {
             let Some((epoch, delivered)) = ctx
                 .mirror
@@ -106,16 +116,22 @@ impl RedisRooms {
                 continue;
             };
             let mut conn = self.shared.conn.clone();
-            let version: redis::RedisResult<Option<String>> = redis::cmd("HGET")
+            let version: redis::RedisResult<(Option<String>, Option<String>)> = redis::cmd("HMGET")
                 .arg(self.shared.room_key(&room, "st"))
                 .arg("v")
+                .arg("r")
                 .query_async(&mut conn)
                 .await;
-            let current = version
-                .ok()
-                .flatten()
-                .and_then(|v| v.split_once(':').map(|(e, _)| e.to_owned()));
-            if current.is_none() || current != epoch {
+            let (version, writer) = version.unwrap_or((None, None));
+            let current = version.and_then(|v| v.split_once(':').map(|(e, _)| e.to_owned()));
+            // Written by another run of Redis: restored from older data, so the stream may
+            // have gone backwards. The next commit starts a new epoch; the members resume and
+            // are told what was rolled back.
+            let restored = run.is_some() && writer.is_some() && writer != run;
+            if restored {
+                tracing::warn!(room = %room, "room state restored by another Redis run; closing its local members to resume");
+            }
+            if current.is_none() || current != epoch || restored {
                 ctx.mirror.with(&room, |lr| {
                     lr.fail_all();
                     if let Some(e) = &current {
@@ -193,7 +209,9 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
     loop {
         let conn = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            c = store.shared.client.get_async_pubsub() => c,
+            c = tokio::time::timeout(Duration::from_secs(5), store.shared.client.get_async_pubsub()) => {
+                c.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out"))))
+            }
         };
         let (mut sink, mut stream) = match conn {
             Ok(c) => c.split(),
@@ -215,7 +233,14 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
                 .iter()
                 .map(|r| store.shared.room_channel(r)),
         );
-        if sink.subscribe(&channels).await.is_err() {
+        let subscribed =
+            tokio::time::timeout(Duration::from_secs(5), sink.subscribe(&channels)).await;
+        if !matches!(subscribed, Ok(Ok(()))) {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
             continue;
         }
         delay = Duration::from_millis(100);
@@ -225,13 +250,31 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
             store.resync_all().await;
         }
         first = false;
+        // A connection that stops answering (a partition drops no packet and closes nothing)
+        // is found by a bounded PING, and replaced.
+        let mut ping = tokio::time::interval(Duration::from_secs(1));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(Duration::from_millis(1500), sink.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        tracing::warn!("Redis pub/sub connection does not answer PING");
+                        break;
+                    }
+                }
                 cmd = cmds.recv() => match cmd {
                     None => return,
                     Some(SubCmd::Subscribe(room, ack)) => {
-                        let ok = sink.subscribe(store.shared.room_channel(&room)).await.is_ok();
+                        let ok = matches!(
+                            tokio::time::timeout(
+                                Duration::from_secs(5),
+                                sink.subscribe(store.shared.room_channel(&room)),
+                            )
+                            .await,
+                            Ok(Ok(()))
+                        );
                         let _ = ack.send(ok);
                     }
                     Some(SubCmd::Unsubscribe(room)) => {
@@ -248,8 +291,13 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
                     if channel == node_channel {
                         store.on_node_message(&payload);
                     } else if let Some(room) = channel.strip_prefix(&room_prefix) {
-                        if let Next::Fetch(from, to) = store.on_room_message(room, &payload) {
-                            store.fetch(room, from, to).await;
+                        match store.on_room_message(room, &payload) {
+                            Next::Fetch(from, to) => store.fetch(room, from, to).await,
+                            Next::Forked(seq) => {
+                                store.shared.metrics.forks.inc();
+                                tracing::error!(room, seq, "a delivered room message arrived again with other contents; the room's members were closed to resume");
+                            }
+                            Next::Nothing => {}
                         }
                     }
                 }

@@ -62,6 +62,17 @@ struct Step {
 
 type BatchResult = Vec<Result<Applied, StoreError>>;
 
+/// How one commit attempt ended.
+enum Attempt {
+    /// Committed (or nothing to commit).
+    Done(BatchResult),
+    /// Another node changed the room first.
+    Conflict,
+    /// The state was written by another run of Redis (restored from older data): retry with
+    /// a new epoch for this run id.
+    Rebase(String),
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -131,14 +142,17 @@ impl RedisRooms {
         })
     }
 
-    /// One load → rules → commit attempt for a batch of operations on one room. `Ok(None)` on
-    /// a version conflict (nothing was applied: the caller retries the whole batch).
+    /// One load → rules → commit attempt for a batch of operations on one room. On a conflict
+    /// or a rebase nothing was applied: the caller retries the whole batch. `rebase_for`: the
+    /// run id of the Redis that must see this room start a new epoch (see
+    /// [`Attempt::Rebase`]).
     async fn attempt(
         &self,
         room: &str,
         ops: &[Op],
         rules: &Rules,
-    ) -> Result<Option<BatchResult>, StoreError> {
+        rebase_for: Option<&str>,
+    ) -> Result<Attempt, StoreError> {
         let ctx = self.ctx()?;
         let mut publishers: Vec<&str> = ops
             .iter()
@@ -153,11 +167,24 @@ impl RedisRooms {
         let loaded = self.load(room, &publishers).await?;
         let opts = rules.options(room);
         let mut st = loaded.state;
+        if let (Some(state), Some(_)) = (st.as_mut(), rebase_for) {
+            let epoch = random_epoch();
+            tracing::warn!(
+                room,
+                seq = state.seq,
+                old_epoch = %state.epoch,
+                new_epoch = %epoch,
+                "room state was written by another Redis run (restored from older data); starting a new epoch"
+            );
+            self.shared.metrics.rollbacks.inc();
+            state.rebase(epoch);
+        }
         let seq_before = st.as_ref().map_or(0, |s| s.seq);
+        let base = st.as_ref().map_or(0, |s| s.base);
         let mut steps: Vec<Result<Step, StoreError>> = Vec::with_capacity(ops.len());
         let mut frames: Vec<Emitted> = Vec::new();
         let mut note: Option<PresenceNote> = None;
-        let mut changed = false;
+        let mut changed = rebase_for.is_some();
         for op in ops {
             let state = match st.as_mut() {
                 Some(state) => state,
@@ -250,7 +277,7 @@ impl RedisRooms {
         };
         if !changed {
             // Nothing changed (refusals, a repeated claim, a duplicate publish, a read).
-            return Ok(Some(finish(steps, &[])));
+            return Ok(Attempt::Done(finish(steps, &[])));
         }
         // The replay ranges of the batch's resumes, as far as the stream held them before.
         let (from, to) = steps
@@ -310,7 +337,9 @@ impl RedisRooms {
                 note.as_ref()
                     .map(|n| serde_json::to_string(n).unwrap_or_default())
                     .unwrap_or_default(),
-            );
+            )
+            .arg(rebase_for.unwrap_or(""))
+            .arg(base);
         dirty.sort();
         dirty.dedup();
         inv.arg(dirty.len());
@@ -342,8 +371,16 @@ impl RedisRooms {
             .first()
             .and_then(|x| redis::from_redis_value(x).ok())
             .unwrap_or_default();
-        if status == "conflict" {
-            return Ok(None);
+        match status.as_str() {
+            "conflict" => return Ok(Attempt::Conflict),
+            "rebase" => {
+                let run: String = v
+                    .get(1)
+                    .and_then(|x| redis::from_redis_value(x).ok())
+                    .unwrap_or_default();
+                return Ok(Attempt::Rebase(run));
+            }
+            _ => {}
         }
         let mut held = Vec::new();
         for pair in v[1..].chunks(2) {
@@ -364,7 +401,7 @@ impl RedisRooms {
                 .reconnection_events_buffered
                 .inc_by(frames.len() as u64);
         }
-        Ok(Some(finish(steps, &held)))
+        Ok(Attempt::Done(finish(steps, &held)))
     }
 
     /// Applies a batch, retrying the whole batch on a version conflict. The result may cover
@@ -374,10 +411,14 @@ impl RedisRooms {
             Ok(ctx) => Rules::from_config(&ctx.config),
             Err(e) => return ops.iter().map(|_| Err(e.clone())).collect(),
         };
+        let mut rebase_for: Option<String> = None;
         for attempt in 0..MAX_ATTEMPTS {
-            match self.attempt(room, ops, &rules).await {
-                Ok(Some(results)) => return results,
-                Ok(None) => {
+            match self.attempt(room, ops, &rules, rebase_for.as_deref()).await {
+                Ok(Attempt::Done(results)) => return results,
+                Ok(Attempt::Rebase(run)) => rebase_for = Some(run),
+                Ok(Attempt::Conflict) => {
+                    // Whoever changed the room first may have started the new epoch.
+                    rebase_for = None;
                     self.shared.metrics.conflicts.inc();
                     let jitter = rand::random_range(0..=u64::from(attempt.min(20)));
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
@@ -490,6 +531,12 @@ impl RoomBackend for RedisRooms {
         if let Some(rx) = rx {
             tokio::spawn(crate::pubsub::pubsub_task(me.clone(), rx));
             tokio::spawn(crate::sweep::sweep_task(me));
+            if let Some(ctx) = self.shared.ctx.get() {
+                tokio::spawn(crate::health_task(
+                    self.shared.clone(),
+                    ctx.shutdown.clone(),
+                ));
+            }
         }
     }
 

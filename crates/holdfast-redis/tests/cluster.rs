@@ -399,3 +399,161 @@ async fn a_publish_costs_one_redis_round_trip() {
     // One script per publish, and the publish path issues nothing else of its own.
     assert_eq!(calls("evalsha") + calls("eval"), 100, "{info}");
 }
+
+/// Collects `n` events (skipping acks and presence), as `(seq, epoch, data)`.
+async fn events(c: &mut Client, n: usize) -> Vec<(u64, String, serde_json::Value)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = c.recv().await;
+        if v["type"] == "event" {
+            out.push((
+                v["seq"].as_u64().unwrap(),
+                v["epoch"].as_str().unwrap().to_owned(),
+                v["data"].clone(),
+            ));
+        }
+    }
+    out
+}
+
+/// Redis comes back from a snapshot older than what clients saw (a crash between snapshots,
+/// a lagging replica): the stream must not go backwards silently. The room starts a new
+/// epoch, and each member learns exactly which of its messages were rolled back.
+#[tokio::test]
+async fn redis_back_with_older_data_starts_a_new_epoch_and_reports_the_rollback() {
+    let mut redis = Redis::start_with_snapshots();
+    let n0 = node(&redis, config("n0")).await;
+    let n1 = node(&redis, config("n1")).await;
+    let (mut a, _) = Client::connect(n0.local_addr(), "a").await;
+    let (mut b, _) = Client::connect(n1.local_addr(), "b").await;
+    let ja = a.join_room("r").await;
+    let jb = b.join_room("r").await;
+    let e1 = ja["epoch"].as_str().unwrap().to_owned();
+    for i in 1..=3 {
+        a.send(json!({"type":"publish","room":"r","data":i})).await;
+    }
+    assert_eq!(events(&mut b, 3).await.last().unwrap().0, 3);
+    events(&mut a, 3).await;
+    // The snapshot holds the room at seq 3; seqs 4..=6 are acknowledged and delivered, then
+    // lost with the crash.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+    for i in 4..=6 {
+        a.send(json!({"type":"publish","room":"r","data":i})).await;
+    }
+    assert_eq!(events(&mut b, 3).await.last().unwrap().0, 6);
+    events(&mut a, 3).await;
+    redis.restart();
+    // Both members are closed so that they resume.
+    assert_eq!(a.expect_close().await, 1011);
+    assert_eq!(b.expect_close().await, 1011);
+    let mut resumed = Vec::new();
+    for (addr, user, j) in [(n0.local_addr(), "a", &ja), (n1.local_addr(), "b", &jb)] {
+        let (mut c, _) = Client::connect(addr, user).await;
+        c.send(
+            json!({"type":"reconnect","room":"r","player_id":j["player_id"],
+            "token":j["reconnection_token"],"last_sequence":6,"epoch":e1}),
+        )
+        .await;
+        let r = c.expect("reconnected").await;
+        assert_eq!(r["recovered"], false, "{r}");
+        assert_ne!(r["epoch"], e1, "a new epoch: {r}");
+        assert_eq!(
+            r["rolled_back"],
+            json!({"from":4,"to":6,"epoch":e1}),
+            "exactly what was rolled back: {r}"
+        );
+        assert_eq!(r["events"], json!([]), "{r}");
+        resumed.push((c, r));
+    }
+    assert_eq!(resumed[0].1["epoch"], resumed[1].1["epoch"]);
+    let e2 = resumed[0].1["epoch"].as_str().unwrap().to_owned();
+    // New messages take seq 4 on in the new epoch, the same for everyone.
+    resumed[0]
+        .0
+        .send(json!({"type":"publish","room":"r","data":"new"}))
+        .await;
+    for (c, _) in &mut resumed {
+        let got = events(c, 1).await;
+        assert_eq!(got, vec![(4, e2.clone(), json!("new"))]);
+    }
+}
+
+/// A node restarted with the same `server.node_id` never hands out a session id it used
+/// before: rooms and kicks name sessions by id.
+#[tokio::test]
+async fn session_ids_are_unique_across_restarts_of_a_node() {
+    let redis = Redis::start();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let n = node(&redis, config("n0")).await;
+        let (_, w) = Client::connect(n.local_addr(), "u").await;
+        ids.push(w["session_id"].as_str().unwrap().to_owned());
+        n.shutdown().await;
+    }
+    assert_ne!(ids[0], ids[1]);
+}
+
+/// A claim of a user that reaches Redis after a newer session of the same user owns it (it
+/// was delayed by a partition or a stall) never closes the newer session: the late one loses.
+#[tokio::test]
+async fn a_late_ownership_claim_never_evicts_a_newer_session() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // A newer session of `u` on another node owns the user (claimed a moment from now on
+    // Redis's clock, so every claim n0 makes now is older).
+    let (secs, _): (String, String) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let later = secs.parse::<u64>().unwrap() * 1000 + 60_000;
+    let _: () = redis::cmd("HSET")
+        .arg("t:u:{u}")
+        .arg("n")
+        .arg("n9")
+        .arg("s")
+        .arg("n9-x-1")
+        .arg("t")
+        .arg(later)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (mut old, _) = Client::connect(n0.local_addr(), "u").await;
+    assert_eq!(
+        old.expect_close().await,
+        4000,
+        "the older session is the one replaced"
+    );
+    let owner: Option<String> = redis::cmd("HGET")
+        .arg("t:u:{u}")
+        .arg("s")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(owner.as_deref(), Some("n9-x-1"));
+}
+
+/// `/readyz` and `holdfast_redis_connected` follow a bounded PING on both connections: a
+/// Redis that stops answering (here: paused) makes the node not ready within seconds.
+#[tokio::test]
+async fn readiness_follows_a_bounded_ping_of_redis() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let addr = n0.local_addr();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(6000)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(eventually(|| async { http_status(addr, "/readyz").await == 503 }).await);
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(eventually(|| async { http_status(addr, "/readyz").await == 200 }).await);
+}

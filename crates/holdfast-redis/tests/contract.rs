@@ -55,6 +55,7 @@ contract!(
     claimed_authority_is_not_given_back,
     a_resume_replays_what_was_missed_as_sent,
     a_resume_with_nothing_missed_is_recovered_and_empty,
+    a_resume_from_another_epoch_reports_the_rollback,
     a_resume_beyond_the_buffer_reports_the_exact_gap,
     a_resume_rotates_the_token_and_spends_the_old_one,
     the_previous_token_works_until_its_successor_is_used,

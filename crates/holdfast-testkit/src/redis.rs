@@ -1,4 +1,5 @@
-//! A `redis-server` per test (or per suite) on a free port, with no persistence.
+//! A `redis-server` per test (or per suite) on a free port, with no persistence (or, with
+//! [`Redis::start_with_snapshots`], with snapshots taken only by `SAVE`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -10,6 +11,8 @@ pub struct Redis {
     /// The port it listens on (127.0.0.1), kept across [`Redis::restart`].
     pub port: u16,
     child: Option<Child>,
+    /// The directory of its snapshot, when it loads one at start.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Redis {
@@ -18,23 +21,46 @@ impl Redis {
         let mut r = Redis {
             port: free_port(),
             child: None,
+            dir: None,
+        };
+        r.spawn();
+        r
+    }
+
+    /// Like [`Redis::start`], but snapshots are kept in a directory of its own: `SAVE` writes
+    /// one, and [`Redis::restart`] loads the last one (a Redis that comes back with older
+    /// data, as after a crash between snapshots).
+    pub fn start_with_snapshots() -> Redis {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("holdfast-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut r = Redis {
+            port,
+            child: None,
+            dir: Some(dir),
         };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        if let Some(dir) = &self.dir {
+            cmd.arg("--dir").arg(dir);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -54,7 +80,8 @@ impl Redis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Kills the server (all data is lost: no persistence).
+    /// Kills the server (all data since the last snapshot is lost; everything without
+    /// snapshots).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -62,7 +89,7 @@ impl Redis {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port, empty (or from its last snapshot).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -72,5 +99,8 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -115,7 +115,7 @@ describe("HoldfastClient session logic", () => {
     const ws2 = last()!;
     ws2.push(welcome("s2"));
     const resume = ws2.sentOf("reconnect")[0]!;
-    assert.deepEqual({ ...resume, id: undefined }, { type: "reconnect", room: "r", player_id: "p1", token: "T1", last_sequence: 5, id: undefined });
+    assert.deepEqual({ ...resume, id: undefined }, { type: "reconnect", room: "r", player_id: "p1", token: "T1", last_sequence: 5, epoch: "e", id: undefined });
     // The publish waits for the room to be live again.
     assert.equal(ws2.sentOf("publish").length, 0);
     ws2.push({

@@ -51,6 +51,9 @@ pub enum Next {
     Nothing,
     /// Fetch `from..=to` of the room's history and hand it in.
     Fetch(u64, u64),
+    /// A message already delivered here arrived again with other contents: the stream went
+    /// backwards. The local members were closed (they resume and learn what was rolled back).
+    Forked(u64),
 }
 
 /// This node's view of one room.
@@ -314,7 +317,19 @@ impl LocalRoom {
         }
         match self.delivered {
             None => Next::Nothing,
-            Some(d) if seq <= d => Next::Nothing,
+            Some(d) if seq <= d => {
+                let forked = self
+                    .recent
+                    .iter()
+                    .find(|(s, _)| *s == seq)
+                    .is_some_and(|(_, t)| *t.json() != held.text);
+                if forked {
+                    self.fail_all();
+                    Next::Forked(seq)
+                } else {
+                    Next::Nothing
+                }
+            }
             Some(d) if seq == d + 1 => {
                 self.fanout(seq, held);
                 self.drain_early();
@@ -594,6 +609,28 @@ mod tests {
         let z = session("z");
         assert!(lr.add_sub(z.clone(), "pz".into(), 9, 0));
         assert_eq!(drained(&z), want(10..=12));
+    }
+
+    #[test]
+    fn a_delivered_seq_with_other_contents_closes_the_members() {
+        let mut lr = LocalRoom::default();
+        let x = session("x");
+        assert!(lr.add_sub(x.clone(), "px".into(), 1, 0));
+        assert_eq!(lr.receive(2, held(2)), Next::Nothing);
+        assert_eq!(lr.receive(3, held(3)), Next::Nothing);
+        assert_eq!(
+            lr.receive(2, held(2)),
+            Next::Nothing,
+            "the same message again"
+        );
+        assert_eq!(x.close_requested(), None);
+        let other = Held {
+            kick: None,
+            text: Utf8Bytes::from("{\"seq\":2,\"other\":1}"),
+        };
+        assert_eq!(lr.receive(2, other), Next::Forked(2));
+        assert_eq!(x.close_requested(), Some(CloseCode::InternalError));
+        assert_eq!(lr.delivered(), None);
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub struct Resume {
     pub token: String,
     /// The highest seq the client processed.
     pub last_sequence: u64,
+    /// The epoch of `last_sequence`, when the client sent it.
+    pub epoch: Option<String>,
     /// The frame id to echo.
     pub id: Option<String>,
 }

@@ -145,6 +145,8 @@ pub enum Op {
         next: String,
         /// The highest seq the client processed.
         last: u64,
+        /// The epoch of `last`, when the client sent it.
+        epoch: Option<String>,
         /// Now (Unix ms).
         now: u64,
     },
@@ -194,6 +196,13 @@ pub enum Outcome {
         authority: Option<String>,
         /// The stream position before this resume's own messages: replay ends here.
         replay_to: u64,
+        /// Replay starts after this seq: the client's `last`, or, when its position belongs
+        /// to another epoch (or lies ahead of the stream), the seq the current epoch took
+        /// over at.
+        after: u64,
+        /// The client's position was not in the current epoch: its messages `from..=to` of
+        /// its epoch were rolled back (empty when `from > to`).
+        foreign: Option<(u64, u64)>,
         /// The room's state, when it was set after the position the member resumes from.
         state: Option<Snapshot>,
     },
@@ -399,9 +408,42 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             who,
             presented,
             next,
-            now,
             last,
-        } => resume(st, player, who, presented, next, *now, *last, rules),
+            epoch,
+            now,
+        } => {
+            // A position of another epoch, or one ahead of the stream (only a rollback that
+            // went unnoticed does that), is not comparable: the client's messages after the
+            // seq the current epoch took over at are not this stream's.
+            let other_epoch = epoch.as_deref().is_some_and(|e| e != st.epoch);
+            let foreign = other_epoch || *last > st.seq;
+            let pos = foreign.then(|| (*last).min(st.base));
+            match resume(st, player, who, presented, next, *now, *last, rules) {
+                Ok(Outcome::Resumed {
+                    members,
+                    count,
+                    authority,
+                    replay_to,
+                    state,
+                    ..
+                }) => Ok(Outcome::Resumed {
+                    members,
+                    count,
+                    authority,
+                    replay_to,
+                    state,
+                    after: pos.unwrap_or(*last),
+                    foreign: pos.map(|p| (p + 1, *last)),
+                }),
+                // The membership or its token may simply be older than the client's: the
+                // room came back from older data. The client joins again.
+                Err(e) if other_epoch && e.code == ErrorCode::ReconnectionTokenInvalid => Err(err(
+                    ErrorCode::ReconnectionFailed,
+                    "the room's stream was rolled back and no longer holds this membership",
+                )),
+                other => other,
+            }
+        }
         Op::Expire { now } => {
             let mut n = 0;
             while let Some(i) = st
@@ -567,6 +609,8 @@ fn resume(
         authority: st.authority.clone(),
         replay_to,
         state: st.snapshot().filter(|s| s.seq > last),
+        after: 0,
+        foreign: None,
     })
 }
 
@@ -644,9 +688,12 @@ fn remove(st: &mut RoomState, i: usize) {
 /// for a resume, the messages the member missed.
 pub fn replay_range(op: &Op, outcome: &Outcome) -> Option<(u64, u64)> {
     match (op, outcome) {
-        (Op::Resume { last, .. }, Outcome::Resumed { replay_to, .. }) if last < replay_to => {
-            Some((last + 1, *replay_to))
-        }
+        (
+            Op::Resume { .. },
+            Outcome::Resumed {
+                replay_to, after, ..
+            },
+        ) if after < replay_to => Some((after + 1, *replay_to)),
         // A join into a room with a state: the messages after the state.
         (Op::Join { .. }, Outcome::Joined { state: Some(s), .. }) if s.seq < s.upto => {
             Some((s.seq + 1, s.upto))

@@ -346,6 +346,7 @@ impl RoomService {
             presented: hash_token(&req.token),
             next: hash_token(&token),
             last: req.last_sequence,
+            epoch: req.epoch.clone(),
             now: unix_now_ms(),
         };
         let a = match self.backend.apply(&req.room, &op).await {
@@ -364,14 +365,18 @@ impl RoomService {
             authority,
             replay_to,
             state,
+            after,
+            foreign,
         } = a.outcome
         else {
             self.exit(&req.room);
             return Err(unexpected());
         };
-        let last = req.last_sequence;
         let held = a.replay;
-        let mut r = replay(last, replay_to, held);
+        let mut r = replay(after, replay_to, held);
+        if foreign.is_some() {
+            self.metrics.reconnection_rollbacks.inc();
+        }
         // Past the buffer: when the room's state was set after the member's position and every
         // message after the state is still held, the member gets the state (as its
         // `state_set`) and those messages; the gap before the state is still reported.
@@ -385,7 +390,7 @@ impl RoomService {
                     state: s.state,
                 });
                 r.events.retain(|b| b.seq > s.seq);
-                r.gap = (s.seq > last + 1).then_some((last + 1, s.seq - 1));
+                r.gap = (s.seq > after + 1).then_some((after + 1, s.seq - 1));
                 snapshot = Some(encode(&frame));
             }
         }
@@ -394,12 +399,20 @@ impl RoomService {
             room: req.room.clone(),
             player_id: req.player_id.clone(),
             events: Vec::new(),
-            recovered: r.gap.is_none() || snapshot.is_some(),
+            // A position from another epoch is never reported as recovered.
+            recovered: (r.gap.is_none() || snapshot.is_some()) && foreign.is_none(),
             gap: r.gap.map(|(from, to)| Gap {
                 from,
                 to,
                 epoch: a.epoch.clone(),
             }),
+            rolled_back: foreign
+                .filter(|(from, to)| from <= to)
+                .map(|(from, to)| Gap {
+                    from,
+                    to,
+                    epoch: req.epoch.clone().unwrap_or_else(|| a.epoch.clone()),
+                }),
             members,
             member_count: count,
             authority,

@@ -80,6 +80,11 @@ pub struct RoomState {
     pub epoch: String,
     /// The last allocated sequence number.
     pub seq: u64,
+    /// The seq at which this epoch took over from the previous one (0 for a new room): after
+    /// a rollback the new epoch shares the stream up to `base` with the old one, and numbers
+    /// after `base` are its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub base: u64,
     /// Counter for player ids.
     pub next_player: u64,
     /// The player id holding authority.
@@ -127,6 +132,7 @@ impl RoomState {
         RoomState {
             epoch,
             seq: 0,
+            base: 0,
             next_player: 0,
             authority: None,
             members: Vec::new(),
@@ -194,6 +200,14 @@ impl RoomState {
             state,
             upto: self.seq,
         })
+    }
+
+    /// Starts epoch `epoch` at the current seq: the store found this state restored from an
+    /// older copy (its stream may have gone backwards), so positions after `seq` in the old
+    /// epoch are not this stream's.
+    pub fn rebase(&mut self, epoch: String) {
+        self.epoch = epoch;
+        self.base = self.seq;
     }
 
     /// Remembers an expired member's last token.

@@ -352,6 +352,7 @@ impl Session {
                         player_id: r.player_id.clone(),
                         token: r.token.clone(),
                         last_sequence: r.last_sequence,
+                        epoch: r.epoch.clone(),
                         id: r.id.clone(),
                     };
                     match inner.store.reconnect(req, &self.handle).await {

@@ -3,15 +3,33 @@
 -- emitted messages appended to the history and published, in one atomic step. No room rule
 -- lives here; frames arrive already serialised.
 --
--- KEYS 1 state hash (`v` version, `s` state), 2 dedupe hash, 3 history stream, 4 away index.
+-- KEYS 1 state hash (`v` version, `s` state, `r` run id of the Redis that wrote it), 2 dedupe
+-- hash, 3 history stream, 4 away index.
 -- ARGV 1 expected version ('' when the room must not exist), 2 new version, 3 new state
 -- ('' drops the room), 4 key TTL (s), 5 history length, 6 channel, 7 room name,
 -- 8 next away deadline (ms, '' for none), 9 replay from, 10 replay to (0 for none), 11 epoch,
--- 12 the presence note ('' for none; published with seq 0, never kept), 13 number of dedupe
--- changes; then that many (player, window JSON or '' to delete) pairs; then the emitted
--- messages as (seq, frame) pairs.
-local cur = redis.call('HGET', KEYS[1], 'v') or ''
+-- 12 the presence note ('' for none; published with seq 0, never kept), 13 the run id the
+-- state was rebased for ('' when not rebased), 14 the seq the new epoch took over at,
+-- 15 number of dedupe changes; then that many (player, window JSON or '' to delete) pairs;
+-- then the emitted messages as (seq, frame) pairs.
+--
+-- A state written by another run of Redis was restored from a snapshot, an append-only file
+-- or a replica, and may be older than what clients saw: the caller must start a new epoch
+-- (answer 'rebase' with this run's id) before anything is appended to it.
+local st = redis.call('HMGET', KEYS[1], 'v', 'r')
+local cur = st[1] or ''
 if cur ~= ARGV[1] then return {'conflict'} end
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+if cur ~= '' and st[2] ~= run then
+  if ARGV[13] ~= run then return {'rebase', run} end
+  -- Entries after the new epoch's start belong to the lost part of the old stream.
+  local base = tonumber(ARGV[14])
+  local stale = redis.call('XRANGE', KEYS[3], (base + 1) .. '-0', '+')
+  for _, e in ipairs(stale) do redis.call('XDEL', KEYS[3], e[1]) end
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('XSETID', KEYS[3], base .. '-1')
+  end
+end
 
 local out = {'ok'}
 local to = tonumber(ARGV[10])
@@ -26,8 +44,8 @@ if ARGV[12] ~= '' then
   redis.call('PUBLISH', ARGV[6], '0 ' .. ARGV[11] .. ' - ' .. ARGV[12])
 end
 
-local n = tonumber(ARGV[13])
-local i = 14
+local n = tonumber(ARGV[15])
+local i = 16
 for _ = 1, n do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[2], ARGV[i])
@@ -50,7 +68,7 @@ if ARGV[3] == '' then
   redis.call('ZREM', KEYS[4], ARGV[7])
   return out
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'r', run)
 local ttl = tonumber(ARGV[4])
 for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ttl) end
 if ARGV[8] == '' then

@@ -448,6 +448,67 @@ pub async fn a_resume_replays_what_was_missed_as_sent(b: Backend) {
     assert_eq!(expect(&x2, "event").await["seq"], 6);
 }
 
+/// A position of another epoch (the stream was rolled back or restarted since) is never
+/// reported as recovered: the client is told which of its messages the stream no longer has,
+/// and replay starts where the current epoch took over.
+pub async fn a_resume_from_another_epoch_reports_the_rollback(b: Backend) {
+    let env = Env::new(b, config()).await;
+    let (a, x) = (env.session("a"), env.session("b"));
+    let (ma, ja) = env.join(&a, "r").await;
+    let (mx, jx) = env.join(&x, "r").await;
+    env.node(0).disconnect(&mx, &x).await;
+    for i in 0..3 {
+        env.publish(&ma, &a, data(i), &format!("m{i}")).await;
+    }
+    let epoch = ja["epoch"].as_str().unwrap();
+    // The same epoch: recovered as usual.
+    let x2 = env.session_on(1, "b");
+    let (mx2, r) = env
+        .resume_in(1, &x2, "r", ("p2", &token(&jx)), 0, Some(epoch))
+        .await
+        .unwrap();
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(r["events"].as_array().unwrap().len(), 3);
+    assert!(r.get("rolled_back").is_none());
+    env.node(1).disconnect(&mx2, &x2).await;
+    // Seqs 2..=5 of another epoch: none of them is this stream's.
+    let x3 = env.session_on(1, "b");
+    let (mx3, r2) = env
+        .resume_in(1, &x3, "r", ("p2", &token(&r)), 5, Some("older"))
+        .await
+        .unwrap();
+    assert_eq!(r2["recovered"], false, "{r2}");
+    assert_eq!(r2["epoch"], epoch);
+    assert_eq!(
+        r2["rolled_back"],
+        json!({"from": 1, "to": 5, "epoch": "older"})
+    );
+    let seqs: Vec<u64> = r2["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3], "the whole current epoch is replayed");
+    env.node(1).disconnect(&mx3, &x3).await;
+    // Without an epoch, a position ahead of the stream can only be a rollback.
+    let x4 = env.session_on(1, "b");
+    let (_, r3) = env
+        .resume_in(1, &x4, "r", ("p2", &token(&r2)), 9, None)
+        .await
+        .unwrap();
+    assert_eq!(r3["recovered"], false, "{r3}");
+    assert_eq!(r3["rolled_back"]["to"], 9);
+    // A token the stream does not know, from another epoch: the membership was lost with the
+    // rollback, so the answer is `reconnection_failed` (join again), not a bad token.
+    let x5 = env.session_on(1, "b");
+    let e = env
+        .resume_in(1, &x5, "r", ("p2", &"0".repeat(64)), 2, Some("older"))
+        .await
+        .unwrap_err();
+    assert_eq!(e, ErrorCode::ReconnectionFailed);
+}
+
 pub async fn a_resume_with_nothing_missed_is_recovered_and_empty(b: Backend) {
     let env = Env::new(b, config()).await;
     let (a, x) = (env.session("a"), env.session("b"));
@@ -494,16 +555,16 @@ pub async fn a_resume_rotates_the_token_and_spends_the_old_one(b: Backend) {
     let (mx, j) = env.join(&x, "r").await;
     env.node(0).disconnect(&mx, &x).await;
     let x2 = env.session("b");
-    let (m2, r1) = env.resume(0, &x2, "r", "p2", &token(&j), 2).await.unwrap();
+    let (m2, r1) = env.resume(0, &x2, "r", "p2", &token(&j), 0).await.unwrap();
     assert_ne!(token(&r1), token(&j));
     env.node(0).disconnect(&m2, &x2).await;
     let x3 = env.session("b");
-    let (m3, _) = env.resume(0, &x3, "r", "p2", &token(&r1), 2).await.unwrap();
+    let (m3, _) = env.resume(0, &x3, "r", "p2", &token(&r1), 0).await.unwrap();
     env.node(0).disconnect(&m3, &x3).await;
     // The first token was spent when the second one was used.
     let x4 = env.session("b");
     let e = env
-        .resume(0, &x4, "r", "p2", &token(&j), 2)
+        .resume(0, &x4, "r", "p2", &token(&j), 0)
         .await
         .unwrap_err();
     assert_eq!(e, ErrorCode::ReconnectionTokenInvalid);
@@ -516,11 +577,11 @@ pub async fn the_previous_token_works_until_its_successor_is_used(b: Backend) {
     let (mx, j) = env.join(&x, "r").await;
     env.node(0).disconnect(&mx, &x).await;
     let x2 = env.session("b");
-    let (m2, _lost) = env.resume(0, &x2, "r", "p2", &token(&j), 2).await.unwrap();
+    let (m2, _lost) = env.resume(0, &x2, "r", "p2", &token(&j), 0).await.unwrap();
     env.node(0).disconnect(&m2, &x2).await;
     // The reply carrying the new token was lost: the client retries with the one it holds.
     let x3 = env.session("b");
-    let (_, r) = env.resume(0, &x3, "r", "p2", &token(&j), 2).await.unwrap();
+    let (_, r) = env.resume(0, &x3, "r", "p2", &token(&j), 0).await.unwrap();
     assert_eq!(r["recovered"], true);
 }
 
@@ -532,7 +593,7 @@ pub async fn a_resume_by_another_user_is_refused(b: Backend) {
     env.node(0).disconnect(&mx, &x).await;
     let evil = env.session("mallory");
     let e = env
-        .resume(0, &evil, "r", "p2", &token(&j), 2)
+        .resume(0, &evil, "r", "p2", &token(&j), 0)
         .await
         .unwrap_err();
     assert_eq!(e, ErrorCode::ReconnectionTokenInvalid);
@@ -559,10 +620,10 @@ pub async fn a_failed_resume_consumes_nothing(b: Backend) {
     let x2 = env.session("b");
     let bad = "0".repeat(64);
     assert_eq!(
-        env.resume(0, &x2, "r", "p2", &bad, 2).await.unwrap_err(),
+        env.resume(0, &x2, "r", "p2", &bad, 0).await.unwrap_err(),
         ErrorCode::ReconnectionTokenInvalid
     );
-    let (_, r) = env.resume(0, &x2, "r", "p2", &token(&j), 2).await.unwrap();
+    let (_, r) = env.resume(0, &x2, "r", "p2", &token(&j), 0).await.unwrap();
     assert_eq!(r["player_id"], "p2");
 }
 
@@ -577,7 +638,7 @@ pub async fn a_late_resume_is_told_the_window_expired(b: Backend) {
     presence_until(&a, "p2", "left").await;
     let x2 = env.session("b");
     let e = env
-        .resume(0, &x2, "r", "p2", &token(&j), 2)
+        .resume(0, &x2, "r", "p2", &token(&j), 0)
         .await
         .unwrap_err();
     assert_eq!(e, ErrorCode::ReconnectionExpired);
@@ -590,7 +651,10 @@ pub async fn a_resume_while_the_old_socket_looks_alive_replaces_it(b: Backend) {
     let (_, j) = env.join(&x, "r").await;
     // No disconnect: the old connection is half-open.
     let x2 = env.session_on(1, "b");
-    let (_, r) = env.resume(1, &x2, "r", "p2", &token(&j), 2).await.unwrap();
+    let (_, r) = env
+        .resume(1, &x2, "r", "p2", &token(&j), seq(&j))
+        .await
+        .unwrap();
     assert_eq!(r["recovered"], true);
     assert_eq!(closed(&x).await, CloseCode::Replaced);
     assert!(x2.close_requested().is_none());
@@ -603,9 +667,9 @@ pub async fn a_retried_resume_on_the_same_session_converges(b: Backend) {
     let (mx, j) = env.join(&x, "r").await;
     env.node(0).disconnect(&mx, &x).await;
     let x2 = env.session("b");
-    let (_, r1) = env.resume(0, &x2, "r", "p2", &token(&j), 2).await.unwrap();
+    let (_, r1) = env.resume(0, &x2, "r", "p2", &token(&j), 0).await.unwrap();
     // The reply was lost but the session lives on: the client retries on it.
-    let (_, r2) = env.resume(0, &x2, "r", "p2", &token(&j), 2).await.unwrap();
+    let (_, r2) = env.resume(0, &x2, "r", "p2", &token(&j), 0).await.unwrap();
     assert_eq!(r2["player_id"], "p2");
     assert_ne!(token(&r1), token(&r2));
     assert!(x2.close_requested().is_none());
@@ -794,7 +858,7 @@ pub async fn without_reconnection_a_drop_is_a_leave(b: Backend) {
     presence_until(&a, "p2", "left").await;
     let x2 = env.session("b");
     assert_eq!(
-        env.resume(0, &x2, "r", "p2", &"0".repeat(64), 2)
+        env.resume(0, &x2, "r", "p2", &"0".repeat(64), 0)
             .await
             .unwrap_err(),
         ErrorCode::ReconnectionFailed

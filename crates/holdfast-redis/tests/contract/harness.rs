@@ -155,11 +155,26 @@ impl Env {
         token: &str,
         last: u64,
     ) -> Result<(Membership, Value), ErrorCode> {
+        self.resume_in(node, s, room, (player, token), last, None)
+            .await
+    }
+
+    /// Like [`Env::resume`], with the epoch of `last` as the client sends it.
+    pub async fn resume_in(
+        &self,
+        node: usize,
+        s: &Arc<SessionHandle>,
+        room: &str,
+        (player, token): (&str, &str),
+        last: u64,
+        epoch: Option<&str>,
+    ) -> Result<(Membership, Value), ErrorCode> {
         let req = Resume {
             room: room.into(),
             player_id: player.into(),
             token: token.into(),
             last_sequence: last,
+            epoch: epoch.map(str::to_owned),
             id: Some("r".into()),
         };
         match self.node(node).reconnect(req, s).await {
