@@ -388,6 +388,10 @@ pub struct ReconnectionConfig {
     pub event_buffer_size: usize,
     /// Bytes of room messages kept per room for replay (the newest message is always kept).
     pub event_buffer_bytes: usize,
+    /// Bytes of room messages kept for replay by all the rooms of a node (in-process rooms):
+    /// beyond it, the room that appends evicts its oldest messages first (a later resume is
+    /// told the exact gap).
+    pub node_buffer_bytes: usize,
     /// Give authority back to a resuming member that held it, when nobody took it meanwhile.
     pub restore_authority: bool,
     /// How often expired memberships and buffers are swept.
@@ -401,6 +405,7 @@ impl Default for ReconnectionConfig {
             window_secs: 300,
             event_buffer_size: 100,
             event_buffer_bytes: 1 << 20,
+            node_buffer_bytes: 256 << 20,
             restore_authority: true,
             sweep_interval_ms: 1_000,
         }
@@ -682,6 +687,10 @@ impl Config {
         positive(
             "reconnection.event_buffer_bytes",
             self.reconnection.event_buffer_bytes as u64,
+        )?;
+        positive(
+            "reconnection.node_buffer_bytes",
+            self.reconnection.node_buffer_bytes as u64,
         )?;
         if self.reconnection.event_buffer_size > 100_000 {
             return Err(ConfigError {

@@ -413,3 +413,63 @@ async fn reconnection_disabled_means_leave_on_drop() {
     );
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn the_node_replay_budget_is_paid_by_the_room_that_fills_it() {
+    let mut cfg = test_config();
+    // Far below the per-room bounds (100 messages, 1 MiB): the node's budget decides.
+    cfg.reconnection.node_buffer_bytes = 6_000;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut loud, _) = Client::connect(addr, "loud").await;
+    let (mut calm, _) = Client::connect(addr, "calm").await;
+    let (lurker, _) = Client::connect(addr, "lurker").await;
+    let (quiet_member, _) = Client::connect(addr, "quiet").await;
+    let mut lurker = lurker;
+    let mut quiet_member = quiet_member;
+    loud.join("noisy").await;
+    let jl = lurker.join("noisy").await;
+    calm.join("calm").await;
+    let jq = quiet_member.join("calm").await;
+    cut(lurker);
+    cut(quiet_member);
+    for i in 0..5 {
+        calm.send(json!({"type":"publish","room":"calm","data":{"i":i}}))
+            .await;
+        calm.until("event").await;
+    }
+    let blob = "x".repeat(300);
+    for i in 0..60 {
+        loud.send(json!({"type":"publish","room":"noisy","data":{"i":i,"blob":blob}}))
+            .await;
+        loud.until("event").await;
+    }
+    // The room that filled the budget lost its oldest messages: an exact gap.
+    let (mut l2, _) = Client::connect(addr, "lurker").await;
+    l2.send(reconnect_frame(
+        &jl,
+        jl["reconnection_token"].as_str().unwrap(),
+        0,
+    ))
+    .await;
+    let r = l2.expect("reconnected").await;
+    assert_eq!(r["recovered"], false, "{r}");
+    let events = r["events"].as_array().unwrap();
+    assert_eq!(r["gap"]["from"], 1);
+    assert_eq!(
+        r["gap"]["to"].as_u64().unwrap() + 1,
+        events[0]["seq"].as_u64().unwrap()
+    );
+    assert!(events.len() < 60);
+    // The quiet room kept everything.
+    let (mut q2, _) = Client::connect(addr, "quiet").await;
+    q2.send(reconnect_frame(
+        &jq,
+        jq["reconnection_token"].as_str().unwrap(),
+        0,
+    ))
+    .await;
+    let r = q2.expect("reconnected").await;
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(r["events"].as_array().unwrap().len(), 5);
+}

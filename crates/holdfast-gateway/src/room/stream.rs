@@ -62,6 +62,16 @@ impl EventRing {
         evicted
     }
 
+    /// Evicts the oldest message unless it is the only one; returns the bytes freed.
+    pub fn evict_oldest(&mut self) -> Option<usize> {
+        if self.items.len() <= 1 {
+            return None;
+        }
+        let b = self.items.pop_front()?;
+        self.bytes -= b.text.len();
+        Some(b.text.len())
+    }
+
     /// Drops everything.
     pub fn clear(&mut self) {
         self.items.clear();

@@ -3,6 +3,7 @@
 //! `seq` order.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::{Applied, BoxFuture, RoomBackend, RoomPage, StoreContext, StoreError};
@@ -26,6 +27,8 @@ pub struct MemoryRooms {
     /// room's own lock (lock order: room → map).
     rooms: Mutex<HashMap<Arc<str>, Arc<Mutex<MemRoom>>>>,
     ctx: OnceLock<(StoreContext, Rules)>,
+    /// Bytes held by every room's replay ring, bounded by `reconnection.node_buffer_bytes`.
+    buffered: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryRooms {
@@ -46,6 +49,19 @@ impl MemoryRooms {
     /// Whether there is no room.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes held by every room's replay ring.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    fn account(&self, before: usize, after: usize) {
+        if after >= before {
+            self.buffered.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.buffered.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     fn apply_now(&self, room: &str, op: &Op) -> Result<Applied, StoreError> {
@@ -116,10 +132,18 @@ impl MemoryRooms {
             for e in out {
                 if rc.enabled {
                     ctx.metrics.reconnection_events_buffered.inc();
-                    let evicted = ring.push(e.seq, e.text.clone());
-                    ctx.metrics
-                        .reconnection_events_evicted
-                        .inc_by(evicted as u64);
+                    let before = ring.bytes();
+                    let mut evicted = ring.push(e.seq, e.text.clone()) as u64;
+                    self.account(before, ring.bytes());
+                    // Over the node's budget: this room gives back its oldest messages first.
+                    while self.buffered.load(Ordering::Relaxed) > rc.node_buffer_bytes {
+                        let Some(freed) = ring.evict_oldest() else {
+                            break;
+                        };
+                        self.buffered.fetch_sub(freed, Ordering::Relaxed);
+                        evicted += 1;
+                    }
+                    ctx.metrics.reconnection_events_evicted.inc_by(evicted);
                 }
                 ctx.mirror.receive(
                     room,
@@ -133,6 +157,7 @@ impl MemoryRooms {
             }
             if st.is_empty() {
                 *state = None;
+                self.account(ring.bytes(), 0);
                 ring.clear();
                 let mut map = self.map();
                 if map.get(room).is_some_and(|x| Arc::ptr_eq(x, &entry)) {
