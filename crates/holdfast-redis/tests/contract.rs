@@ -79,4 +79,7 @@ contract!(
     room_names_are_any_text,
     rooms_are_independent,
     a_whole_room_drops_and_resumes_while_events_flow_and_loses_nothing,
+    a_room_without_client_publish_takes_events_from_the_backend_only,
+    a_room_without_authority_has_no_holder_and_refuses_claims,
+    a_room_publish_rate_is_a_token_bucket,
 );

@@ -35,6 +35,15 @@ pub struct RoomsConfig {
     /// Largest room state (`set_state`, `POST /api/v1/rooms/{room}/state`), in bytes of its
     /// JSON form; 0 disables room state.
     pub state_bytes: usize,
+    /// Whether members may `publish` (otherwise only the application's backend does, through
+    /// the server API: a live dashboard).
+    pub client_publish: bool,
+    /// Whether the room has an authority role (otherwise nobody holds it and claims are
+    /// refused).
+    pub authority: bool,
+    /// Most member publishes per second in one room (a token bucket with one second of
+    /// burst), so one busy room cannot flood its members or the broker; 0: no limit.
+    pub publish_rate_per_sec: u32,
 }
 
 /// Largest accepted `state_bytes`.
@@ -47,6 +56,9 @@ impl Default for RoomsConfig {
             presence: PresenceMode::Full,
             presence_interval_ms: 50,
             state_bytes: 64 * 1024,
+            client_publish: true,
+            authority: true,
+            publish_rate_per_sec: 0,
         }
     }
 }
@@ -72,6 +84,12 @@ pub struct NamespaceConfig {
     pub reconnection_window_secs: Option<u64>,
     /// Largest room state, in bytes; 0 disables room state.
     pub state_bytes: Option<usize>,
+    /// Whether members may publish.
+    pub client_publish: Option<bool>,
+    /// Whether the room has an authority role.
+    pub authority: Option<bool>,
+    /// Most member publishes per second in one room; 0: no limit.
+    pub publish_rate_per_sec: Option<u32>,
 }
 
 /// The options in force for one room.
@@ -89,6 +107,12 @@ pub struct RoomOptions {
     pub window_ms: u64,
     /// Largest room state, in bytes (0: no room state).
     pub state_bytes: usize,
+    /// Whether members may publish.
+    pub client_publish: bool,
+    /// Whether the room has an authority role.
+    pub authority: bool,
+    /// Most member publishes per second; 0: no limit.
+    pub publish_rate_per_sec: u32,
 }
 
 impl Config {
@@ -119,6 +143,9 @@ impl Namespaces {
             history_bytes: config.reconnection.event_buffer_bytes,
             window_ms: config.reconnection.window_secs.saturating_mul(1000),
             state_bytes: config.rooms.state_bytes,
+            client_publish: config.rooms.client_publish,
+            authority: config.rooms.authority,
+            publish_rate_per_sec: config.rooms.publish_rate_per_sec,
         };
         let mut by_prefix: Vec<(String, RoomOptions)> = config
             .namespaces
@@ -135,6 +162,11 @@ impl Namespaces {
                             .reconnection_window_secs
                             .map_or(default.window_ms, |s| s.saturating_mul(1000)),
                         state_bytes: n.state_bytes.unwrap_or(default.state_bytes),
+                        client_publish: n.client_publish.unwrap_or(default.client_publish),
+                        authority: n.authority.unwrap_or(default.authority),
+                        publish_rate_per_sec: n
+                            .publish_rate_per_sec
+                            .unwrap_or(default.publish_rate_per_sec),
                     },
                 )
             })

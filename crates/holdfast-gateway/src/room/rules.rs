@@ -261,6 +261,13 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             ts,
         } => {
             st.find_live(player, session).ok_or_else(not_in_room)?;
+            let opts = rules.options(&st.name);
+            if !opts.client_publish {
+                return Err(err(
+                    ErrorCode::Forbidden,
+                    "members may not publish in this room (the application's backend does)",
+                ));
+            }
             if let Some(id) = id {
                 if let Some(seq) = st.dedupe.get(player).and_then(|d| d.lookup(id)) {
                     return Ok(Outcome::Published {
@@ -268,6 +275,24 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                         duplicate: true,
                     });
                 }
+            }
+            if opts.publish_rate_per_sec > 0 {
+                // A token bucket per room: `rate` tokens a second, one second of burst.
+                let rate = f64::from(opts.publish_rate_per_sec);
+                let elapsed = ts.saturating_sub(st.rate_at) as f64 / 1000.0;
+                let tokens = if st.rate_at == 0 {
+                    rate
+                } else {
+                    (st.rate_tokens + elapsed * rate).min(rate)
+                };
+                if tokens < 1.0 {
+                    return Err(err(
+                        ErrorCode::RateLimited,
+                        "the room's publish rate is exceeded; retry later",
+                    ));
+                }
+                st.rate_tokens = tokens - 1.0;
+                st.rate_at = *ts;
             }
             let (from, user_id, data, event_id, traceparent, ts) = (
                 player.clone(),
@@ -350,6 +375,9 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
         }),
         Op::Claim { player, session } => {
             st.find_live(player, session).ok_or_else(not_in_room)?;
+            if !rules.options(&st.name).authority {
+                return Err(err(ErrorCode::Forbidden, "this room has no authority role"));
+            }
             if st.authority.as_deref() == Some(player) {
                 return Ok(Outcome::Authority);
             }
@@ -503,7 +531,7 @@ fn join(
         prev_token: None,
         held_authority: false,
     });
-    if st.authority.is_none() {
+    if st.authority.is_none() && rules.options(&st.name).authority {
         st.authority = Some(player.clone());
     }
     let i = st.members.len() - 1;

@@ -92,6 +92,12 @@ pub struct RoomState {
     pub authority: Option<String>,
     /// Members in join order: the longest-present first, so succession is a scan.
     pub members: Vec<MemberRecord>,
+    /// The room's publish token bucket: tokens left, and when it was last taken from (Unix
+    /// ms; 0 before the first publish).
+    #[serde(default)]
+    pub rate_tokens: f64,
+    #[serde(default)]
+    pub rate_at: u64,
     /// Counts the operations that changed the membership (the version of its presence).
     #[serde(default)]
     pub presence_version: u64,
@@ -137,6 +143,8 @@ impl RoomState {
             authority: None,
             members: Vec::new(),
             presence_version: 0,
+            rate_tokens: 0.0,
+            rate_at: 0,
             tombstones: VecDeque::new(),
             state: None,
             state_seq: 0,

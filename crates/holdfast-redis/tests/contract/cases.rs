@@ -1147,3 +1147,91 @@ pub async fn a_resume_past_the_buffer_recovers_from_the_state(b: Backend) {
         (json!(24), json!(30))
     );
 }
+
+fn namespaced(ns: holdfast_gateway::room::options::NamespaceConfig) -> holdfast_gateway::Config {
+    let mut cfg = config();
+    cfg.namespaces = vec![ns];
+    cfg
+}
+
+pub async fn a_room_without_client_publish_takes_events_from_the_backend_only(b: Backend) {
+    let env = Env::new(
+        b,
+        namespaced(holdfast_gateway::room::options::NamespaceConfig {
+            prefix: "dash:".into(),
+            client_publish: Some(false),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let a = env.session("a");
+    let (m, _) = env.join(&a, "dash:cpu").await;
+    let e = env
+        .node(0)
+        .publish(&m, &a, data(1), Some("x".into()), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    let (seq, _) = env
+        .node(1)
+        .server_publish("dash:cpu", data(2), None, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seq, 1);
+    assert_eq!(expect(&a, "event").await["from"], "server");
+    // Other rooms are not affected.
+    let (m2, _) = env.join(&a, "chat").await;
+    env.publish(&m2, &a, data(3), "y").await;
+    assert_eq!(expect(&a, "event").await["room"], "chat");
+}
+
+pub async fn a_room_without_authority_has_no_holder_and_refuses_claims(b: Backend) {
+    let env = Env::new(
+        b,
+        namespaced(holdfast_gateway::room::options::NamespaceConfig {
+            prefix: "lobby".into(),
+            authority: Some(false),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let a = env.session("a");
+    let (m, j) = env.join(&a, "lobby").await;
+    assert_eq!(j["authority"], json!(null));
+    let e = env.node(0).claim_authority(&m, &a, None).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+}
+
+pub async fn a_room_publish_rate_is_a_token_bucket(b: Backend) {
+    let env = Env::new(
+        b,
+        namespaced(holdfast_gateway::room::options::NamespaceConfig {
+            prefix: "busy".into(),
+            publish_rate_per_sec: Some(5),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let (a, x) = (env.session("a"), env.session("b"));
+    let (ma, _) = env.join(&a, "busy").await;
+    let (mx, _) = env.join(&x, "busy").await;
+    let publishes = (0..8u64).map(|i| {
+        let (m, s) = if i % 2 == 0 { (&ma, &a) } else { (&mx, &x) };
+        env.node(0).publish(m, s, data(i), None, None)
+    });
+    let mut refused = 0;
+    for r in futures_util::future::join_all(publishes).await {
+        if let Err(e) = r {
+            assert_eq!(e.code, ErrorCode::RateLimited);
+            refused += 1;
+        }
+    }
+    // One second of burst: 5 taken, the rest refused (one may refill meanwhile).
+    assert!((2..=3).contains(&refused), "{refused} refused");
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    env.node(0)
+        .publish(&ma, &a, data(9), None, None)
+        .await
+        .unwrap();
+}
