@@ -439,3 +439,31 @@ async fn flood_at_the_default_limits() {
     );
     assert!(gw.node().pending_connections() <= gw.node().config().limits.max_pending_per_ip);
 }
+
+/// A token whose `exp` is near the end of time neither panics the session nor leaves a ghost:
+/// the session works, and once it ends the user is gone from rooms and the registry.
+#[tokio::test]
+async fn a_far_future_expiry_is_a_working_session_and_leaves_nothing_behind() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    let token =
+        holdfast_testkit::token_with(serde_json::json!({"sub": "eternal", "exp": u64::MAX - 1}));
+    let (mut c, w) = Client::connect_with_token(addr, &token).await;
+    assert_eq!(w["user_id"], "eternal");
+    c.join("r").await;
+    c.send(serde_json::json!({"type":"publish","room":"r","data":1,"id":"p"}))
+        .await;
+    c.expect("event").await;
+    c.expect("ack").await;
+    let (mut other, _) = Client::connect(addr, "other").await;
+    other
+        .send(serde_json::json!({"type":"send","to":"eternal","data":1,"id":"s"}))
+        .await;
+    assert_eq!(other.recv().await["type"], "ack");
+    c.close().await;
+    assert!(holdfast_testkit::eventually(|| async { gw.node().open_sessions() == 1 }).await);
+    other
+        .send(serde_json::json!({"type":"send","to":"eternal","data":1,"id":"s2"}))
+        .await;
+    assert_eq!(other.expect_error("user_offline").await["id"], "s2");
+}

@@ -16,7 +16,14 @@ pub fn load(file: Option<&Path>) -> Result<Config, String> {
         }
         fig = fig.merge(Toml::file(path));
     }
-    fig = fig.merge(Env::prefixed("HOLDFAST_").split("__"));
+    // Only `HOLDFAST_<SECTION>__<KEY>` variables are configuration: others with the prefix (for
+    // example the `HOLDFAST_PORT=tcp://...` that Kubernetes injects for a Service named
+    // `holdfast`) are not ours and are ignored.
+    fig = fig.merge(
+        Env::prefixed("HOLDFAST_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
     let cfg: Config = fig.extract().map_err(describe)?;
     cfg.validate().map_err(|e| match file {
         Some(path) => format!("{}: {e}", path.display()),

@@ -237,3 +237,22 @@ async fn token_signs_with_a_private_key_and_adds_permission_claims() {
         .unwrap();
     assert_eq!(claims.room.as_deref(), Some("dm-1"));
 }
+
+/// Variables with the prefix but without the section separator are not configuration: the
+/// `HOLDFAST_PORT=tcp://...` Kubernetes injects for a Service named `holdfast` is ignored.
+#[test]
+fn unrelated_holdfast_variables_are_ignored() {
+    let out = holdfast(
+        &["config"],
+        &[
+            ("HOLDFAST_PORT", "tcp://10.96.0.12:8080"),
+            ("HOLDFAST_SERVICE_HOST", "10.96.0.12"),
+            ("HOLDFAST_AUTH__HMAC_SECRET", "s"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

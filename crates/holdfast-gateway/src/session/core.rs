@@ -63,7 +63,11 @@ pub(crate) fn error_frame(
 
 /// The tokio instant at which a token expiring at `exp` (Unix seconds) expires.
 pub(crate) fn expiry_instant(exp: u64) -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+    // A far-future `exp` (up to u64::MAX) must not overflow the clock: cap it at ten years.
+    const FAR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    let left = Duration::from_secs(exp.saturating_sub(unix_now())).min(FAR);
+    let now = tokio::time::Instant::now();
+    now.checked_add(left).unwrap_or(now + FAR)
 }
 
 /// An authenticated session, whatever its transport: the WebSocket loop ([`super::ws`]) and
@@ -84,6 +88,36 @@ pub(crate) struct Session {
     pub(crate) expiry: tokio::time::Instant,
     /// The token's claims, for permission checks (replaced by `refresh`).
     claims: Claims,
+    /// Set once [`Session::finish`] completed; otherwise dropping the session cleans up (a
+    /// panic or a cancelled task never leaves a ghost in the registry or the rooms).
+    finished: bool,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let inner = self.node.inner.clone();
+        if inner.registry.remove(&self.handle) {
+            inner
+                .broker
+                .release_user(&inner.id, &self.handle.user, &self.handle.id);
+        }
+        self.handle.shut_queue();
+        let rooms = std::mem::take(&mut self.rooms.0);
+        if rooms.is_empty() {
+            return;
+        }
+        let handle = self.handle.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for m in rooms {
+                    inner.store.disconnect(&m, &handle).await;
+                }
+            });
+        }
+    }
 }
 
 impl Session {
@@ -137,6 +171,7 @@ impl Session {
             rooms: Rooms::default(),
             handle,
             node,
+            finished: false,
         }
     }
 
@@ -144,7 +179,8 @@ impl Session {
     /// whatever was still queued.
     pub(crate) async fn finish(mut self) {
         let inner = self.node.inner.clone();
-        for m in self.rooms.0.drain(..) {
+        // One at a time, so a cancelled finish leaves the rest to `Drop`.
+        while let Some(m) = self.rooms.0.pop() {
             inner.store.disconnect(&m, &self.handle).await;
         }
         if inner.registry.remove(&self.handle) {
@@ -153,6 +189,7 @@ impl Session {
                 .release_user(&inner.id, &self.handle.user, &self.handle.id);
         }
         self.handle.shut_queue();
+        self.finished = true;
     }
 
     fn reply(&self, frame: &ServerFrame) {
