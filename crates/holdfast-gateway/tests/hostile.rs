@@ -467,3 +467,28 @@ async fn a_far_future_expiry_is_a_working_session_and_leaves_nothing_behind() {
         .await;
     assert_eq!(other.expect_error("user_offline").await["id"], "s2");
 }
+
+/// Binary frames on a JSON session count against the inbound rate limit like any other frame:
+/// a flood of them ends with 4003 instead of an answer to each.
+#[tokio::test]
+async fn binary_frames_do_not_bypass_the_rate_limit() {
+    use futures_util::SinkExt;
+    let mut cfg = test_config();
+    cfg.limits.rate_limit_per_sec = 5;
+    cfg.limits.rate_limit_burst = 5;
+    cfg.limits.rate_limit_strikes = 8;
+    let gw = start(cfg).await;
+    let (mut c, _) = Client::connect(gw.local_addr(), "flood").await;
+    for _ in 0..200 {
+        if c.ws
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                vec![0u8; 16].into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(c.expect_close().await, 4003);
+}

@@ -235,6 +235,18 @@ impl Session {
             .await
     }
 
+    /// Handles a binary frame on a JSON session: refused like any invalid frame, and counted
+    /// against the inbound rate limit like every other frame.
+    pub(crate) async fn on_unexpected_binary(&mut self) -> Option<CloseCode> {
+        self.on_parsed(Err(FrameError {
+            code: ErrorCode::InvalidFrame,
+            message: "binary frames need the holdfast.v1.msgpack subprotocol; send JSON text"
+                .into(),
+            id: None,
+        }))
+        .await
+    }
+
     async fn on_parsed(&mut self, parsed: Result<ClientFrame, FrameError>) -> Option<CloseCode> {
         let inner = self.node.inner.clone();
         inner.metrics.messages_received.inc();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use holdfast_protocol::{CloseCode, Encoding, ErrorCode, ServerFrame, ServerShutdown};
+use holdfast_protocol::{CloseCode, Encoding, ServerFrame, ServerShutdown};
 use tokio::time::{sleep_until, Instant};
 
 use super::auth::authenticate;
@@ -203,9 +203,8 @@ where
                         if let Some(code) = Box::pin(session.on_message(&bytes)).await {
                             break Ending::Close(code);
                         }
-                    } else {
-                        inner.metrics.messages_received.inc();
-                        session.reply_error(ErrorCode::InvalidFrame, "binary frames need the holdfast.v1.msgpack subprotocol; send JSON text", None);
+                    } else if let Some(code) = Box::pin(session.on_unexpected_binary()).await {
+                        break Ending::Close(code);
                     }
                 }
                 Some(Ok(Message::Pong(_))) => {
