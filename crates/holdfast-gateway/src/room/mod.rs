@@ -3,6 +3,7 @@
 //! - [`state`]: the state of one room (plain, serialisable data).
 //! - [`rules`]: every room operation, applied to a state: the one place where the room rules
 //!   live, whatever the backend.
+//! - [`membership`]: join, leave and the member list; [`resume`]: the resume rule.
 //! - [`authority`]: who holds authority and who takes it over.
 //! - [`presence`]: the frames that announce membership changes.
 //! - [`stream`]: the replay ring and the gap arithmetic of a resume.
@@ -12,8 +13,10 @@
 
 pub mod authority;
 pub mod fanout;
+pub mod membership;
 pub mod options;
 pub mod presence;
+pub mod resume;
 pub mod rules;
 pub mod service;
 pub mod state;

@@ -9,10 +9,11 @@ use holdfast_protocol::{ErrorCode, Event, Member, PresenceStatus, ServerFrame, S
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::options::{Namespaces, PresenceMode, RoomOptions};
-use super::state::{MemberRecord, RoomState, Snapshot};
+use super::membership::{join, remove};
+use super::options::{Namespaces, RoomOptions};
+use super::resume::resume;
+use super::state::{RoomState, Snapshot};
 use super::RoomError;
-use crate::tokens::hashes_match;
 
 /// Settings the rules read, taken from the node's configuration.
 #[derive(Debug, Clone)]
@@ -228,11 +229,11 @@ pub const SERVER_FROM: &str = "server";
 /// The dedupe window key of the backend's publishes (not a valid player id).
 pub const SERVER_DEDUPE: &str = "@server";
 
-fn err(code: ErrorCode, message: &'static str) -> RoomError {
+pub(super) fn err(code: ErrorCode, message: &'static str) -> RoomError {
     RoomError { code, message }
 }
 
-fn not_in_room() -> RoomError {
+pub(super) fn not_in_room() -> RoomError {
     err(ErrorCode::NotInRoom, "not a member of the room")
 }
 
@@ -487,161 +488,6 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
     }
 }
 
-fn join(
-    st: &mut RoomState,
-    who: &Who,
-    token: Option<String>,
-    rules: &Rules,
-) -> Result<Outcome, RoomError> {
-    if let Some(i) = st.members.iter().position(|m| m.on(&who.session)) {
-        // The same session joined before and did not get the reply: the retry converges on
-        // the existing membership, with a fresh token (the earlier one was never seen).
-        st.members[i].token = token;
-        st.members[i].prev_token = None;
-        return Ok(Outcome::Joined {
-            player: st.members[i].player.clone(),
-            members: listed(st, rules),
-            count: st.members.len() as u64,
-            authority: st.authority.clone(),
-            state: st.snapshot(),
-        });
-    }
-    let replaced = st
-        .members
-        .iter()
-        .position(|m| !m.online() && m.user == who.user);
-    // A fresh join replaces an away membership of the same user (the client chose not to
-    // resume it), so that one does not count against the limit.
-    let count = st.members.len() - usize::from(replaced.is_some());
-    if count >= rules.options(&st.name).max_members {
-        return Err(err(ErrorCode::RoomFull, "the room is full"));
-    }
-    if let Some(i) = replaced {
-        remove(st, i);
-    }
-    st.next_player += 1;
-    let player = format!("p{}", st.next_player);
-    st.members.push(MemberRecord {
-        player: player.clone(),
-        user: who.user.clone(),
-        session: Some(who.session.clone()),
-        node: Some(who.node.clone()),
-        away_until: None,
-        token,
-        prev_token: None,
-        held_authority: false,
-    });
-    if st.authority.is_none() && rules.options(&st.name).authority {
-        st.authority = Some(player.clone());
-    }
-    let i = st.members.len() - 1;
-    st.note_presence(i, PresenceStatus::Online);
-    Ok(Outcome::Joined {
-        player,
-        members: listed(st, rules),
-        count: st.members.len() as u64,
-        authority: st.authority.clone(),
-        state: st.snapshot(),
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn resume(
-    st: &mut RoomState,
-    player: &str,
-    who: &Who,
-    presented: &str,
-    next: &str,
-    now: u64,
-    last: u64,
-    rules: &Rules,
-) -> Result<Outcome, RoomError> {
-    let Some(i) = st.find(player) else {
-        let expired = st
-            .tombstones
-            .iter()
-            .any(|t| t.player == player && hashes_match(presented, &t.token));
-        return Err(if expired {
-            err(
-                ErrorCode::ReconnectionExpired,
-                "the reconnection window has passed",
-            )
-        } else {
-            err(
-                ErrorCode::ReconnectionTokenInvalid,
-                "unknown player or token",
-            )
-        });
-    };
-    let m = &st.members[i];
-    // Both comparisons always run, so timing does not tell which token matched.
-    let current = m
-        .token
-        .as_deref()
-        .is_some_and(|h| hashes_match(presented, h));
-    let previous = m
-        .prev_token
-        .as_deref()
-        .is_some_and(|h| hashes_match(presented, h));
-    if !(current || previous) || m.user != who.user {
-        return Err(err(
-            ErrorCode::ReconnectionTokenInvalid,
-            "the token is not valid for this user, room and player",
-        ));
-    }
-    if m.away_until.is_some_and(|u| now >= u) {
-        return Err(err(
-            ErrorCode::ReconnectionExpired,
-            "the reconnection window has passed",
-        ));
-    }
-    if st
-        .members
-        .iter()
-        .enumerate()
-        .any(|(j, o)| j != i && o.on(&who.session))
-    {
-        return Err(err(
-            ErrorCode::ReconnectionFailed,
-            "this session is already in the room as another member",
-        ));
-    }
-    let used = if current {
-        m.token.clone()
-    } else {
-        m.prev_token.clone()
-    };
-    // A resume while the old socket still looks alive (half-open) wins over it; a retry on
-    // the same session (its reply was lost) converges.
-    let retry = m.on(&who.session);
-    let kick = m.session.clone().filter(|s| *s != who.session);
-    let restore = m.held_authority && rules.restore_authority;
-    let replay_to = st.seq;
-    let m = &mut st.members[i];
-    m.session = Some(who.session.clone());
-    m.node = Some(who.node.clone());
-    m.away_until = None;
-    m.held_authority = false;
-    m.token = Some(next.to_owned());
-    m.prev_token = used;
-    if !retry {
-        st.note_presence(i, PresenceStatus::Online);
-    }
-    st.kick = kick;
-    if restore && st.authority.is_none() {
-        st.set_authority(Some(player.to_owned()));
-    }
-    Ok(Outcome::Resumed {
-        members: listed(st, rules),
-        count: st.members.len() as u64,
-        authority: st.authority.clone(),
-        replay_to,
-        state: st.snapshot().filter(|s| s.seq > last),
-        after: 0,
-        foreign: None,
-    })
-}
-
 /// Replaces the room's state and emits `state_set`.
 fn set_state(
     st: &mut RoomState,
@@ -687,29 +533,6 @@ fn set_state(
     st.state = Some(raw);
     st.state_seq = seq;
     Ok(Outcome::StateSet { seq })
-}
-
-/// The member list a reply carries: the whole list in presence mode `full`, none otherwise
-/// (so a join or resume in a large room costs O(1) in its size).
-fn listed(st: &RoomState, rules: &Rules) -> Vec<Member> {
-    if rules.options(&st.name).presence == PresenceMode::Full {
-        st.member_list()
-    } else {
-        Vec::new()
-    }
-}
-
-/// Removes member `i` for good: presence `left`, authority to the successor, a tombstone for
-/// its token.
-fn remove(st: &mut RoomState, i: usize) {
-    let m = st.members.remove(i);
-    st.dedupe.remove(&m.player);
-    st.dedupe_dirty.push(m.player.clone());
-    st.note_presence_of(m.player.clone(), m.user, PresenceStatus::Left);
-    st.succeed(&m.player);
-    if let Some(token) = m.token {
-        st.bury(m.player, token);
-    }
 }
 
 /// The range of the stream a backend must read for `op`, before appending what it emitted:
