@@ -492,3 +492,100 @@ async fn binary_frames_do_not_bypass_the_rate_limit() {
     }
     assert_eq!(c.expect_close().await, 4003);
 }
+
+/// Opens a WebSocket by hand on a raw socket (so broken frames can be sent) and returns it
+/// right after the 101 answer.
+async fn raw_ws(addr: SocketAddr, user: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        holdfast_testkit::token(user)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// Reads server frames until the close frame; its code (None when the connection ended first).
+async fn close_code(s: &mut TcpStream) -> Option<u16> {
+    loop {
+        let mut h = [0u8; 2];
+        if tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut h))
+            .await
+            .ok()?
+            .is_err()
+        {
+            return None;
+        }
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await.ok()?;
+            len = u64::from(u16::from_be_bytes(l));
+        } else if len == 127 {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).await.ok()?;
+            len = u64::from_be_bytes(l);
+        }
+        let mut payload = vec![0u8; len as usize];
+        s.read_exact(&mut payload).await.ok()?;
+        if h[0] & 0x0f == 0x8 {
+            return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_get_a_close_frame_with_their_code() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    // An unmasked client frame: 1002.
+    let mut s = raw_ws(addr, "v1").await;
+    s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002));
+    // A text frame that is not UTF-8 (masked with a zero key): 1007.
+    let mut s = raw_ws(addr, "v2").await;
+    s.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1007));
+    // A reserved opcode: 1002.
+    let mut s = raw_ws(addr, "v3").await;
+    s.write_all(&[0x83, 0x80, 0, 0, 0, 0]).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002));
+}
+
+/// A client that floods past the rate limit without reading still gets the 4003 close frame
+/// (the server reads what is left before closing, so the kernel does not reset the socket).
+#[tokio::test]
+async fn a_rate_limited_flood_gets_its_close_code() {
+    let mut cfg = test_config();
+    cfg.limits.rate_limit_per_sec = 5;
+    cfg.limits.rate_limit_burst = 5;
+    cfg.limits.rate_limit_strikes = 3;
+    let gw = start(cfg).await;
+    let mut s = raw_ws(gw.local_addr(), "flooder").await;
+    // 400 masked ping frames ({"type":"ping"}) in one write, then read.
+    let body = br#"{"type":"ping"}"#;
+    let mut frame = vec![0x81, 0x80 | body.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(body);
+    let burst: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 400)
+        .collect();
+    let _ = s.write_all(&burst).await;
+    assert_eq!(close_code(&mut s).await, Some(4003));
+}

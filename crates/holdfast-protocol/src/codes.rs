@@ -140,6 +140,8 @@ pub enum CloseCode {
     GoingAway = 1001,
     /// 1002: the peer broke the WebSocket protocol itself.
     ProtocolError = 1002,
+    /// 1007: a text message that is not valid UTF-8.
+    InvalidPayload = 1007,
     /// 1008: policy violation (for example a hostile stream of malformed frames).
     PolicyViolation = 1008,
     /// 1009: a message exceeded `limits.max_message_bytes`.
@@ -167,10 +169,11 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code, in documentation order.
-    pub const ALL: [CloseCode; 14] = [
+    pub const ALL: [CloseCode; 15] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
@@ -200,6 +203,7 @@ impl CloseCode {
             CloseCode::Normal => "normal",
             CloseCode::GoingAway => "going_away",
             CloseCode::ProtocolError => "protocol_error",
+            CloseCode::InvalidPayload => "invalid_payload",
             CloseCode::PolicyViolation => "policy_violation",
             CloseCode::MessageTooBig => "message_too_big",
             CloseCode::InternalError => "internal_error",
@@ -231,6 +235,7 @@ impl CloseCode {
             | CloseCode::HeartbeatTimeout => true,
             CloseCode::Normal
             | CloseCode::ProtocolError
+            | CloseCode::InvalidPayload
             | CloseCode::PolicyViolation
             | CloseCode::MessageTooBig
             | CloseCode::Replaced

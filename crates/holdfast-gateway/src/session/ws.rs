@@ -30,6 +30,26 @@ use crate::room::encode;
 const MAX_BATCH: usize = 64;
 /// How long a close or shutdown notice may take to write before the socket is dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long, and for how many frames, the server keeps reading after its close frame.
+const LINGER: Duration = Duration::from_secs(1);
+const MAX_LINGER_FRAMES: usize = 1024;
+
+/// After the server's close frame: reads and discards what the client still sends, until its
+/// close answer (or the connection's end), bounded in time and count. Dropping a socket with
+/// unread input makes the kernel reset the connection, and the client would then lose the close
+/// frame (and its code: a rate-limited client would see 1006 and reconnect at once).
+async fn linger<S, E>(ws: &mut S)
+where
+    S: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + LINGER;
+    for _ in 0..MAX_LINGER_FRAMES {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
 
 /// How a session loop ended.
 enum Ending {
@@ -133,6 +153,22 @@ pub(super) fn is_too_big(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The close code for a WebSocket protocol violation by the client: 1007 for a text message
+/// that is not UTF-8, 1002 for any other broken frame (unmasked, reserved bits or opcodes,
+/// oversized or fragmented control frames).
+pub(super) fn violation(e: &(dyn std::error::Error + 'static)) -> Option<CloseCode> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        match err.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Utf8(_)) => return Some(CloseCode::InvalidPayload),
+            Some(tungstenite::Error::Protocol(_)) => return Some(CloseCode::ProtocolError),
+            _ => {}
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// The session loop; returns the close code to record.
 async fn drive<S, E>(mut session: Session, ws: &mut S) -> u16
 where
@@ -190,6 +226,11 @@ where
                     if is_too_big(&e) {
                         break Ending::Close(CloseCode::MessageTooBig);
                     }
+                    // A broken frame still gets a close frame with its code, not a dropped
+                    // connection the client would take for network trouble.
+                    if let Some(code) = violation(&e) {
+                        break Ending::Close(code);
+                    }
                     break Ending::Lost;
                 }
                 Some(Ok(Message::Text(text))) => {
@@ -223,6 +264,7 @@ where
         match ending {
             Ending::Close(code) => {
                 close_with(ws, code).await;
+                linger(ws).await;
                 code.code()
             }
             Ending::Drain => {
@@ -232,6 +274,7 @@ where
                 });
                 write_now(ws, handle.encoding, &notice).await;
                 close_with(ws, CloseCode::GoingAway).await;
+                linger(ws).await;
                 CloseCode::GoingAway.code()
             }
             Ending::ClientClosed(code) => {
