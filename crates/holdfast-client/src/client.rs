@@ -45,6 +45,17 @@ pub struct Membership {
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
 
 /// A request from a handle to the connection task.
+/// A room request answered by a plain `ack`.
+#[derive(Debug, Clone)]
+pub(crate) enum RoomAction {
+    /// `claim_authority`.
+    Claim,
+    /// `release_authority`.
+    Release,
+    /// `set_state`.
+    SetState(Value),
+}
+
 #[derive(Debug)]
 pub(crate) enum Command {
     /// `join`.
@@ -70,7 +81,7 @@ pub(crate) enum Command {
     /// `claim_authority` (`claim` true) or `release_authority`.
     Authority {
         room: String,
-        claim: bool,
+        action: RoomAction,
         reply: Reply<()>,
     },
 }
@@ -173,7 +184,25 @@ impl Client {
         let room = room.into();
         self.request(|reply| Command::Authority {
             room,
-            claim: true,
+            action: RoomAction::Claim,
+            reply,
+        })
+        .await
+    }
+
+    /// Replaces `room`'s state (the member must hold authority); resolves once the gateway
+    /// acknowledged it. Every member, this one included, then receives the `state_set`
+    /// ([`crate::ClientEvent::State`]). Like a publish, a set whose reply was lost to a drop is
+    /// resent once the room is resumed.
+    pub async fn set_state(
+        &self,
+        room: impl Into<String>,
+        state: Value,
+    ) -> Result<(), RequestError> {
+        let room = room.into();
+        self.request(|reply| Command::Authority {
+            room,
+            action: RoomAction::SetState(state),
             reply,
         })
         .await
@@ -184,7 +213,7 @@ impl Client {
         let room = room.into();
         self.request(|reply| Command::Authority {
             room,
-            claim: false,
+            action: RoomAction::Release,
             reply,
         })
         .await

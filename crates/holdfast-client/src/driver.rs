@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use holdfast_protocol::{
     Ack, ClientFrame, CloseCode, ErrorCode, ErrorFrame, Joined, Left, Publish, Reconnect,
-    Reconnected, Refresh, RoomRequest, Send, ServerFrame, Welcome,
+    Reconnected, Refresh, RoomRequest, Send, ServerFrame, SetState, Welcome,
 };
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::Value;
@@ -41,7 +41,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::backoff::Backoff;
-use crate::client::{Command, Membership, Reply};
+use crate::client::{Command, Membership, Reply, RoomAction};
 use crate::config::{ClientConfig, TokenFuture, TokenRefresher};
 use crate::error::{CloseError, RequestError};
 use crate::event::ClientEvent;
@@ -106,7 +106,7 @@ enum PendingKind {
     },
     Authority {
         room: String,
-        claim: bool,
+        action: RoomAction,
         reply: Reply<()>,
     },
     /// A `reconnect` for a room, sent when the connection opened; never resent.
@@ -528,15 +528,19 @@ impl Driver {
                 data: data.clone(),
                 id,
             }),
-            PendingKind::Authority { room, claim, .. } => {
+            PendingKind::Authority { room, action, .. } => {
                 let request = RoomRequest {
                     room: room.clone(),
                     id,
                 };
-                if *claim {
-                    ClientFrame::ClaimAuthority(request)
-                } else {
-                    ClientFrame::ReleaseAuthority(request)
+                match action {
+                    RoomAction::Claim => ClientFrame::ClaimAuthority(request),
+                    RoomAction::Release => ClientFrame::ReleaseAuthority(request),
+                    RoomAction::SetState(state) => ClientFrame::SetState(SetState {
+                        room: request.room,
+                        state: state.clone(),
+                        id: request.id,
+                    }),
                 }
             }
             // These are written when they are created and never resent.
@@ -553,9 +557,15 @@ impl Driver {
             Command::Leave { room, reply } => PendingKind::Leave { room, reply },
             Command::Publish { room, data, reply } => PendingKind::Publish { room, data, reply },
             Command::Send { to, data, reply } => PendingKind::Send { to, data, reply },
-            Command::Authority { room, claim, reply } => {
-                PendingKind::Authority { room, claim, reply }
-            }
+            Command::Authority {
+                room,
+                action,
+                reply,
+            } => PendingKind::Authority {
+                room,
+                action,
+                reply,
+            },
         };
         let order = self.next_order();
         self.pending.insert(order, Pending { sent: false, kind });
