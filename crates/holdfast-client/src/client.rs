@@ -251,3 +251,67 @@ impl Client {
         )
     }
 }
+
+/// A handle to one room of a [`Client`]: the room's requests without repeating its name.
+/// Cheap to clone; it shares the client's connection. Events of every room still arrive on
+/// the client's one [`crate::Events`] stream (each carries its room).
+#[derive(Debug, Clone)]
+pub struct Room {
+    client: Client,
+    name: String,
+}
+
+impl Client {
+    /// A handle to `room` (joining is still [`Room::join`]).
+    pub fn room(&self, room: impl Into<String>) -> Room {
+        Room {
+            client: self.clone(),
+            name: room.into(),
+        }
+    }
+}
+
+impl Room {
+    /// The room's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Joins the room (see [`Client::join`]).
+    pub async fn join(&self) -> Result<Membership, RequestError> {
+        self.client.join(self.name.clone()).await
+    }
+
+    /// Joins the room with a join token (see [`Client::join_with_token`]).
+    pub async fn join_with_token(
+        &self,
+        token: impl Into<String>,
+    ) -> Result<Membership, RequestError> {
+        self.client.join_with_token(self.name.clone(), token).await
+    }
+
+    /// Leaves the room (see [`Client::leave`]).
+    pub async fn leave(&self) -> Result<(), RequestError> {
+        self.client.leave(self.name.clone()).await
+    }
+
+    /// Publishes to the room (see [`Client::publish`]).
+    pub async fn publish(&self, data: Value) -> Result<u64, RequestError> {
+        self.client.publish(self.name.clone(), data).await
+    }
+
+    /// Replaces the room's state (see [`Client::set_state`]).
+    pub async fn set_state(&self, state: Value) -> Result<(), RequestError> {
+        self.client.set_state(self.name.clone(), state).await
+    }
+
+    /// Claims the authority role (see [`Client::claim_authority`]).
+    pub async fn claim_authority(&self) -> Result<(), RequestError> {
+        self.client.claim_authority(self.name.clone()).await
+    }
+
+    /// Releases the authority role (see [`Client::release_authority`]).
+    pub async fn release_authority(&self) -> Result<(), RequestError> {
+        self.client.release_authority(self.name.clone()).await
+    }
+}

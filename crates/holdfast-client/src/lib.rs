@@ -56,7 +56,7 @@ mod position;
 mod transport;
 
 pub use backoff::{Backoff, BackoffError};
-pub use client::{Client, Membership};
+pub use client::{Client, Membership, Room};
 pub use config::{ClientConfig, TokenRefresher};
 pub use error::{CloseError, ConnectError, RequestError};
 pub use event::{ClientEvent, Events};

@@ -84,14 +84,15 @@ async fn publish_is_acked_and_delivered_to_every_member() {
 
     // The authority holder sets the room's state: everyone gets the `state_set`, and a member
     // that is not the holder is refused.
-    alice
-        .set_state("lobby", json!({"tick": 1}))
-        .await
-        .unwrap();
+    let lobby = alice.room("lobby");
+    assert_eq!(lobby.name(), "lobby");
+    lobby.set_state(json!({"tick": 1})).await.unwrap();
     b_events
-        .wait_for("the state", WAIT, |e| {
-            matches!(e, ClientEvent::State(s) if s.state == json!({"tick": 1}))
-        })
+        .wait_for(
+            "the state",
+            WAIT,
+            |e| matches!(e, ClientEvent::State(s) if s.state == json!({"tick": 1})),
+        )
         .await;
     let refused = bob.set_state("lobby", json!({"tick": 2})).await;
     assert!(
