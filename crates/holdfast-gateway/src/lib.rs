@@ -31,6 +31,7 @@
 //! OS signals and a real port while tests pass `127.0.0.1:0`; there is no process-global
 //! state, so several nodes can run in one process.
 
+mod admin;
 pub mod api;
 pub mod auth;
 pub mod broker;

@@ -506,3 +506,20 @@ async fn bodies_and_parameters_are_bounded() {
     assert!(tokio::net::TcpStream::connect(api).await.is_err());
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+#[tokio::test]
+async fn admin_page_is_served_on_the_internal_listener_only() {
+    let gw = start_api(api_config()).await;
+    let api = gw.api_addr().unwrap();
+    // The page itself needs no key; every call it makes does.
+    let (status, body) = http_get(api, "/admin").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>Holdfast admin</title>"), "{body}");
+    assert!(body.contains("/api/v1/nodes"));
+    // No other origin: no CDN, no web fonts.
+    assert!(!body.contains("http://") && !body.contains("https://"));
+    assert_eq!(http_get(api, "/api/v1/nodes").await.0, 401);
+    // Never on the public listener.
+    assert_eq!(http_get(gw.local_addr(), "/admin").await.0, 404);
+    gw.shutdown().await;
+}

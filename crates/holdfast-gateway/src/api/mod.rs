@@ -19,6 +19,8 @@
 //! - `GET /api/v1/nodes`: the cluster view ([`nodes`]).
 //! - `GET /metrics`: Prometheus text format, without a key (for the scraper).
 //! - `GET /healthz`: 200 while the process serves requests, without a key.
+//! - `GET /admin`: the admin page, without a key; its every data call is one of the above
+//!   (see [`crate::admin`]).
 //!
 //! Bounds: `api.max_connections` connections at once, `limits.handshake_timeout_ms` for the
 //! headers, `limits.body_timeout_ms` and `api.max_body_bytes` for the body, `limit`
@@ -290,6 +292,7 @@ pub fn router(node: Node) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(api)
         .merge(crate::metrics::router(node.clone()))
+        .merge(crate::admin::router())
         .fallback(unknown_route)
         .with_state(node)
 }
