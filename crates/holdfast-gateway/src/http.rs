@@ -24,7 +24,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +37,7 @@ use crate::limits::{origin_allowed, raw_refusal, ConnSlot, Full};
 use crate::node::{AdmitError, Node};
 use crate::proxy::TrustedProxies;
 use crate::tls::TlsFiles;
+use crate::upgrade::Handshake;
 use crate::{fallback, session};
 
 /// The node's routes.
@@ -104,7 +104,7 @@ async fn ws_upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Handshake,
 ) -> Response {
     if node.is_draining() {
         return reject(&node, StatusCode::SERVICE_UNAVAILABLE, "draining");
@@ -147,27 +147,32 @@ async fn ws_upgrade(
         }
     };
     let max = limits.max_message_bytes;
-    let write_buffer = 16 * 1024;
     // The largest frame the server writes is a `reconnected` carrying a full replay buffer.
-    let max_write = write_buffer
+    let max_write = 16 * 1024
         + limits.send_queue_bytes
         + (node.config().reconnection.event_buffer_size + 2) * (max + 1024);
-    // Held until the session task starts, so a drain cannot finish between the 101 response
-    // and the session being tracked.
-    let tracker_token = node.inner.drain.tracker().token();
-    let session_node = node.clone();
-    upgrade
+    let config = tungstenite::protocol::WebSocketConfig::default()
         // Small: it is allocated for every connection, idle or not, and grows on demand for a
         // larger frame. Client frames are mostly a few hundred bytes.
         .read_buffer_size(512)
-        .write_buffer_size(write_buffer)
+        // tungstenite writes only control frames, straight through to the session's
+        // coalescing buffer (see `session::lean`), so it keeps no output buffer of its own.
+        .write_buffer_size(0)
         .max_write_buffer_size(max_write)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            let _tracked = tracker_token;
-            session::run(session_node, socket, claims, admission).await;
-        })
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let session_node = node.clone();
+    let tracker = node.inner.drain.tracker().clone();
+    // The session task is spawned on the node's tracker with the answer, so a drain cannot
+    // finish between the 101 response and the session being tracked.
+    upgrade.accept(
+        config,
+        max_write,
+        move |task| {
+            tracker.spawn(task);
+        },
+        move |socket| session::run(session_node, socket, claims, admission),
+    )
 }
 
 /// Accepts connections until the drain starts, serving each on its own tracked task (over TLS

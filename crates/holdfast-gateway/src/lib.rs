@@ -55,6 +55,7 @@ mod session;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,267 @@
+//! A WebSocket connection that holds no write buffer while idle.
+//!
+//! tungstenite keeps its output buffer at the capacity of the largest frame (or batch) it ever
+//! wrote, for the life of the connection: one `joined` listing a big room, or one burst of
+//! presence frames, and the connection keeps those kilobytes while idle. [`LeanSocket`] keeps
+//! tungstenite for reading and for control frames (ping, pong, close: at most 125 bytes of
+//! payload), and frames the session's text and binary messages itself, straight into
+//! [`LeanIo`]'s coalescing buffer, which is released once a flush has written it. One flush is
+//! still one write in the common case.
+//!
+//! Bounds: the coalescing buffer holds what the session loop fed since its last flush (one
+//! batch, at most `MAX_BATCH` frames taken from the session's queue, which is bounded in
+//! bytes); past [`SOFT_LIMIT`] bytes `poll_ready` flushes before taking more, and past
+//! `max_out` bytes a frame is refused, as tungstenite's `max_write_buffer_size` did.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tungstenite::protocol::frame::CloseFrame as WsCloseFrame;
+use tungstenite::Message as WsMessage;
+
+/// Coalesced bytes past which `poll_ready` writes them out before taking another frame.
+const SOFT_LIMIT: usize = 16 * 1024;
+
+/// The transport under tungstenite: reads pass through, writes are coalesced in a buffer that
+/// exists only between a write and the flush that empties it.
+pub(crate) struct LeanIo<T> {
+    io: T,
+    out: Vec<u8>,
+    /// Bytes of `out` already written to `io`.
+    sent: usize,
+}
+
+impl<T> LeanIo<T> {
+    pub(crate) fn new(io: T) -> Self {
+        LeanIo {
+            io,
+            out: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Appends one unmasked server frame (FIN set) with `opcode` and `payload`.
+    fn push_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let len = payload.len();
+        self.out.reserve(len + 10);
+        self.out.push(0x80 | opcode);
+        if len < 126 {
+            self.out.push(len as u8);
+        } else if let Ok(short) = u16::try_from(len) {
+            self.out.push(126);
+            self.out.extend_from_slice(&short.to_be_bytes());
+        } else {
+            self.out.push(127);
+            self.out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        self.out.extend_from_slice(payload);
+    }
+}
+
+impl<T: AsyncWrite + Unpin> LeanIo<T> {
+    /// Writes out everything coalesced, then releases the buffer.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        if self.out.capacity() > 0 {
+            self.out = Vec::new();
+        }
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for LeanIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for LeanIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Only tungstenite's control frames come this way; they are small and few per flush.
+        self.get_mut().out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// A server-side WebSocket speaking axum's [`Message`], as the session loop expects.
+pub(crate) struct LeanSocket<T> {
+    ws: WebSocketStream<LeanIo<T>>,
+    /// Most bytes that may wait in the coalescing buffer.
+    max_out: usize,
+    /// A close was sent or received, or the connection failed: data frames are refused.
+    closed: bool,
+}
+
+impl<T> LeanSocket<T> {
+    pub(crate) fn new(ws: WebSocketStream<LeanIo<T>>, max_out: usize) -> Self {
+        LeanSocket {
+            ws,
+            max_out,
+            closed: false,
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> LeanSocket<T> {
+    fn push_data(&mut self, opcode: u8, payload: &[u8]) -> Result<(), tungstenite::Error> {
+        if self.closed {
+            return Err(tungstenite::Error::AlreadyClosed);
+        }
+        let io = self.ws.get_mut();
+        if io.pending() + payload.len() > self.max_out {
+            return Err(tungstenite::Error::Io(io::Error::other(
+                "write buffer full",
+            )));
+        }
+        io.push_frame(opcode, payload);
+        Ok(())
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for LeanSocket<T> {
+    type Item = Result<Message, tungstenite::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let msg = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => {
+                    this.closed = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Some(Ok(m)) => m,
+            };
+            let msg = match msg {
+                WsMessage::Text(t) => match Utf8Bytes::try_from(bytes::Bytes::from(t)) {
+                    Ok(t) => Message::Text(t),
+                    Err(_) => {
+                        this.closed = true;
+                        return Poll::Ready(Some(Err(tungstenite::Error::Utf8(
+                            "invalid UTF-8".into(),
+                        ))));
+                    }
+                },
+                WsMessage::Binary(b) => Message::Binary(b),
+                WsMessage::Ping(b) => Message::Ping(b),
+                WsMessage::Pong(b) => Message::Pong(b),
+                WsMessage::Close(f) => {
+                    this.closed = true;
+                    Message::Close(f.map(|f| CloseFrame {
+                        code: f.code.into(),
+                        reason: Utf8Bytes::from(f.reason.as_str()),
+                    }))
+                }
+                // Raw frames are never produced by a read.
+                WsMessage::Frame(_) => continue,
+            };
+            return Poll::Ready(Some(Ok(msg)));
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for LeanSocket<T> {
+    type Error = tungstenite::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        if this.ws.get_ref().pending() >= SOFT_LIMIT {
+            ready!(Pin::new(&mut this.ws).poll_flush(cx))?;
+            ready!(Pin::new(this.ws.get_mut()).poll_flush(cx))?;
+        }
+        Pin::new(&mut this.ws).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        match item {
+            Message::Text(t) => this.push_data(0x1, t.as_bytes()),
+            Message::Binary(b) => this.push_data(0x2, &b),
+            Message::Ping(b) => Pin::new(&mut this.ws).start_send(WsMessage::Ping(b)),
+            Message::Pong(b) => Pin::new(&mut this.ws).start_send(WsMessage::Pong(b)),
+            Message::Close(f) => {
+                this.closed = true;
+                let f = f.map(|f| WsCloseFrame {
+                    code: WsCloseCode::from(f.code),
+                    reason: f.reason.as_str().to_owned().into(),
+                });
+                Pin::new(&mut this.ws).start_send(WsMessage::Close(f))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.ws).poll_flush(cx))?;
+        // tungstenite skips its flush once the close handshake is over; what was coalesced
+        // before the close still goes out.
+        ready!(Pin::new(this.ws.get_mut()).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        this.closed = true;
+        Pin::new(&mut this.ws).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn frames_carry_the_three_length_forms() {
+        let mut io = LeanIo::new(());
+        io.push_frame(0x1, b"hi");
+        assert_eq!(io.out, b"\x81\x02hi");
+        io.out.clear();
+        io.push_frame(0x1, &[b'a'; 300]);
+        assert_eq!(&io.out[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(io.out.len(), 304);
+        io.out.clear();
+        io.push_frame(0x2, &vec![0u8; 70_000]);
+        assert_eq!(&io.out[..2], &[0x82, 127]);
+        assert_eq!(&io.out[2..10], &70_000u64.to_be_bytes());
+        assert_eq!(io.out.len(), 70_010);
+    }
+}
