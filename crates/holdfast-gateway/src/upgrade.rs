@@ -16,6 +16,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::OptionFuture;
+use futures_util::FutureExt;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -116,29 +118,13 @@ impl Handshake {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
-        let on_upgrade = self.on_upgrade;
-        spawn(Box::pin(async move {
-            let Ok(upgraded) = on_upgrade.await else {
-                return;
-            };
-            let ws = match upgraded.downcast::<TokioIo<MaybeTls>>() {
-                Ok(parts) => {
-                    let io = LeanIo::new(SessionIo::Direct(parts.io.into_inner()));
-                    if parts.read_buf.is_empty() {
-                        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-                    } else {
-                        let early = parts.read_buf.to_vec();
-                        WebSocketStream::from_partially_read(io, early, Role::Server, Some(config))
-                            .await
-                    }
-                }
-                Err(upgraded) => {
-                    let io = LeanIo::new(SessionIo::Wrapped(TokioIo::new(upgraded)));
-                    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-                }
-            };
-            session(LeanSocket::new(ws, max_out)).await;
-        }));
+        // Two states, one after the other: the upgrade (ending with the socket) and then the
+        // session. `then` keeps them in one enum, so the session task holds only the session's
+        // state, not the upgrade's as well.
+        let task = socket(self.on_upgrade, config, max_out)
+            .then(move |socket| OptionFuture::from(socket.map(session)))
+            .map(|_| ());
+        spawn(Box::pin(task));
         let mut res = Response::new(Body::empty());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = res.headers_mut();
@@ -152,6 +138,31 @@ impl Handshake {
             Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
     }
+}
+
+/// The session's socket, once hyper hands over the connection.
+async fn socket(
+    on_upgrade: OnUpgrade,
+    config: WebSocketConfig,
+    max_out: usize,
+) -> Option<SessionSocket> {
+    let upgraded = on_upgrade.await.ok()?;
+    let ws = match upgraded.downcast::<TokioIo<MaybeTls>>() {
+        Ok(parts) => {
+            let io = LeanIo::new(SessionIo::Direct(parts.io.into_inner()));
+            if parts.read_buf.is_empty() {
+                WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+            } else {
+                let early = parts.read_buf.to_vec();
+                WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await
+            }
+        }
+        Err(upgraded) => {
+            let io = LeanIo::new(SessionIo::Wrapped(TokioIo::new(upgraded)));
+            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+        }
+    };
+    Some(LeanSocket::new(ws, max_out))
 }
 
 impl AsyncRead for SessionIo {
