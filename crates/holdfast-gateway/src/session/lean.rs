@@ -247,7 +247,128 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for LeanSocket<T> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use futures_util::{SinkExt, StreamExt};
+    use tungstenite::protocol::{Role, WebSocketConfig};
+
     use super::*;
+
+    /// A server socket over an in-memory pipe, and a plain tungstenite client on the other end.
+    async fn pair() -> (
+        LeanSocket<tokio::io::DuplexStream>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(512)
+            .write_buffer_size(0)
+            .max_message_size(Some(1 << 20));
+        let server =
+            WebSocketStream::from_raw_socket(LeanIo::new(a), Role::Server, Some(config)).await;
+        let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        (LeanSocket::new(server, 1 << 20), client)
+    }
+
+    #[tokio::test]
+    async fn frames_reach_a_tungstenite_client_and_the_buffer_is_released() {
+        let (mut server, mut client) = pair().await;
+        let big = "x".repeat(70_000);
+        for text in ["hello", &"y".repeat(300), &big] {
+            server.feed(Message::Text(text.into())).await.unwrap();
+        }
+        server
+            .feed(Message::Binary(vec![1u8, 2, 3].into()))
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        assert_eq!(
+            server.ws.get_ref().out.capacity(),
+            0,
+            "released after the flush"
+        );
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            WsMessage::text("hello")
+        );
+        assert_eq!(client.next().await.unwrap().unwrap().len(), 300);
+        assert_eq!(
+            client.next().await.unwrap().unwrap().into_text().unwrap(),
+            big
+        );
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            WsMessage::binary(vec![1u8, 2, 3])
+        );
+
+        // Client frames, and a ping answered by tungstenite in order with the data.
+        client.send(WsMessage::text("from client")).await.unwrap();
+        client.send(WsMessage::Ping("p".into())).await.unwrap();
+        client.send(WsMessage::text("after ping")).await.unwrap();
+        match server.next().await.unwrap().unwrap() {
+            Message::Text(t) => assert_eq!(t.as_str(), "from client"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            server.next().await.unwrap().unwrap(),
+            Message::Ping(_)
+        ));
+        match server.next().await.unwrap().unwrap() {
+            Message::Text(t) => assert_eq!(t.as_str(), "after ping"),
+            other => panic!("unexpected {other:?}"),
+        }
+        server
+            .send(Message::Text("after pong".into()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            client.next().await.unwrap().unwrap(),
+            WsMessage::Pong(_)
+        ));
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            WsMessage::text("after pong")
+        );
+
+        // Close from the server: data is refused afterwards, the client sees the code.
+        server
+            .send(Message::Close(Some(CloseFrame {
+                code: 4001,
+                reason: Utf8Bytes::from_static("slow"),
+            })))
+            .await
+            .unwrap();
+        assert!(server.send(Message::Text("late".into())).await.is_err());
+        match client.next().await.unwrap().unwrap() {
+            WsMessage::Close(Some(f)) => assert_eq!(u16::from(f.code), 4001),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_close_is_answered() {
+        let (mut server, mut client) = pair().await;
+        client.close(None).await.unwrap();
+        assert!(matches!(
+            server.next().await.unwrap().unwrap(),
+            Message::Close(None)
+        ));
+        server.flush().await.unwrap();
+        assert!(matches!(
+            client.next().await.unwrap().unwrap(),
+            WsMessage::Close(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn more_than_the_bound_is_refused() {
+        let (server, _client) = pair().await;
+        let mut server = LeanSocket::new(server.ws, 1_000);
+        assert!(server
+            .start_send_unpin(Message::Text("a".repeat(900).into()))
+            .is_ok());
+        assert!(server
+            .start_send_unpin(Message::Text("b".repeat(200).into()))
+            .is_err());
+    }
 
     #[test]
     fn frames_carry_the_three_length_forms() {
