@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarises scripts/bench-core results (standard library only).
 
-    bench/core_summary.py [LABEL=]DIR ... [--plot FILE.svg]
+    bench/core_summary.py [LABEL=]DIR ... [--plot FILE.svg] [--plot-skip SERIES,...]
 
 Each DIR holds ``<target>-<case>-<run>.json`` files; with several DIRs (for example the
 results before and after a change) the series are named ``LABEL/target``. Prints one markdown
@@ -74,9 +74,9 @@ def markdown(meds):
     return "\n".join(lines)
 
 
-def svg(meds, path):
+def svg(meds, path, skip=()):
     cases = sorted({c for c, _s in meds}, key=case_key)
-    series = sorted({s for _c, s in meds})
+    series = sorted({s for _c, s in meds if s not in skip})
     panels = [(0, "server RSS per idle connection (B)"), (1, "server CPU per connection setup (us)")]
     w, ph, left, top = 960, 300, 70, 40
     h = top + len(panels) * (ph + 60) + 20 * len(series)
@@ -85,8 +85,11 @@ def svg(meds, path):
            f'<rect width="{w}" height="{h}" fill="white"/>']
     for k, (idx, title) in enumerate(panels):
         y0 = top + k * (ph + 60)
-        vmax = max([meds[(c, s)][idx] for c in cases for s in series
-                    if (c, s) in meds and meds[(c, s)][idx] == meds[(c, s)][idx]] + [1.0])
+        vals = [meds[(c, s)][idx] for c in cases for s in series
+                if (c, s) in meds and meds[(c, s)][idx] == meds[(c, s)][idx]]
+        # An outlier would flatten every other bar: bars above 4x the median are clipped and
+        # labelled with their value.
+        vmax = min(max(vals + [1.0]), 4 * max(statistics.median(vals) if vals else 1.0, 1.0))
         out.append(f'<text x="{left}" y="{y0 - 10}" font-size="13">{title}</text>')
         out.append(f'<line x1="{left}" y1="{y0 + ph}" x2="{w - 10}" y2="{y0 + ph}" stroke="#333"/>')
         gw = (w - left - 20) / max(1, len(cases))
@@ -99,8 +102,10 @@ def svg(meds, path):
                 v = meds.get((c, s), [float("nan")] * len(FIGURES))[idx]
                 if v != v:
                     continue
-                bh = ph * v / vmax
+                bh = ph * min(v, vmax) / vmax
                 x = gx + j * bw
+                if v > vmax:
+                    out.append(f'<text x="{x:.1f}" y="{y0 - 2:.1f}" font-size="9">{v:,.0f}</text>')
                 out.append(f'<rect x="{x:.1f}" y="{y0 + ph - bh:.1f}" width="{bw * 0.9:.1f}" '
                            f'height="{bh:.1f}" fill="{COLORS[j % len(COLORS)]}">'
                            f'<title>{s} {c}: {v:,.0f}</title></rect>')
@@ -118,7 +123,11 @@ def svg(meds, path):
 
 def main():
     args = sys.argv[1:]
-    plot = None
+    plot, skip = None, ()
+    if "--plot-skip" in args:
+        i = args.index("--plot-skip")
+        skip = tuple(args[i + 1].split(","))
+        del args[i:i + 2]
     if "--plot" in args:
         i = args.index("--plot")
         plot = args[i + 1]
@@ -129,7 +138,7 @@ def main():
     meds = medians(load(args))
     print(markdown(meds))
     if plot:
-        svg(meds, plot)
+        svg(meds, plot, skip)
     return 0
 
 
