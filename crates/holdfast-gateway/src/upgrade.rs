@@ -149,7 +149,7 @@ async fn socket(
     let upgraded = on_upgrade.await.ok()?;
     let ws = match upgraded.downcast::<TokioIo<MaybeTls>>() {
         Ok(parts) => {
-            let io = LeanIo::new(SessionIo::Direct(parts.io.into_inner()));
+            let io = LeanIo::new(SessionIo::Direct(parts.io.into_inner()), max_out);
             if parts.read_buf.is_empty() {
                 WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
             } else {
@@ -158,11 +158,11 @@ async fn socket(
             }
         }
         Err(upgraded) => {
-            let io = LeanIo::new(SessionIo::Wrapped(TokioIo::new(upgraded)));
+            let io = LeanIo::new(SessionIo::Wrapped(TokioIo::new(upgraded)), max_out);
             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
         }
     };
-    Some(LeanSocket::new(ws, max_out))
+    Some(LeanSocket::new(ws))
 }
 
 impl AsyncRead for SessionIo {

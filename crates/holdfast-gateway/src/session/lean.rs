@@ -10,8 +10,9 @@
 //!
 //! Bounds: the coalescing buffer holds what the session loop fed since its last flush (one
 //! batch, at most `MAX_BATCH` frames taken from the session's queue, which is bounded in
-//! bytes); past [`SOFT_LIMIT`] bytes `poll_ready` flushes before taking more, and past
-//! `max_out` bytes a frame is refused, as tungstenite's `max_write_buffer_size` did.
+//! bytes); past [`SOFT_LIMIT`] bytes `poll_ready` flushes before taking more, and past the
+//! socket's `max` bytes a frame (data or control) is refused, as tungstenite's
+//! `max_write_buffer_size` did.
 
 use std::io;
 use std::pin::Pin;
@@ -35,15 +36,23 @@ pub(crate) struct LeanIo<T> {
     out: Vec<u8>,
     /// Bytes of `out` already written to `io`.
     sent: usize,
+    /// Most bytes that may wait in `out`.
+    max: usize,
 }
 
 impl<T> LeanIo<T> {
-    pub(crate) fn new(io: T) -> Self {
+    /// `max`: the most bytes that may wait to be written; past it a write fails.
+    pub(crate) fn new(io: T, max: usize) -> Self {
         LeanIo {
             io,
             out: Vec::new(),
             sent: 0,
+            max,
         }
+    }
+
+    fn full_error() -> io::Error {
+        io::Error::other("write buffer full")
     }
 
     fn pending(&self) -> usize {
@@ -102,8 +111,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LeanIo<T> {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // Only tungstenite's control frames come this way; they are small and few per flush.
-        self.get_mut().out.extend_from_slice(buf);
+        // Only tungstenite's control frames come this way. They are taken whole or refused
+        // (never partly, never later): a frame left in tungstenite's own buffer would be
+        // overtaken by the data frames appended here directly. A client that keeps sending
+        // pings without reading the pongs fills the buffer and loses its connection.
+        let this = self.get_mut();
+        if this.pending() + buf.len() > this.max {
+            return Poll::Ready(Err(Self::full_error()));
+        }
+        this.out.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -123,19 +139,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LeanIo<T> {
 /// A server-side WebSocket speaking axum's [`Message`], as the session loop expects.
 pub(crate) struct LeanSocket<T> {
     ws: WebSocketStream<LeanIo<T>>,
-    /// Most bytes that may wait in the coalescing buffer.
-    max_out: usize,
     /// A close was sent or received, or the connection failed: data frames are refused.
     closed: bool,
 }
 
 impl<T> LeanSocket<T> {
-    pub(crate) fn new(ws: WebSocketStream<LeanIo<T>>, max_out: usize) -> Self {
-        LeanSocket {
-            ws,
-            max_out,
-            closed: false,
-        }
+    pub(crate) fn new(ws: WebSocketStream<LeanIo<T>>) -> Self {
+        LeanSocket { ws, closed: false }
     }
 }
 
@@ -145,10 +155,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> LeanSocket<T> {
             return Err(tungstenite::Error::AlreadyClosed);
         }
         let io = self.ws.get_mut();
-        if io.pending() + payload.len() > self.max_out {
-            return Err(tungstenite::Error::Io(io::Error::other(
-                "write buffer full",
-            )));
+        if io.pending() + payload.len() > io.max {
+            return Err(tungstenite::Error::Io(LeanIo::<T>::full_error()));
         }
         io.push_frame(opcode, payload);
         Ok(())
@@ -262,10 +270,10 @@ mod tests {
             .read_buffer_size(512)
             .write_buffer_size(0)
             .max_message_size(Some(1 << 20));
-        let server =
-            WebSocketStream::from_raw_socket(LeanIo::new(a), Role::Server, Some(config)).await;
+        let io = LeanIo::new(a, 1 << 20);
+        let server = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
-        (LeanSocket::new(server, 1 << 20), client)
+        (LeanSocket::new(server), client)
     }
 
     #[tokio::test]
@@ -360,8 +368,8 @@ mod tests {
 
     #[tokio::test]
     async fn more_than_the_bound_is_refused() {
-        let (server, _client) = pair().await;
-        let mut server = LeanSocket::new(server.ws, 1_000);
+        let (mut server, _client) = pair().await;
+        server.ws.get_mut().max = 1_000;
         assert!(server
             .start_send_unpin(Message::Text("a".repeat(900).into()))
             .is_ok());
@@ -370,9 +378,41 @@ mod tests {
             .is_err());
     }
 
+    #[tokio::test]
+    async fn pings_from_a_client_that_never_reads_hit_the_bound() {
+        let (a, b) = tokio::io::duplex(256);
+        let io = LeanIo::new(a, 2_000);
+        let mut server =
+            LeanSocket::new(WebSocketStream::from_raw_socket(io, Role::Server, None).await);
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let flood = tokio::spawn(async move {
+            for _ in 0..200 {
+                let ping = WsMessage::Ping(vec![0u8; 100].into());
+                if client.send(ping).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut failed = false;
+        for _ in 0..200 {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), server.next());
+            match next.await {
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_))) => {
+                    failed = true;
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(failed, "the pongs nobody reads are bounded");
+        assert!(server.ws.get_ref().pending() <= 2_000);
+        flood.abort();
+    }
+
     #[test]
     fn frames_carry_the_three_length_forms() {
-        let mut io = LeanIo::new(());
+        let mut io = LeanIo::new((), usize::MAX);
         io.push_frame(0x1, b"hi");
         assert_eq!(io.out, b"\x81\x02hi");
         io.out.clear();
