@@ -43,6 +43,8 @@ METRICS = [
      lambda r: r["server"]["cpu_us_per_conn_s"]),
     ("idle", "connect_rate", "connect rate", "conn/s", False,
      lambda r: r["connect"]["per_s"]),
+    ("idle", "setup_cpu", "server CPU per connection setup", "us", True,
+     lambda r: r["server"]["setup_cpu_us_per_conn"]),
     ("fanout", "cpu_per_delivery", "server CPU per delivery", "us", True,
      lambda r: r["server"]["cpu_us_per_delivery"]),
     ("fanout", "deliveries_per_s", "deliveries per second", "/s", False,

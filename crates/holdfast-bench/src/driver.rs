@@ -293,6 +293,7 @@ pub async fn run(plan: &Plan, probe: Option<&ServerProbe>) -> anyhow::Result<Run
         }
     }
     bar.finish();
+    let ramped = sample(probe)?;
 
     // Memory: let the server settle, then sample.
     sleep(Duration::from_secs_f64(plan.settle_s)).await;
@@ -348,8 +349,9 @@ pub async fn run(plan: &Plan, probe: Option<&ServerProbe>) -> anyhow::Result<Run
         }
     }
 
-    let readings = match (probe, before, loaded, window_start, window_end) {
-        (Some(p), Some(b), Some(l), Some(ws), Some(we)) => Some(ServerReadings {
+    let readings = match (probe, before, ramped, loaded, window_start, window_end) {
+        (Some(p), Some(b), Some(r), Some(l), Some(ws), Some(we)) => Some(ServerReadings {
+            ramp_cpu_us: r.cpu_us.saturating_sub(b.cpu_us),
             pid: p.pid(),
             rss_before: b.rss_bytes,
             anon_before: b.rss_anon_bytes,

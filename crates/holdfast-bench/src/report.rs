@@ -113,6 +113,10 @@ pub struct ServerSummary {
     pub cpu_us_per_conn_s: f64,
     /// CPU microseconds per delivery (fan-out) or round trip (echo).
     pub cpu_us_per_delivery: f64,
+    /// Connection setup cost: server CPU microseconds during the ramp per established
+    /// connection (TCP accept, upgrade, authentication, join and the presence it causes).
+    #[serde(default)]
+    pub setup_cpu_us_per_conn: f64,
 }
 
 /// Messages in the window.
@@ -181,6 +185,8 @@ pub struct ServerReadings {
     pub rss_loaded: u64,
     /// Anonymous RSS after the ramp settled.
     pub anon_loaded: u64,
+    /// Server CPU spent from the first connection to the end of the ramp, microseconds.
+    pub ramp_cpu_us: u64,
     /// CPU over the window.
     pub window: ServerUsage,
 }
@@ -240,6 +246,7 @@ pub fn aggregate(
             window: r.window,
             cpu_us_per_conn_s: per(r.window.cpu_us, conns * r.window.wall_s),
             cpu_us_per_delivery: per(r.window.cpu_us, deliveries as f64),
+            setup_cpu_us_per_conn: per(r.ramp_cpu_us, conns),
         }
     });
     let churn = shares.iter().any(|s| s.churn.is_some()).then(|| {
@@ -330,6 +337,7 @@ pub fn headline(r: &RunResult) -> Vec<(&'static str, f64, &'static str, bool)> {
             "B",
             true,
         ));
+        rows.push(("server CPU / setup", s.setup_cpu_us_per_conn, "us", true));
         rows.push(("server CPU (window)", s.window.cores * 100.0, "%", true));
         if r.scenario == Scenario::Idle {
             rows.push(("idle CPU / conn / s", s.cpu_us_per_conn_s, "us", true));

@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// TLS for the listener; off when `cert` and `key` are empty.
     pub tls: TlsConfig,
+    /// Worker threads of the binary's runtime; 0 starts one per CPU core.
+    pub worker_threads: usize,
 }
 
 /// `[server.tls]`
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             development: false,
             trusted_proxies: Vec::new(),
             tls: TlsConfig::default(),
+            worker_threads: 0,
         }
     }
 }
@@ -571,6 +574,12 @@ impl Config {
             return Err(ConfigError {
                 key: "server.trusted_proxies",
                 message: format!("{bad:?} is not an IP address or CIDR network"),
+            });
+        }
+        if self.server.worker_threads > 1024 {
+            return Err(ConfigError {
+                key: "server.worker_threads",
+                message: "must be at most 1024 (0: one per CPU core)".into(),
             });
         }
         if self.server.tls.cert.is_empty() != self.server.tls.key.is_empty() {

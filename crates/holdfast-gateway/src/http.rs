@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +39,7 @@ use crate::limits::{origin_allowed, raw_refusal, ConnSlot, Full};
 use crate::node::{AdmitError, Node};
 use crate::proxy::TrustedProxies;
 use crate::tls::TlsFiles;
+use crate::upgrade::Handshake;
 use crate::{fallback, session};
 
 /// The node's routes.
@@ -114,7 +114,7 @@ async fn ws_upgrade(
     RawQuery(query): RawQuery,
     ws_query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Handshake,
 ) -> Response {
     if node.is_draining() {
         return reject(&node, StatusCode::SERVICE_UNAVAILABLE, "draining");
@@ -157,39 +157,40 @@ async fn ws_upgrade(
         }
     };
     let max = limits.max_message_bytes;
-    let write_buffer = 16 * 1024;
     // The largest frame the server writes is a `reconnected` carrying a full replay buffer.
-    let max_write = write_buffer
+    let max_write = 16 * 1024
         + limits.send_queue_bytes
         + (node.config().reconnection.event_buffer_size + 2) * (max + 1024);
-    // Held until the session task starts, so a drain cannot finish between the 101 response
-    // and the session being tracked.
-    let tracker_token = node.inner.drain.tracker().token();
-    let session_node = node.clone();
     // `Sec-WebSocket-Protocol`: the first subprotocol offered that the server speaks; JSON
     // when none is offered (or none is known), and then none is named in the response.
     let offered = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok());
     let (encoding, named) = holdfast_protocol::Encoding::negotiate(offered);
-    let upgrade = if named {
-        upgrade.protocols([encoding.subprotocol()])
-    } else {
-        upgrade
-    };
     let device = ws_query.map(|Query(q)| q).unwrap_or_default().device;
-    upgrade
+    let config = tungstenite::protocol::WebSocketConfig::default()
         // Small: it is allocated for every connection, idle or not, and grows on demand for a
         // larger frame. Client frames are mostly a few hundred bytes.
         .read_buffer_size(512)
-        .write_buffer_size(write_buffer)
+        // tungstenite writes only control frames, straight through to the session's
+        // coalescing buffer (see `session::lean`), so it keeps no output buffer of its own.
+        .write_buffer_size(0)
         .max_write_buffer_size(max_write)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            let _tracked = tracker_token;
-            session::run(session_node, socket, claims, device, admission, encoding).await;
-        })
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let session_node = node.clone();
+    let tracker = node.inner.drain.tracker().clone();
+    // The session task is spawned on the node's tracker with the answer, so a drain cannot
+    // finish between the 101 response and the session being tracked.
+    upgrade.accept(
+        config,
+        max_write,
+        move |task| {
+            tracker.spawn(task);
+        },
+        move |socket| session::run(session_node, socket, claims, device, admission, encoding),
+        named.then(|| encoding.subprotocol()),
+    )
 }
 
 /// Accepts connections until the drain starts, serving each on its own tracked task (over TLS

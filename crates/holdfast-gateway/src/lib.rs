@@ -56,6 +56,7 @@ mod session;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -6,6 +6,10 @@
 
 mod settings;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -251,10 +255,11 @@ fn fail(message: &str) -> ExitCode {
 
 fn serve(mut cfg: Config) -> ExitCode {
     init_logs(&cfg);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.server.worker_threads > 0 {
+        builder.worker_threads(cfg.server.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };

@@ -3,6 +3,7 @@
 //! - [`core`]: the transport-neutral [`Session`]: frame handling, the rooms of a session, and
 //!   its cleanup. The WebSocket loop and the fallback transports drive the same core.
 //! - [`ws`]: the WebSocket loop, generic over a sink/stream of frames.
+//! - [`lean`]: the WebSocket connection it runs on, with no write buffer while idle.
 //! - [`auth`]: in-band authentication and its timeout.
 //! - [`heartbeat`]: ping/pong as a deadline state machine.
 //! - [`ratelimit`]: the inbound token bucket.
@@ -10,6 +11,7 @@
 mod auth;
 mod core;
 mod heartbeat;
+mod lean;
 mod ratelimit;
 mod ws;
 
@@ -17,4 +19,5 @@ mod ws;
 mod tests;
 
 pub(crate) use self::core::Session;
+pub(crate) use self::lean::{LeanIo, LeanSocket};
 pub(crate) use self::ws::run;

@@ -1,0 +1,210 @@
+//! The WebSocket handshake of `/ws`.
+//!
+//! The request is checked as RFC 6455 asks (GET, `Connection: upgrade`, `Upgrade: websocket`,
+//! `Sec-WebSocket-Version: 13`, a key), answered with 101, and the session task is started on
+//! the node's tracker. Once the HTTP connection hands over its stream, the stream is taken back
+//! out of hyper's upgrade wrapper, so a session holds the accepted socket itself (no boxed I/O
+//! object, no buffered-bytes wrapper) under a [`LeanSocket`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::OptionFuture;
+use futures_util::FutureExt;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::session::{LeanIo, LeanSocket};
+use crate::tls::MaybeTls;
+
+/// The stream a session runs on: the accepted connection itself, or (should hyper ever hand
+/// over a different type) its upgrade wrapper.
+pub(crate) enum SessionIo {
+    /// The accepted stream, out of hyper's hands.
+    Direct(MaybeTls),
+    /// hyper's wrapper, kept as is.
+    Wrapped(TokioIo<Upgraded>),
+}
+
+/// The socket type of a WebSocket session.
+pub(crate) type SessionSocket = LeanSocket<SessionIo>;
+
+/// A valid WebSocket upgrade request.
+pub(crate) struct Handshake {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+fn header_eq(headers: &HeaderMap, key: HeaderName, value: &str) -> bool {
+    headers
+        .get(&key)
+        .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+}
+
+fn header_has_token(headers: &HeaderMap, key: HeaderName, token: &str) -> bool {
+    headers.get_all(&key).iter().any(|h| {
+        h.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Handshake {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if parts.method != Method::GET {
+            return Err((
+                StatusCode::METHOD_NOT_ALLOWED,
+                "request method must be `GET`",
+            ));
+        }
+        if !header_has_token(&parts.headers, header::CONNECTION, "upgrade") {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "Connection header did not include 'upgrade'",
+            ));
+        }
+        if !header_eq(&parts.headers, header::UPGRADE, "websocket") {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "`Upgrade` header did not include 'websocket'",
+            ));
+        }
+        if !header_eq(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "`Sec-WebSocket-Version` header did not include '13'",
+            ));
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "`Sec-WebSocket-Key` header missing",
+            ));
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return Err((
+                StatusCode::UPGRADE_REQUIRED,
+                "WebSocket request couldn't be upgraded since no upgrade state was present",
+            ));
+        };
+        Ok(Handshake { key, on_upgrade })
+    }
+}
+
+impl Handshake {
+    /// Answers 101 and runs `session` on the upgraded socket, on a task spawned with `spawn`
+    /// (the node's tracker), so the session is tracked from the moment the answer exists.
+    pub(crate) fn accept<F, Fut>(
+        self,
+        config: WebSocketConfig,
+        max_out: usize,
+        spawn: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>),
+        session: F,
+        protocol: Option<&'static str>,
+    ) -> Response
+    where
+        F: FnOnce(SessionSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        // Two states, one after the other: the upgrade (ending with the socket) and then the
+        // session. `then` keeps them in one enum, so the session task holds only the session's
+        // state, not the upgrade's as well.
+        let task = socket(self.on_upgrade, config, max_out)
+            .then(move |socket| OptionFuture::from(socket.map(session)))
+            .map(|_| ());
+        spawn(Box::pin(task));
+        let mut res = Response::new(Body::empty());
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = res.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Some(p) = protocol {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+        }
+        match HeaderValue::from_str(&accept) {
+            Ok(v) => {
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+                res
+            }
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    }
+}
+
+/// The session's socket, once hyper hands over the connection.
+async fn socket(
+    on_upgrade: OnUpgrade,
+    config: WebSocketConfig,
+    max_out: usize,
+) -> Option<SessionSocket> {
+    let upgraded = on_upgrade.await.ok()?;
+    let ws = match upgraded.downcast::<TokioIo<MaybeTls>>() {
+        Ok(parts) => {
+            let io = LeanIo::new(SessionIo::Direct(parts.io.into_inner()), max_out);
+            if parts.read_buf.is_empty() {
+                WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+            } else {
+                let early = parts.read_buf.to_vec();
+                WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await
+            }
+        }
+        Err(upgraded) => {
+            let io = LeanIo::new(SessionIo::Wrapped(TokioIo::new(upgraded)), max_out);
+            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+        }
+    };
+    Some(LeanSocket::new(ws))
+}
+
+impl AsyncRead for SessionIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionIo::Direct(s) => Pin::new(s).poll_read(cx, buf),
+            SessionIo::Wrapped(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for SessionIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SessionIo::Direct(s) => Pin::new(s).poll_write(cx, buf),
+            SessionIo::Wrapped(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionIo::Direct(s) => Pin::new(s).poll_flush(cx),
+            SessionIo::Wrapped(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionIo::Direct(s) => Pin::new(s).poll_shutdown(cx),
+            SessionIo::Wrapped(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
