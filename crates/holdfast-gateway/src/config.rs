@@ -259,6 +259,10 @@ pub struct LimitsConfig {
     pub max_connections_per_ip: usize,
     /// Most rooms one session may be in.
     pub max_rooms_per_session: usize,
+    /// Most memberships one user may keep away (after its sessions dropped) on this node;
+    /// beyond it the oldest one ends (as if its window had passed). At least
+    /// `max_rooms_per_session`, so one session's own drop never ends its own memberships.
+    pub max_away_rooms_per_user: usize,
     /// Most members (connected or away) in one room.
     pub max_members_per_room: usize,
     /// Time allowed for a client to send the headers of each HTTP request (the upgrade
@@ -300,6 +304,7 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             max_rooms_per_session: 64,
+            max_away_rooms_per_user: 256,
             max_members_per_room: 10_000,
             handshake_timeout_ms: 10_000,
             body_timeout_ms: 10_000,

@@ -473,3 +473,40 @@ async fn the_node_replay_budget_is_paid_by_the_room_that_fills_it() {
     assert_eq!(r["recovered"], true, "{r}");
     assert_eq!(r["events"].as_array().unwrap().len(), 5);
 }
+
+/// A user cannot keep more rooms alive while away than its share: the oldest away membership
+/// ends (as if its window passed) when a newer one would exceed the bound.
+#[tokio::test]
+async fn a_user_keeps_a_bounded_number_of_rooms_away() {
+    let mut cfg = test_config();
+    cfg.limits.max_rooms_per_session = 2;
+    cfg.limits.max_away_rooms_per_user = 2;
+    let gw = start(cfg).await;
+    let addr = gw.local_addr();
+    let (mut watcher, _) = Client::connect(addr, "watcher").await;
+    let (mut w2, _) = Client::connect(addr, "watcher2").await;
+    watcher.join("r1").await;
+    watcher.join("r2").await;
+    w2.join("r3").await;
+    w2.join("r4").await;
+    let (mut s1, _) = Client::connect(addr, "roamer").await;
+    let j1 = s1.join("r1").await;
+    s1.join("r2").await;
+    cut(s1);
+    watcher.until_presence("away").await;
+    let (mut s2, _) = Client::connect(addr, "roamer").await;
+    s2.join("r3").await;
+    s2.join("r4").await;
+    cut(s2);
+    // r1 and r2 were the oldest: they end for good.
+    assert_eq!(watcher.until_presence("left").await["user_id"], "roamer");
+    let (mut s3, _) = Client::connect(addr, "roamer").await;
+    s3.send(reconnect_frame(
+        &j1,
+        j1["reconnection_token"].as_str().unwrap(),
+        0,
+    ))
+    .await;
+    let f = s3.expect("reconnection_failed").await;
+    assert_eq!(f["code"], "reconnection_expired");
+}

@@ -151,6 +151,12 @@ pub enum Op {
         /// Now (Unix ms).
         now: u64,
     },
+    /// End an away membership before its window passed (the user keeps too many away); a
+    /// member that is connected again, or gone, is left as it is.
+    Evict {
+        /// The member.
+        player: String,
+    },
     /// Remove away members whose window passed.
     Expire {
         /// Now (Unix ms).
@@ -473,6 +479,12 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                 other => other,
             }
         }
+        Op::Evict { player } => {
+            if let Some(i) = st.find(player).filter(|&i| !st.members[i].online()) {
+                remove(st, i);
+            }
+            Ok(Outcome::Left)
+        }
         Op::Expire { now } => {
             let mut n = 0;
             while let Some(i) = st
@@ -563,7 +575,7 @@ pub fn on_missing(op: &Op) -> Result<Outcome, RoomError> {
     match op {
         Op::Join { .. } => Err(err(ErrorCode::Internal, "the room was not created")),
         // Already gone: a retried leave converges.
-        Op::Leave { .. } => Ok(Outcome::Left),
+        Op::Leave { .. } | Op::Evict { .. } => Ok(Outcome::Left),
         Op::Away { .. } => Ok(Outcome::Away),
         Op::Expire { .. } => Ok(Outcome::Expired(0)),
         Op::Publish { .. } | Op::Claim { .. } | Op::Release { .. } => Err(not_in_room()),

@@ -3,6 +3,7 @@
 //! `ack`) from the typed outcome, queued at the member's position in the stream. The same code
 //! runs on every backend.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub struct RoomService {
     metrics: Arc<Metrics>,
     node: Arc<str>,
     shutdown: tokio_util::sync::CancellationToken,
+    /// Away memberships by user on this node, oldest first, with when they turned away:
+    /// bounded per user by `limits.max_away_rooms_per_user`, pruned by the sweep.
+    away: std::sync::Mutex<HashMap<Arc<str>, VecDeque<(Arc<str>, Arc<str>, u64)>>>,
 }
 
 fn unavailable() -> RoomError {
@@ -76,6 +80,7 @@ impl RoomService {
             metrics: ctx.metrics,
             node: ctx.node_id,
             shutdown: ctx.shutdown,
+            away: Default::default(),
         }
     }
 
@@ -321,6 +326,44 @@ impl RoomService {
         };
         if self.backend.apply(&m.room, &op).await.is_err() {
             self.retry_later(m.room.to_string(), op);
+            return;
+        }
+        if !self.config.reconnection.enabled {
+            return;
+        }
+        // One user cannot keep more than its share of rooms (and their replay memory) alive
+        // while away: past the bound, its oldest away membership ends.
+        let cap = self
+            .config
+            .limits
+            .max_away_rooms_per_user
+            .max(self.config.limits.max_rooms_per_session);
+        let evict: Vec<(Arc<str>, Arc<str>, u64)> = {
+            let mut away = self.away.lock().unwrap_or_else(|e| e.into_inner());
+            let list = away.entry(session.user.clone()).or_default();
+            list.retain(|(r, p, _)| !(*r == m.room && *p == m.player));
+            list.push_back((m.room.clone(), m.player.clone(), unix_now_ms()));
+            let over = list.len().saturating_sub(cap);
+            list.drain(..over).collect()
+        };
+        for (room, player, _) in evict {
+            let op = Op::Evict {
+                player: player.to_string(),
+            };
+            if self.backend.apply(&room, &op).await.is_err() {
+                self.retry_later(room.to_string(), op);
+            }
+        }
+    }
+
+    /// Forgets an away membership that came back.
+    fn back(&self, user: &str, room: &str, player: &str) {
+        let mut away = self.away.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = away.get_mut(user) {
+            list.retain(|(r, p, _)| !(&**r == room && &**p == player));
+            if list.is_empty() {
+                away.remove(user);
+            }
         }
     }
 
@@ -430,6 +473,7 @@ impl RoomService {
             .collect();
         let frame = Utf8Bytes::from(encode_reconnected(&reply, &events));
         self.metrics.reconnection_completions.inc();
+        self.back(&session.user, &req.room, &req.player_id);
         self.metrics.reconnection_tokens_issued.inc();
         let player: Arc<str> = req.player_id.as_str().into();
         self.mirror.place(
@@ -571,6 +615,21 @@ impl RoomService {
         for room in self.backend.due(now).await {
             let _ = self.backend.apply(&room, &Op::Expire { now }).await;
         }
+        // Entries older than the longest window are expired memberships: forget them.
+        let longest = self
+            .config
+            .namespaces
+            .iter()
+            .filter_map(|n| n.reconnection_window_secs)
+            .chain([self.config.reconnection.window_secs])
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        let mut away = self.away.lock().unwrap_or_else(|e| e.into_inner());
+        away.retain(|_, list| {
+            list.retain(|(_, _, at)| now.saturating_sub(*at) <= longest);
+            !list.is_empty()
+        });
     }
 
     /// Retries an idempotent operation in the background with backoff, a bounded number of
