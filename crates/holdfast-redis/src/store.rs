@@ -185,6 +185,8 @@ impl RedisRooms {
         let mut frames: Vec<Emitted> = Vec::new();
         let mut note: Option<PresenceNote> = None;
         let mut changed = rebase_for.is_some();
+        // Nodes that place members in the room with this commit: the room joins their sets.
+        let mut placing: Vec<&str> = Vec::new();
         for op in ops {
             let state = match st.as_mut() {
                 Some(state) => state,
@@ -211,6 +213,11 @@ impl RedisRooms {
                     continue;
                 }
             };
+            if let Op::Join { who, .. } | Op::Resume { who, .. } = op {
+                if !placing.contains(&who.node.as_str()) {
+                    placing.push(who.node.as_str());
+                }
+            }
             let out = std::mem::take(&mut state.out);
             // Every membership change records a presence change, whatever the presence mode.
             let membership = !state.changes.is_empty() || state.kick.is_some();
@@ -321,8 +328,13 @@ impl RedisRooms {
         inv.key(sh.room_key(room, "st"))
             .key(sh.room_key(room, "d"))
             .key(sh.room_key(room, "s"))
-            .key(sh.away_key())
-            .arg(&loaded.version)
+            .key(sh.away_key());
+        if st.is_some() {
+            for n in &placing {
+                inv.key(sh.node_rooms_key(n));
+            }
+        }
+        inv.arg(&loaded.version)
             .arg(&version)
             .arg(&body)
             .arg(ttl)
@@ -466,6 +478,11 @@ impl RedisRooms {
         }
     }
 
+    /// Applies `op` to `room` through this node's queue for the room.
+    pub(crate) async fn apply_room(&self, room: &str, op: &Op) -> Result<Applied, StoreError> {
+        self.apply_op(room, op).await
+    }
+
     async fn apply_op(&self, room: &str, op: &Op) -> Result<Applied, StoreError> {
         let (tx, rx) = oneshot::channel();
         let queue = lock(&self.queues)
@@ -530,7 +547,8 @@ impl RoomBackend for RedisRooms {
         let me = Arc::new(self.handle());
         if let Some(rx) = rx {
             tokio::spawn(crate::pubsub::pubsub_task(me.clone(), rx));
-            tokio::spawn(crate::sweep::sweep_task(me));
+            tokio::spawn(crate::sweep::sweep_task(me.clone()));
+            tokio::spawn(crate::sweep::lease_task(me));
             if let Some(ctx) = self.shared.ctx.get() {
                 tokio::spawn(crate::health_task(
                     self.shared.clone(),

@@ -151,6 +151,14 @@ pub enum Op {
         /// Now (Unix ms).
         now: u64,
     },
+    /// Node `node` is gone (its liveness lease in the cluster expired): every member
+    /// connected through it turns away, as with [`Op::Away`].
+    NodeGone {
+        /// The node's id.
+        node: String,
+        /// Now (Unix ms).
+        now: u64,
+    },
     /// Remove away members whose window passed.
     Expire {
         /// Now (Unix ms).
@@ -214,6 +222,8 @@ pub enum Outcome {
     },
     /// Expired members removed.
     Expired(usize),
+    /// Members of a gone node turned away (or removed when reconnection is off).
+    NodeGone(usize),
     /// `Inspect`: the room as it is.
     Info {
         /// Every member.
@@ -412,25 +422,26 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             session,
             now,
         } => {
-            let Some(i) = st.find_live(player, session) else {
-                return Ok(Outcome::Away);
-            };
-            if !rules.reconnection {
-                remove(st, i);
-                return Ok(Outcome::Away);
-            }
-            let held = st.authority.as_deref() == Some(player);
-            let window = rules.options(&st.name).window_ms;
-            let m = &mut st.members[i];
-            m.session = None;
-            m.node = None;
-            m.away_until = Some(now.saturating_add(window));
-            m.held_authority = held;
-            st.note_presence(i, PresenceStatus::Away);
-            if held && !rules.restore_authority {
-                st.set_authority(st.successor(Some(player)));
+            if let Some(i) = st.find_live(player, session) {
+                turn_away(st, i, *now, rules);
             }
             Ok(Outcome::Away)
+        }
+        Op::NodeGone { node, now } => {
+            let mut n = 0;
+            // Each step turns one member away (or removes it): bounded by the member count.
+            for _ in 0..st.members.len() {
+                let Some(i) = st
+                    .members
+                    .iter()
+                    .position(|m| m.online() && m.node.as_deref() == Some(node.as_str()))
+                else {
+                    break;
+                };
+                turn_away(st, i, *now, rules);
+                n += 1;
+            }
+            Ok(Outcome::NodeGone(n))
         }
         Op::Resume {
             player,
@@ -485,6 +496,28 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             }
             Ok(Outcome::Expired(n))
         }
+    }
+}
+
+/// Member `i` (connected) lost its session: it turns away until its window closes, or leaves
+/// when reconnection is off. Authority is kept for its return or passed on, per
+/// `reconnection.restore_authority`.
+fn turn_away(st: &mut RoomState, i: usize, now: u64, rules: &Rules) {
+    if !rules.reconnection {
+        remove(st, i);
+        return;
+    }
+    let player = st.members[i].player.clone();
+    let held = st.authority.as_deref() == Some(player.as_str());
+    let window = rules.options(&st.name).window_ms;
+    let m = &mut st.members[i];
+    m.session = None;
+    m.node = None;
+    m.away_until = Some(now.saturating_add(window));
+    m.held_authority = held;
+    st.note_presence(i, PresenceStatus::Away);
+    if held && !rules.restore_authority {
+        st.set_authority(st.successor(Some(&player)));
     }
 }
 
@@ -566,6 +599,7 @@ pub fn on_missing(op: &Op) -> Result<Outcome, RoomError> {
         Op::Leave { .. } => Ok(Outcome::Left),
         Op::Away { .. } => Ok(Outcome::Away),
         Op::Expire { .. } => Ok(Outcome::Expired(0)),
+        Op::NodeGone { .. } => Ok(Outcome::NodeGone(0)),
         Op::Publish { .. } | Op::Claim { .. } | Op::Release { .. } => Err(not_in_room()),
         Op::SetState {
             member: Some(_), ..
