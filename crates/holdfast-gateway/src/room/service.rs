@@ -573,6 +573,26 @@ impl RoomService {
         }
     }
 
+    /// Node `node` is gone: its members in `room` turn away (see [`Op::NodeGone`]). Returns
+    /// how many did. A cluster backend calls this for the rooms of a node whose liveness lease
+    /// passed.
+    pub async fn node_gone(&self, room: &str, node: &str, now: u64) -> Result<usize, RoomError> {
+        let op = Op::NodeGone {
+            node: node.to_owned(),
+            now,
+        };
+        match self
+            .backend
+            .apply(room, &op)
+            .await
+            .map_err(room_error)?
+            .outcome
+        {
+            Outcome::NodeGone(n) => Ok(n),
+            _ => Err(unexpected()),
+        }
+    }
+
     /// Retries an idempotent operation in the background with backoff, a bounded number of
     /// times, until the node drains.
     fn retry_later(&self, room: String, op: Op) {

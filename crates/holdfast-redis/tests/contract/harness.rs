@@ -104,6 +104,11 @@ impl Env {
         &self.nodes[i % self.nodes.len()]
     }
 
+    /// The id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        format!("n{}", i % self.nodes.len())
+    }
+
     /// A new session of `user` on node `node`.
     pub fn session_on(&self, node: usize, user: &str) -> Arc<SessionHandle> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
