@@ -197,6 +197,11 @@ impl Broker for RedisBroker {
                 return;
             };
             let key = self.nodes_key();
+            let lease = self
+                .shared
+                .ctx
+                .get()
+                .map_or_else(|| status.id.clone(), |c| c.lease.to_string());
             let mut conn = self.shared.conn.clone();
             let r: redis::RedisResult<()> = redis::pipe()
                 .cmd("HSET")
@@ -211,7 +216,7 @@ impl Broker for RedisBroker {
                 .cmd("ZADD")
                 .arg(self.shared.leases_key())
                 .arg(self.shared.redis_now_ms() + LEASE_MS)
-                .arg(&status.id)
+                .arg(&lease)
                 .ignore()
                 .query_async(&mut conn)
                 .await;

@@ -29,6 +29,8 @@ pub struct RedisRooms {
     pub(crate) shared: Arc<Shared>,
     /// room → this node's queue of operations for it.
     queues: Arc<Mutex<HashMap<String, Arc<Mutex<RoomQueue>>>>>,
+    /// room → its away members as of this node's latest commit of it (for the gauge).
+    pub(crate) away: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// The operations on one room waiting on this node. One runner at a time takes everything
@@ -82,6 +84,7 @@ impl RedisRooms {
         RedisRooms {
             shared,
             queues: Arc::new(Mutex::new(HashMap::new())),
+            away: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -89,6 +92,7 @@ impl RedisRooms {
         RedisRooms {
             shared: self.shared.clone(),
             queues: self.queues.clone(),
+            away: self.away.clone(),
         }
     }
 
@@ -214,8 +218,9 @@ impl RedisRooms {
                 }
             };
             if let Op::Join { who, .. } | Op::Resume { who, .. } = op {
-                if !placing.contains(&who.node.as_str()) {
-                    placing.push(who.node.as_str());
+                let start = rules::start_of(&who.session);
+                if !placing.contains(&start) {
+                    placing.push(start);
                 }
             }
             let out = std::mem::take(&mut state.out);
@@ -320,6 +325,9 @@ impl RedisRooms {
                 HashMap::new(),
             ),
         };
+        let away_now = st
+            .as_ref()
+            .map_or(0, |s| s.members.iter().filter(|m| !m.online()).count());
         let version = format!("{epoch}:{}", counter + 1);
         let rc = &ctx.config.reconnection;
         let ttl = (rc.window_secs * 2).max(3600);
@@ -406,6 +414,14 @@ impl RedisRooms {
                     seq,
                     text: Utf8Bytes::from(f),
                 });
+            }
+        }
+        {
+            let mut away = lock(&self.away);
+            if away_now == 0 {
+                away.remove(room);
+            } else {
+                away.insert(room.to_owned(), away_now);
             }
         }
         if rc.enabled {

@@ -49,7 +49,7 @@ pub(crate) async fn sweep_task(store: Arc<RedisRooms>) {
             _ = tick.tick() => {}
         }
         let ttl = (ctx.config.reconnection.window_secs * 2).max(3600);
-        let mine = store.shared.node_rooms_key(&ctx.node_id);
+        let mine = store.shared.node_rooms_key(&ctx.lease);
         let mut conn = store.shared.conn.clone();
         // Read the set before the mirror: a room joined meanwhile is in the mirror.
         let listed: Vec<String> = redis::cmd("SMEMBERS")
@@ -91,6 +91,21 @@ pub(crate) async fn sweep_task(store: Arc<RedisRooms>) {
     }
 }
 
+/// The node's room gauges in cluster mode, per node: rooms with a local member view, local
+/// members, and away members of those rooms as of this node's latest commit of each.
+fn gauges(store: &RedisRooms, ctx: &holdfast_gateway::store::StoreContext) {
+    let rooms = ctx.mirror.rooms();
+    let away: usize = {
+        let mut away = store.away.lock().unwrap_or_else(|e| e.into_inner());
+        away.retain(|r, _| rooms.iter().any(|l| **l == **r));
+        away.values().sum()
+    };
+    let m = &ctx.metrics;
+    m.rooms_active.set(rooms.len() as i64);
+    m.room_members.set(ctx.mirror.members() as i64);
+    m.reconnection_sessions_active.set(away as i64);
+}
+
 /// Turns away the members of nodes whose lease passed, every [`LEASE_SWEEP`], until the node
 /// drains.
 pub(crate) async fn lease_task(store: Arc<RedisRooms>) {
@@ -98,7 +113,7 @@ pub(crate) async fn lease_task(store: Arc<RedisRooms>) {
         return;
     };
     let forget = Script::new(FORGET);
-    let me = ctx.node_id.clone();
+    let me = ctx.lease.clone();
     let mut tick = tokio::time::interval(LEASE_SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -106,6 +121,7 @@ pub(crate) async fn lease_task(store: Arc<RedisRooms>) {
             _ = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        gauges(&store, &ctx);
         let sh = &store.shared;
         let now = sh.redis_now_ms();
         let mut conn = sh.conn.clone();

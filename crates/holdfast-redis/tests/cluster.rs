@@ -557,3 +557,31 @@ async fn readiness_follows_a_bounded_ping_of_redis() {
         .unwrap();
     assert!(eventually(|| async { http_status(addr, "/readyz").await == 200 }).await);
 }
+
+/// Redis lost its data (FLUSHALL stands for a restart without persistence): a member's next
+/// room operation closes the session with 1011, so the client resumes and is told
+/// `reconnection_failed` (then joins again), never a bare `not_in_room`.
+#[tokio::test]
+async fn a_membership_lost_with_the_data_closes_the_session_so_it_resumes() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut u, _) = Client::connect(n0.local_addr(), "u").await;
+    let j = u.join_room("r").await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    u.send(json!({"type":"publish","room":"r","data":1,"id":"a"}))
+        .await;
+    assert_eq!(u.expect_close().await, 1011);
+    let (mut back, _) = Client::connect(n0.local_addr(), "u").await;
+    back.send(
+        json!({"type":"reconnect","room":"r","player_id":j["player_id"],
+        "token":j["reconnection_token"],"last_sequence":0,"epoch":j["epoch"]}),
+    )
+    .await;
+    assert_eq!(
+        back.until("reconnection_failed").await["code"],
+        "reconnection_failed"
+    );
+    back.join_room("r").await;
+}

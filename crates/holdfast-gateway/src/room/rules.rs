@@ -151,10 +151,11 @@ pub enum Op {
         /// Now (Unix ms).
         now: u64,
     },
-    /// Node `node` is gone (its liveness lease in the cluster expired): every member
-    /// connected through it turns away, as with [`Op::Away`].
+    /// A start of a node is gone (its liveness lease in the cluster passed): every member
+    /// connected through one of its sessions turns away, as with [`Op::Away`].
     NodeGone {
-        /// The node's id.
+        /// The node's start, as its session ids begin (`<node_id>-<start>`, up to their last
+        /// `-`): a node restarted with the same id is another start.
         node: String,
         /// Now (Unix ms).
         now: u64,
@@ -434,7 +435,7 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                 let Some(i) = st
                     .members
                     .iter()
-                    .position(|m| m.online() && m.node.as_deref() == Some(node.as_str()))
+                    .position(|m| m.session.as_deref().is_some_and(|s| started_by(s, node)))
                 else {
                     break;
                 };
@@ -497,6 +498,16 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             Ok(Outcome::Expired(n))
         }
     }
+}
+
+/// Whether session id `session` belongs to node start `start` (see [`Op::NodeGone`]).
+pub fn started_by(session: &str, start: &str) -> bool {
+    session.rsplit_once('-').is_some_and(|(p, _)| p == start)
+}
+
+/// The node start of session id `session` (see [`Op::NodeGone`]).
+pub fn start_of(session: &str) -> &str {
+    session.rsplit_once('-').map_or(session, |(p, _)| p)
 }
 
 /// Member `i` (connected) lost its session: it turns away until its window closes, or leaves

@@ -53,6 +53,7 @@ impl Env {
         let cfg = Arc::new(config.clone());
         let ctx = |i: usize| StoreContext {
             node_id: format!("n{i}").into(),
+            lease: format!("n{i}").into(),
             config: cfg.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
