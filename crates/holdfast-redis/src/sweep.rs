@@ -1,12 +1,13 @@
 //! Keeps the keys of rooms with local members alive: their TTL is refreshed while the room is
 //! used here. (Away members are expired by the gateway's sweep, through the room rules.)
 //!
-//! Also the node liveness sweep: every node refreshes a lease with its heartbeat (`P:leases`,
-//! node id by deadline on Redis's clock). A node whose lease passed died without draining (a
-//! crash, `kill -9`, a partition longer than the lease): any other node applies
-//! [`Op::NodeGone`] to every room in the dead node's room set (`P:n:{node}:rooms`, filled by
-//! the commits of its joins and resumes), so its members turn away through the room rules,
-//! can resume within the window and expire after it.
+//! Also the node liveness sweep: every start of a node refreshes a lease with its heartbeat
+//! (`P:leases`, `<node_id>-<start>` by deadline on Redis's clock). A start whose lease passed
+//! died without draining (a crash, `kill -9`, a partition longer than the lease, or a restart
+//! under the same node id): any other node applies [`Op::NodeGone`] to every room in its room
+//! set (`P:n:{start}:rooms`, filled by the commits of its joins and resumes), so its members
+//! turn away through the room rules, can resume within the window and expire after it. The
+//! same task keeps the node's room gauges.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -585,3 +585,33 @@ async fn a_membership_lost_with_the_data_closes_the_session_so_it_resumes() {
     );
     back.join_room("r").await;
 }
+
+/// In cluster mode the room gauges are the node's own: rooms with a local member, local
+/// members, and away members of those rooms.
+#[tokio::test]
+async fn room_gauges_count_the_nodes_own_rooms_and_members() {
+    use holdfast_testkit::metric;
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let n1 = node(&redis, config("n1")).await;
+    let (a0, a1) = (n0.local_addr(), n1.local_addr());
+    let (mut a, _) = Client::connect(a0, "a").await;
+    let (mut b, _) = Client::connect(a0, "b").await;
+    let (mut c, _) = Client::connect(a1, "c").await;
+    a.join_room("r").await;
+    b.join_room("r").await;
+    c.join_room("r").await;
+    a.join_room("s").await;
+    let gauges = |addr| async move {
+        (
+            metric(addr, "holdfast_rooms_active").await,
+            metric(addr, "holdfast_room_members").await,
+            metric(addr, "holdfast_reconnection_sessions_active").await,
+        )
+    };
+    assert!(eventually(|| async { gauges(a0).await == (2.0, 3.0, 0.0) }).await);
+    assert!(eventually(|| async { gauges(a1).await == (1.0, 1.0, 0.0) }).await);
+    // b drops: away in a room n0 has a view of.
+    drop(b);
+    assert!(eventually(|| async { gauges(a0).await == (2.0, 2.0, 1.0) }).await);
+}
