@@ -117,6 +117,8 @@ pub(crate) async fn lease_task(store: Arc<RedisRooms>) {
     let me = ctx.lease.clone();
     let mut tick = tokio::time::interval(LEASE_SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether this node's own lease was seen alive since it was last found lapsed.
+    let mut held = false;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -126,6 +128,26 @@ pub(crate) async fn lease_task(store: Arc<RedisRooms>) {
         let sh = &store.shared;
         let now = sh.redis_now_ms();
         let mut conn = sh.conn.clone();
+        let own: redis::RedisResult<Option<f64>> = redis::cmd("ZSCORE")
+            .arg(sh.leases_key())
+            .arg(&*me)
+            .query_async(&mut conn)
+            .await;
+        match own {
+            Ok(Some(deadline)) if deadline > now as f64 => held = true,
+            Ok(_) if held => {
+                // This node was cut off for longer than its lease: the others take it for
+                // dead and turn its members away. Its sessions resume to find them again.
+                held = false;
+                tracing::warn!(
+                    "this node's liveness lease lapsed; closing its room sessions so they resume"
+                );
+                for room in ctx.mirror.rooms() {
+                    ctx.mirror.with(&room, |lr| lr.fail_all());
+                }
+            }
+            _ => {}
+        }
         let gone: Vec<String> = match redis::cmd("ZRANGEBYSCORE")
             .arg(sh.leases_key())
             .arg("-inf")

@@ -615,3 +615,49 @@ async fn room_gauges_count_the_nodes_own_rooms_and_members() {
     drop(b);
     assert!(eventually(|| async { gauges(a0).await == (2.0, 2.0, 1.0) }).await);
 }
+
+/// A node whose own lease lapsed (cut off from Redis for longer than it) closes its room
+/// sessions with 1011 when it sees it, since the other nodes turned its members away; they
+/// resume.
+#[tokio::test]
+async fn a_node_whose_lease_lapsed_closes_its_room_sessions_so_they_resume() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut u, _) = Client::connect(n0.local_addr(), "u").await;
+    let j = u.join_room("r").await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut lease = None;
+    for _ in 0..100 {
+        let all: Vec<String> = redis::cmd("ZRANGE")
+            .arg("t:leases")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        lease = all.into_iter().find(|l| l.starts_with("n0-"));
+        if lease.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let lease = lease.expect("the node holds a lease");
+    // Seen alive at least once by the node's own sweep.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let _: () = redis::cmd("ZADD")
+        .arg("t:leases")
+        .arg(1)
+        .arg(&lease)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(u.expect_close().await, 1011);
+    let (mut back, _) = Client::connect(n0.local_addr(), "u").await;
+    back.send(
+        json!({"type":"reconnect","room":"r","player_id":j["player_id"],
+        "token":j["reconnection_token"],"last_sequence":0,"epoch":j["epoch"]}),
+    )
+    .await;
+    back.until("reconnected").await;
+}
