@@ -299,6 +299,17 @@ async fn a_client_resumes_on_another_node_after_kill_9() {
 /// turns its members away (presence `away`), so they can resume within the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_members_turn_away_when_its_lease_passes() {
+    killed_nodes_members_turn_away(false).await;
+}
+
+/// The same when the killed node comes straight back with the same `server.node_id`: the
+/// restart is another start of the node, so the old start's members do not stay online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_the_same_id_does_not_keep_its_old_members_online() {
+    killed_nodes_members_turn_away(true).await;
+}
+
+async fn killed_nodes_members_turn_away(restart: bool) {
     use holdfast_testkit::Client as Raw;
     let redis = Redis::start();
     let mut a = NodeProc::start("a", redis.port).await;
@@ -310,6 +321,9 @@ async fn a_killed_nodes_members_turn_away_when_its_lease_passes() {
     watcher.join("r").await;
     let killed = std::time::Instant::now();
     a.kill().await;
+    if restart {
+        a.spawn().await;
+    }
     // Within the lease (15 s) and one sweep.
     let mut away = None;
     for i in 0..100 {
