@@ -114,6 +114,8 @@ impl Node {
         } else {
             config.server.node_id.as_str().into()
         };
+        // Digits only: proxies route fallback sessions by `<node_id>-<digit>`.
+        let incarnation = rand::random::<u32>().to_string();
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let drain = Drain::new();
@@ -122,6 +124,7 @@ impl Node {
             backend,
             StoreContext {
                 node_id: id.clone(),
+                lease: format!("{id}-{incarnation}").into(),
                 config: config.clone(),
                 metrics: metrics.clone(),
                 shutdown: drain.token().clone(),
@@ -154,8 +157,7 @@ impl Node {
             fallback: Default::default(),
             auth_log,
             next_session: AtomicU64::new(1),
-            // Digits only: proxies route fallback sessions by `<node_id>-<digit>`.
-            incarnation: rand::random::<u32>().to_string(),
+            incarnation,
         });
         let weak = Arc::downgrade(&inner);
         broker.attach(weak);

@@ -19,6 +19,10 @@ use crate::Shared;
 /// A node whose status is older than this is gone from the cluster view.
 pub const NODE_STALE_MS: u64 = 15_000;
 
+/// A node's liveness lease: refreshed by every heartbeat, and when it passes (on Redis's
+/// clock) the other nodes turn the node's members away.
+pub const LEASE_MS: u64 = NODE_STALE_MS;
+
 /// Lifetime of the whole `P:nodes` hash, refreshed by every heartbeat.
 const NODES_TTL_MS: u64 = 60_000;
 
@@ -193,6 +197,11 @@ impl Broker for RedisBroker {
                 return;
             };
             let key = self.nodes_key();
+            let lease = self
+                .shared
+                .ctx
+                .get()
+                .map_or_else(|| status.id.clone(), |c| c.lease.to_string());
             let mut conn = self.shared.conn.clone();
             let r: redis::RedisResult<()> = redis::pipe()
                 .cmd("HSET")
@@ -203,6 +212,11 @@ impl Broker for RedisBroker {
                 .cmd("PEXPIRE")
                 .arg(&key)
                 .arg(NODES_TTL_MS)
+                .ignore()
+                .cmd("ZADD")
+                .arg(self.shared.leases_key())
+                .arg(self.shared.redis_now_ms() + LEASE_MS)
+                .arg(&lease)
                 .ignore()
                 .query_async(&mut conn)
                 .await;

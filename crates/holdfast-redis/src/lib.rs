@@ -207,6 +207,14 @@ impl Shared {
     pub fn user_key(&self, user: &str) -> String {
         format!("{}:u:{{{user}}}", self.prefix)
     }
+    /// The rooms in which node `node` placed members (joins and resumes it committed).
+    pub fn node_rooms_key(&self, node: &str) -> String {
+        format!("{}:n:{{{node}}}:rooms", self.prefix)
+    }
+    /// The nodes' liveness leases: node id by lease deadline (ms, Redis's clock).
+    pub fn leases_key(&self) -> String {
+        format!("{}:leases", self.prefix)
+    }
     pub fn away_key(&self) -> String {
         format!("{}:away", self.prefix)
     }

@@ -29,6 +29,8 @@ pub struct RedisRooms {
     pub(crate) shared: Arc<Shared>,
     /// room → this node's queue of operations for it.
     queues: Arc<Mutex<HashMap<String, Arc<Mutex<RoomQueue>>>>>,
+    /// room → its away members as of this node's latest commit of it (for the gauge).
+    pub(crate) away: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// The operations on one room waiting on this node. One runner at a time takes everything
@@ -82,6 +84,7 @@ impl RedisRooms {
         RedisRooms {
             shared,
             queues: Arc::new(Mutex::new(HashMap::new())),
+            away: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -89,6 +92,7 @@ impl RedisRooms {
         RedisRooms {
             shared: self.shared.clone(),
             queues: self.queues.clone(),
+            away: self.away.clone(),
         }
     }
 
@@ -185,6 +189,8 @@ impl RedisRooms {
         let mut frames: Vec<Emitted> = Vec::new();
         let mut note: Option<PresenceNote> = None;
         let mut changed = rebase_for.is_some();
+        // Nodes that place members in the room with this commit: the room joins their sets.
+        let mut placing: Vec<&str> = Vec::new();
         for op in ops {
             let state = match st.as_mut() {
                 Some(state) => state,
@@ -211,6 +217,12 @@ impl RedisRooms {
                     continue;
                 }
             };
+            if let Op::Join { who, .. } | Op::Resume { who, .. } = op {
+                let start = rules::start_of(&who.session);
+                if !placing.contains(&start) {
+                    placing.push(start);
+                }
+            }
             let out = std::mem::take(&mut state.out);
             // Every membership change records a presence change, whatever the presence mode.
             let membership = !state.changes.is_empty() || state.kick.is_some();
@@ -313,6 +325,9 @@ impl RedisRooms {
                 HashMap::new(),
             ),
         };
+        let away_now = st
+            .as_ref()
+            .map_or(0, |s| s.members.iter().filter(|m| !m.online()).count());
         let version = format!("{epoch}:{}", counter + 1);
         let rc = &ctx.config.reconnection;
         let ttl = (rc.window_secs * 2).max(3600);
@@ -321,8 +336,13 @@ impl RedisRooms {
         inv.key(sh.room_key(room, "st"))
             .key(sh.room_key(room, "d"))
             .key(sh.room_key(room, "s"))
-            .key(sh.away_key())
-            .arg(&loaded.version)
+            .key(sh.away_key());
+        if st.is_some() {
+            for n in &placing {
+                inv.key(sh.node_rooms_key(n));
+            }
+        }
+        inv.arg(&loaded.version)
             .arg(&version)
             .arg(&body)
             .arg(ttl)
@@ -396,6 +416,14 @@ impl RedisRooms {
                 });
             }
         }
+        {
+            let mut away = lock(&self.away);
+            if away_now == 0 {
+                away.remove(room);
+            } else {
+                away.insert(room.to_owned(), away_now);
+            }
+        }
         if rc.enabled {
             ctx.metrics
                 .reconnection_events_buffered
@@ -466,6 +494,11 @@ impl RedisRooms {
         }
     }
 
+    /// Applies `op` to `room` through this node's queue for the room.
+    pub(crate) async fn apply_room(&self, room: &str, op: &Op) -> Result<Applied, StoreError> {
+        self.apply_op(room, op).await
+    }
+
     async fn apply_op(&self, room: &str, op: &Op) -> Result<Applied, StoreError> {
         let (tx, rx) = oneshot::channel();
         let queue = lock(&self.queues)
@@ -530,7 +563,8 @@ impl RoomBackend for RedisRooms {
         let me = Arc::new(self.handle());
         if let Some(rx) = rx {
             tokio::spawn(crate::pubsub::pubsub_task(me.clone(), rx));
-            tokio::spawn(crate::sweep::sweep_task(me));
+            tokio::spawn(crate::sweep::sweep_task(me.clone()));
+            tokio::spawn(crate::sweep::lease_task(me));
             if let Some(ctx) = self.shared.ctx.get() {
                 tokio::spawn(crate::health_task(
                     self.shared.clone(),

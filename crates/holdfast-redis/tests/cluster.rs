@@ -557,3 +557,107 @@ async fn readiness_follows_a_bounded_ping_of_redis() {
         .unwrap();
     assert!(eventually(|| async { http_status(addr, "/readyz").await == 200 }).await);
 }
+
+/// Redis lost its data (FLUSHALL stands for a restart without persistence): a member's next
+/// room operation closes the session with 1011, so the client resumes and is told
+/// `reconnection_failed` (then joins again), never a bare `not_in_room`.
+#[tokio::test]
+async fn a_membership_lost_with_the_data_closes_the_session_so_it_resumes() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut u, _) = Client::connect(n0.local_addr(), "u").await;
+    let j = u.join_room("r").await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    u.send(json!({"type":"publish","room":"r","data":1,"id":"a"}))
+        .await;
+    assert_eq!(u.expect_close().await, 1011);
+    let (mut back, _) = Client::connect(n0.local_addr(), "u").await;
+    back.send(
+        json!({"type":"reconnect","room":"r","player_id":j["player_id"],
+        "token":j["reconnection_token"],"last_sequence":0,"epoch":j["epoch"]}),
+    )
+    .await;
+    assert_eq!(
+        back.until("reconnection_failed").await["code"],
+        "reconnection_failed"
+    );
+    back.join_room("r").await;
+}
+
+/// In cluster mode the room gauges are the node's own: rooms with a local member, local
+/// members, and away members of those rooms.
+#[tokio::test]
+async fn room_gauges_count_the_nodes_own_rooms_and_members() {
+    use holdfast_testkit::metric;
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let n1 = node(&redis, config("n1")).await;
+    let (a0, a1) = (n0.local_addr(), n1.local_addr());
+    let (mut a, _) = Client::connect(a0, "a").await;
+    let (mut b, _) = Client::connect(a0, "b").await;
+    let (mut c, _) = Client::connect(a1, "c").await;
+    a.join_room("r").await;
+    b.join_room("r").await;
+    c.join_room("r").await;
+    a.join_room("s").await;
+    let gauges = |addr| async move {
+        (
+            metric(addr, "holdfast_rooms_active").await,
+            metric(addr, "holdfast_room_members").await,
+            metric(addr, "holdfast_reconnection_sessions_active").await,
+        )
+    };
+    assert!(eventually(|| async { gauges(a0).await == (2.0, 3.0, 0.0) }).await);
+    assert!(eventually(|| async { gauges(a1).await == (1.0, 1.0, 0.0) }).await);
+    // b drops: away in a room n0 has a view of.
+    drop(b);
+    assert!(eventually(|| async { gauges(a0).await == (2.0, 2.0, 1.0) }).await);
+}
+
+/// A node whose own lease lapsed (cut off from Redis for longer than it) closes its room
+/// sessions with 1011 when it sees it, since the other nodes turned its members away; they
+/// resume.
+#[tokio::test]
+async fn a_node_whose_lease_lapsed_closes_its_room_sessions_so_they_resume() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut u, _) = Client::connect(n0.local_addr(), "u").await;
+    let j = u.join_room("r").await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut lease = None;
+    for _ in 0..100 {
+        let all: Vec<String> = redis::cmd("ZRANGE")
+            .arg("t:leases")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        lease = all.into_iter().find(|l| l.starts_with("n0-"));
+        if lease.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let lease = lease.expect("the node holds a lease");
+    // Seen alive at least once by the node's own sweep.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let _: () = redis::cmd("ZADD")
+        .arg("t:leases")
+        .arg(1)
+        .arg(&lease)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(u.expect_close().await, 1011);
+    let (mut back, _) = Client::connect(n0.local_addr(), "u").await;
+    back.send(
+        json!({"type":"reconnect","room":"r","player_id":j["player_id"],
+        "token":j["reconnection_token"],"last_sequence":0,"epoch":j["epoch"]}),
+    )
+    .await;
+    back.until("reconnected").await;
+}

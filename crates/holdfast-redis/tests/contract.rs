@@ -68,6 +68,7 @@ contract!(
     a_resume_into_a_dropped_room_fails,
     expiry_removes_the_member_and_passes_authority,
     the_sweep_expires_only_members_whose_window_passed,
+    a_gone_nodes_members_turn_away_and_can_resume,
     tombstones_are_bounded_oldest_first,
     concurrent_joins_get_distinct_players_and_gapless_positions,
     concurrent_publishes_are_gapless_and_the_same_for_everyone,

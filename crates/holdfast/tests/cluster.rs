@@ -295,6 +295,75 @@ async fn a_client_resumes_on_another_node_after_kill_9() {
     drop(redis);
 }
 
+/// A node killed with SIGKILL says nothing: its liveness lease passes and the surviving node
+/// turns its members away (presence `away`), so they can resume within the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_members_turn_away_when_its_lease_passes() {
+    killed_nodes_members_turn_away(false).await;
+}
+
+/// The same when the killed node comes straight back with the same `server.node_id`: the
+/// restart is another start of the node, so the old start's members do not stay online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_the_same_id_does_not_keep_its_old_members_online() {
+    killed_nodes_members_turn_away(true).await;
+}
+
+async fn killed_nodes_members_turn_away(restart: bool) {
+    use holdfast_testkit::Client as Raw;
+    let redis = Redis::start();
+    let mut a = NodeProc::start("a", redis.port).await;
+    let b = NodeProc::start("b", redis.port).await;
+    let sign = |u: &str| holdfast_gateway::auth::mint_token(SECRET, u, Duration::from_secs(600));
+    let (mut victim, _) = Raw::connect_with_token(a.addr(), &sign("victim")).await;
+    let (mut watcher, _) = Raw::connect_with_token(b.addr(), &sign("watcher")).await;
+    let jv = victim.join("r").await;
+    watcher.join("r").await;
+    let killed = std::time::Instant::now();
+    a.kill().await;
+    if restart {
+        a.spawn().await;
+    }
+    // Within the lease (15 s) and one sweep.
+    let mut away = None;
+    for i in 0..100 {
+        // Application pings keep the watcher's reads within their wait.
+        watcher
+            .send(json!({"type":"ping","id":i.to_string()}))
+            .await;
+        loop {
+            let v = watcher.recv().await;
+            if v["type"] == "pong" {
+                break;
+            }
+            let changes = v["changes"].as_array().cloned().unwrap_or_default();
+            away = away.or(changes.into_iter().find(|c| c["status"] == "away"));
+        }
+        if away.is_some() || killed.elapsed() > Duration::from_secs(25) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let away = away.expect("the dead node's member turned away");
+    assert_eq!(away["player_id"], jv["player_id"]);
+    assert!(killed.elapsed() < Duration::from_secs(25));
+    drop(victim);
+    // The member resumes on the surviving node.
+    let (mut back, _) = Raw::connect_with_token(b.addr(), &sign("victim")).await;
+    back.send(
+        json!({"type":"reconnect","room":"r","player_id":jv["player_id"],
+        "token":jv["reconnection_token"],"last_sequence":0}),
+    )
+    .await;
+    back.until("reconnected").await;
+    assert_eq!(
+        watcher.until_presence("online").await["player_id"],
+        jv["player_id"]
+    );
+    drop(b);
+    drop(redis);
+}
+
 #[test]
 fn unreachable_redis_at_start_is_a_clear_error() {
     let port = free_port();

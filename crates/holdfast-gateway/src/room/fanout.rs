@@ -417,6 +417,12 @@ impl Mirror {
         self.map().keys().cloned().collect()
     }
 
+    /// The local members (sessions placed in a room here), over every view.
+    pub fn members(&self) -> usize {
+        let views: Vec<Arc<Mutex<LocalRoom>>> = self.map().values().cloned().collect();
+        views.iter().map(|v| lock(v).subs.len()).sum()
+    }
+
     /// Number of views.
     pub fn len(&self) -> usize {
         self.map().len()

@@ -157,6 +157,15 @@ pub enum Op {
         /// The member.
         player: String,
     },
+    /// A start of a node is gone (its liveness lease in the cluster passed): every member
+    /// connected through one of its sessions turns away, as with [`Op::Away`].
+    NodeGone {
+        /// The node's start, as its session ids begin (`<node_id>-<start>`, up to their last
+        /// `-`): a node restarted with the same id is another start.
+        node: String,
+        /// Now (Unix ms).
+        now: u64,
+    },
     /// Remove away members whose window passed.
     Expire {
         /// Now (Unix ms).
@@ -220,6 +229,8 @@ pub enum Outcome {
     },
     /// Expired members removed.
     Expired(usize),
+    /// Members of a gone node turned away (or removed when reconnection is off).
+    NodeGone(usize),
     /// `Inspect`: the room as it is.
     Info {
         /// Every member.
@@ -418,25 +429,26 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             session,
             now,
         } => {
-            let Some(i) = st.find_live(player, session) else {
-                return Ok(Outcome::Away);
-            };
-            if !rules.reconnection {
-                remove(st, i);
-                return Ok(Outcome::Away);
-            }
-            let held = st.authority.as_deref() == Some(player);
-            let window = rules.options(&st.name).window_ms;
-            let m = &mut st.members[i];
-            m.session = None;
-            m.node = None;
-            m.away_until = Some(now.saturating_add(window));
-            m.held_authority = held;
-            st.note_presence(i, PresenceStatus::Away);
-            if held && !rules.restore_authority {
-                st.set_authority(st.successor(Some(player)));
+            if let Some(i) = st.find_live(player, session) {
+                turn_away(st, i, *now, rules);
             }
             Ok(Outcome::Away)
+        }
+        Op::NodeGone { node, now } => {
+            let mut n = 0;
+            // Each step turns one member away (or removes it): bounded by the member count.
+            for _ in 0..st.members.len() {
+                let Some(i) = st
+                    .members
+                    .iter()
+                    .position(|m| m.session.as_deref().is_some_and(|s| started_by(s, node)))
+                else {
+                    break;
+                };
+                turn_away(st, i, *now, rules);
+                n += 1;
+            }
+            Ok(Outcome::NodeGone(n))
         }
         Op::Resume {
             player,
@@ -497,6 +509,38 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             }
             Ok(Outcome::Expired(n))
         }
+    }
+}
+
+/// Whether session id `session` belongs to node start `start` (see [`Op::NodeGone`]).
+pub fn started_by(session: &str, start: &str) -> bool {
+    session.rsplit_once('-').is_some_and(|(p, _)| p == start)
+}
+
+/// The node start of session id `session` (see [`Op::NodeGone`]).
+pub fn start_of(session: &str) -> &str {
+    session.rsplit_once('-').map_or(session, |(p, _)| p)
+}
+
+/// Member `i` (connected) lost its session: it turns away until its window closes, or leaves
+/// when reconnection is off. Authority is kept for its return or passed on, per
+/// `reconnection.restore_authority`.
+fn turn_away(st: &mut RoomState, i: usize, now: u64, rules: &Rules) {
+    if !rules.reconnection {
+        remove(st, i);
+        return;
+    }
+    let player = st.members[i].player.clone();
+    let held = st.authority.as_deref() == Some(player.as_str());
+    let window = rules.options(&st.name).window_ms;
+    let m = &mut st.members[i];
+    m.session = None;
+    m.node = None;
+    m.away_until = Some(now.saturating_add(window));
+    m.held_authority = held;
+    st.note_presence(i, PresenceStatus::Away);
+    if held && !rules.restore_authority {
+        st.set_authority(st.successor(Some(&player)));
     }
 }
 
@@ -578,6 +622,7 @@ pub fn on_missing(op: &Op) -> Result<Outcome, RoomError> {
         Op::Leave { .. } | Op::Evict { .. } => Ok(Outcome::Left),
         Op::Away { .. } => Ok(Outcome::Away),
         Op::Expire { .. } => Ok(Outcome::Expired(0)),
+        Op::NodeGone { .. } => Ok(Outcome::NodeGone(0)),
         Op::Publish { .. } | Op::Claim { .. } | Op::Release { .. } => Err(not_in_room()),
         Op::SetState {
             member: Some(_), ..

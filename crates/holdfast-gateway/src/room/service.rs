@@ -42,6 +42,9 @@ pub struct RoomInfo {
     pub epoch: String,
 }
 
+/// An away membership of a user: its room, its player id, and when it turned away (Unix ms).
+type AwayEntry = (Arc<str>, Arc<str>, u64);
+
 /// Room operations of one node, over its backend.
 pub struct RoomService {
     backend: Arc<dyn RoomBackend>,
@@ -52,7 +55,7 @@ pub struct RoomService {
     shutdown: tokio_util::sync::CancellationToken,
     /// Away memberships by user on this node, oldest first, with when they turned away:
     /// bounded per user by `limits.max_away_rooms_per_user`, pruned by the sweep.
-    away: std::sync::Mutex<HashMap<Arc<str>, VecDeque<(Arc<str>, Arc<str>, u64)>>>,
+    away: std::sync::Mutex<HashMap<Arc<str>, VecDeque<AwayEntry>>>,
 }
 
 fn unavailable() -> RoomError {
@@ -338,7 +341,7 @@ impl RoomService {
             .limits
             .max_away_rooms_per_user
             .max(self.config.limits.max_rooms_per_session);
-        let evict: Vec<(Arc<str>, Arc<str>, u64)> = {
+        let evict: Vec<AwayEntry> = {
             let mut away = self.away.lock().unwrap_or_else(|e| e.into_inner());
             let list = away.entry(session.user.clone()).or_default();
             list.retain(|(r, p, _)| !(*r == m.room && *p == m.player));
@@ -630,6 +633,26 @@ impl RoomService {
             list.retain(|(_, _, at)| now.saturating_sub(*at) <= longest);
             !list.is_empty()
         });
+    }
+
+    /// Node `node` is gone: its members in `room` turn away (see [`Op::NodeGone`]). Returns
+    /// how many did. A cluster backend calls this for the rooms of a node whose liveness lease
+    /// passed.
+    pub async fn node_gone(&self, room: &str, node: &str, now: u64) -> Result<usize, RoomError> {
+        let op = Op::NodeGone {
+            node: node.to_owned(),
+            now,
+        };
+        match self
+            .backend
+            .apply(room, &op)
+            .await
+            .map_err(room_error)?
+            .outcome
+        {
+            Outcome::NodeGone(n) => Ok(n),
+            _ => Err(unexpected()),
+        }
     }
 
     /// Retries an idempotent operation in the background with backoff, a bounded number of

@@ -223,6 +223,24 @@ impl Session {
         self.reply_error(e.code, e.message, id);
     }
 
+    /// A room operation of a member failed: replies the error. When the store no longer
+    /// knows the membership the session holds (cluster mode: lost with the broker's data,
+    /// turned away after this node was taken for gone, or resumed elsewhere), the session is
+    /// closed with 1011 at once (the queued error may not be written) so the client resumes
+    /// and learns what is left of it.
+    fn member_error(&self, e: RoomError, id: Option<String>) -> Option<CloseCode> {
+        let lost = e.code == ErrorCode::NotInRoom;
+        self.room_error(e, id);
+        if lost {
+            tracing::info!(
+                session = %self.handle.id,
+                "the membership is gone from the room store; closing so the client resumes"
+            );
+            return Some(CloseCode::InternalError);
+        }
+        None
+    }
+
     /// Handles one text frame; returns a close code when the session must end.
     pub(crate) async fn on_text(&mut self, text: &str) -> Option<CloseCode> {
         self.on_parsed(parse_client_frame(text)).await
@@ -322,7 +340,9 @@ impl Session {
                         .publish(m, &self.handle, p.data, p.id.clone(), p.traceparent)
                         .await;
                     if let Err(e) = r {
-                        self.room_error(e, p.id);
+                        if let Some(code) = self.member_error(e, p.id) {
+                            return Some(code);
+                        }
                     }
                 }
             },
@@ -334,7 +354,9 @@ impl Session {
                         .claim_authority(m, &self.handle, r.id.clone())
                         .await;
                     if let Err(e) = res {
-                        self.room_error(e, r.id);
+                        if let Some(code) = self.member_error(e, r.id) {
+                            return Some(code);
+                        }
                     }
                 }
             },
@@ -346,7 +368,9 @@ impl Session {
                         .release_authority(m, &self.handle, r.id.clone())
                         .await;
                     if let Err(e) = res {
-                        self.room_error(e, r.id);
+                        if let Some(code) = self.member_error(e, r.id) {
+                            return Some(code);
+                        }
                     }
                 }
             },
@@ -442,7 +466,9 @@ impl Session {
                         .set_state(m, &self.handle, f.state, f.id.clone())
                         .await;
                     if let Err(e) = res {
-                        self.room_error(e, f.id);
+                        if let Some(code) = self.member_error(e, f.id) {
+                            return Some(code);
+                        }
                     }
                 }
             },

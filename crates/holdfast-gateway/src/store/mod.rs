@@ -43,6 +43,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct StoreContext {
     /// The node's id.
     pub node_id: Arc<str>,
+    /// This start of the node: the prefix of its session ids (`<node_id>-<start>`, up to
+    /// their last `-`), and the name of its liveness lease in a cluster.
+    pub lease: Arc<str>,
     /// The node's configuration.
     pub config: Arc<crate::Config>,
     /// The node's metrics; a store registers its own metrics there too.

@@ -4,7 +4,8 @@
 -- lives here; frames arrive already serialised.
 --
 -- KEYS 1 state hash (`v` version, `s` state, `r` run id of the Redis that wrote it), 2 dedupe
--- hash, 3 history stream, 4 away index.
+-- hash, 3 history stream, 4 away index; then the room sets of the nodes that place members in
+-- the room with this commit (the room is added to each, so the node's liveness sweep finds it).
 -- ARGV 1 expected version ('' when the room must not exist), 2 new version, 3 new state
 -- ('' drops the room), 4 key TTL (s), 5 history length, 6 channel, 7 room name,
 -- 8 next away deadline (ms, '' for none), 9 replay from, 10 replay to (0 for none), 11 epoch,
@@ -75,5 +76,9 @@ if ARGV[8] == '' then
   redis.call('ZREM', KEYS[4], ARGV[7])
 else
   redis.call('ZADD', KEYS[4], tonumber(ARGV[8]), ARGV[7])
+end
+for k = 5, #KEYS do
+  redis.call('SADD', KEYS[k], ARGV[7])
+  redis.call('EXPIRE', KEYS[k], ttl)
 end
 return out

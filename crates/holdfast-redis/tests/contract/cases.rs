@@ -702,6 +702,72 @@ pub async fn expiry_removes_the_member_and_passes_authority(b: Backend) {
     assert_eq!(expect(&x, "authority_changed").await["authority"], "p2");
 }
 
+/// A node that died without a word (its lease passed): its members turn away through the room
+/// rules, authority passes as for a drop, and they can resume elsewhere. (The memory backend
+/// has one node: every member is on it.)
+pub async fn a_gone_nodes_members_turn_away_and_can_resume(b: Backend) {
+    let mut cfg = config();
+    cfg.reconnection.restore_authority = false;
+    let env = Env::new(b, cfg).await;
+    let (a, x) = (env.session_on(1, "a"), env.session_on(0, "b"));
+    let (_, ja) = env.join_on(1, &a, "r").await;
+    env.join_on(0, &x, "r").await;
+    assert_eq!(env.node(0).node_gone("r", "elsewhere", now()).await, Ok(0));
+    assert_eq!(
+        env.node(0).node_gone("r", &env.node_id(1), now()).await,
+        Ok(if b == Backend::Redis { 1 } else { 2 })
+    );
+    // Applied again, it changes nothing.
+    assert_eq!(
+        env.node(0).node_gone("r", &env.node_id(1), now()).await,
+        Ok(0)
+    );
+    // Authority passes at the drop (on the memory backend, on to nobody as p2 drops too).
+    let mut authority = presence_and_authority(&x, "away").await;
+    if authority.is_empty() {
+        authority.push(expect(&x, "authority_changed").await["authority"].to_string());
+    }
+    assert_eq!(authority.first().map(String::as_str), Some("\"p2\""));
+    let info = env.node(0).info("r").await.unwrap().unwrap();
+    assert_eq!(info.members.len(), 2);
+    if b == Backend::Redis {
+        assert_eq!(info.authority.as_deref(), Some("p2"));
+    }
+    let back = env.session_on(0, "a");
+    env.resume(0, &back, "r", "p1", &token(&ja), 0)
+        .await
+        .unwrap();
+    presence_and_authority(&x, "online").await;
+    assert_eq!(env.node(0).node_gone("r", "nobody", now()).await, Ok(0));
+    assert_eq!(env.node(0).node_gone("gone-room", "n1", now()).await, Ok(0));
+}
+
+/// Reads `s`'s frames until a presence change says p1 is `status`; returns the authorities
+/// announced on the way (as JSON).
+async fn presence_and_authority(
+    s: &holdfast_gateway::registry::SessionHandle,
+    status: &str,
+) -> Vec<String> {
+    let mut authority = Vec::new();
+    for _ in 0..100 {
+        let v = recv(s).await;
+        match v["type"].as_str() {
+            Some("authority_changed") => authority.push(v["authority"].to_string()),
+            Some("presence") => {
+                let changes = v["changes"].as_array().cloned().unwrap_or_default();
+                if changes
+                    .iter()
+                    .any(|c| c["player_id"] == "p1" && c["status"] == status)
+                {
+                    return authority;
+                }
+            }
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    panic!("no presence change p1 {status}");
+}
+
 pub async fn the_sweep_expires_only_members_whose_window_passed(b: Backend) {
     let env = Env::new(b, config()).await;
     let (a, x, c) = (env.session("a"), env.session("b"), env.session("c"));

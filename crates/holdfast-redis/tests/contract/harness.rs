@@ -53,6 +53,7 @@ impl Env {
         let cfg = Arc::new(config.clone());
         let ctx = |i: usize| StoreContext {
             node_id: format!("n{i}").into(),
+            lease: format!("n{i}").into(),
             config: cfg.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
@@ -102,6 +103,11 @@ impl Env {
     /// Node `i` (the memory backend has one node: every index names it).
     pub fn node(&self, i: usize) -> &RoomService {
         &self.nodes[i % self.nodes.len()]
+    }
+
+    /// The id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        format!("n{}", i % self.nodes.len())
     }
 
     /// A new session of `user` on node `node`.
