@@ -286,13 +286,8 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                     "members may not publish in this room (the application's backend does)",
                 ));
             }
-            if let Some(id) = id {
-                if let Some(seq) = st.dedupe.get(player).and_then(|d| d.lookup(id)) {
-                    return Ok(Outcome::Published {
-                        seq,
-                        duplicate: true,
-                    });
-                }
+            if let Some(dup) = seen(st, player, id) {
+                return Ok(dup);
             }
             if opts.publish_rate_per_sec > 0 {
                 // A token bucket per room: `rate` tokens a second, one second of burst.
@@ -312,38 +307,13 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
                 st.rate_tokens = tokens - 1.0;
                 st.rate_at = *ts;
             }
-            let (from, user_id, data, event_id, traceparent, ts) = (
-                player.clone(),
-                user.clone(),
-                data.clone(),
-                id.clone(),
-                traceparent.clone(),
-                *ts,
-            );
-            let seq = st.emit(move |room, seq, epoch| {
-                ServerFrame::Event(Event {
-                    room,
-                    seq,
-                    epoch,
-                    ts,
-                    from,
-                    user_id,
-                    data,
-                    id: event_id,
-                    traceparent,
-                })
-            });
-            if let Some(id) = id {
-                st.dedupe
-                    .entry(player.clone())
-                    .or_default()
-                    .insert(id, seq, rules.dedupe_window);
-                st.dedupe_dirty.push(player.clone());
-            }
-            Ok(Outcome::Published {
-                seq,
-                duplicate: false,
-            })
+            Ok(emit_event(
+                st,
+                player,
+                (player.clone(), user.clone()),
+                (data, id, traceparent, *ts),
+                rules,
+            ))
         }
         Op::ServerPublish {
             data,
@@ -351,40 +321,16 @@ pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, Room
             traceparent,
             ts,
         } => {
-            if let Some(id) = id {
-                if let Some(seq) = st.dedupe.get(SERVER_DEDUPE).and_then(|d| d.lookup(id)) {
-                    return Ok(Outcome::Published {
-                        seq,
-                        duplicate: true,
-                    });
-                }
+            if let Some(dup) = seen(st, SERVER_DEDUPE, id) {
+                return Ok(dup);
             }
-            let (data, event_id, traceparent, ts) =
-                (data.clone(), id.clone(), traceparent.clone(), *ts);
-            let seq = st.emit(move |room, seq, epoch| {
-                ServerFrame::Event(Event {
-                    room,
-                    seq,
-                    epoch,
-                    ts,
-                    from: SERVER_FROM.to_owned(),
-                    user_id: String::new(),
-                    data,
-                    id: event_id,
-                    traceparent,
-                })
-            });
-            if let Some(id) = id {
-                st.dedupe
-                    .entry(SERVER_DEDUPE.to_owned())
-                    .or_default()
-                    .insert(id, seq, rules.dedupe_window);
-                st.dedupe_dirty.push(SERVER_DEDUPE.to_owned());
-            }
-            Ok(Outcome::Published {
-                seq,
-                duplicate: false,
-            })
+            Ok(emit_event(
+                st,
+                SERVER_DEDUPE,
+                (SERVER_FROM.to_owned(), String::new()),
+                (data, id, traceparent, *ts),
+                rules,
+            ))
         }
         Op::SetState { member, state } => set_state(st, member.as_ref(), state, rules),
         Op::Inspect => Ok(Outcome::Info {
@@ -589,6 +535,50 @@ fn set_state(
     st.state = Some(raw);
     st.state_seq = seq;
     Ok(Outcome::StateSet { seq })
+}
+
+/// The original answer to a publish whose `id` is still in `key`'s dedupe window.
+fn seen(st: &RoomState, key: &str, id: &Option<String>) -> Option<Outcome> {
+    let seq = st.dedupe.get(key)?.lookup(id.as_deref()?)?;
+    Some(Outcome::Published {
+        seq,
+        duplicate: true,
+    })
+}
+
+/// Emits an `event` from `(from, user_id)` and remembers its id in `key`'s dedupe window.
+fn emit_event(
+    st: &mut RoomState,
+    key: &str,
+    (from, user_id): (String, String),
+    (data, id, traceparent, ts): (&Value, &Option<String>, &Option<String>, u64),
+    rules: &Rules,
+) -> Outcome {
+    let (data, event_id, traceparent) = (data.clone(), id.clone(), traceparent.clone());
+    let seq = st.emit(move |room, seq, epoch| {
+        ServerFrame::Event(Event {
+            room,
+            seq,
+            epoch,
+            ts,
+            from,
+            user_id,
+            data,
+            id: event_id,
+            traceparent,
+        })
+    });
+    if let Some(id) = id {
+        st.dedupe
+            .entry(key.to_owned())
+            .or_default()
+            .insert(id, seq, rules.dedupe_window);
+        st.dedupe_dirty.push(key.to_owned());
+    }
+    Outcome::Published {
+        seq,
+        duplicate: false,
+    }
 }
 
 /// The range of the stream a backend must read for `op`, before appending what it emitted:

@@ -283,9 +283,7 @@ impl RoomService {
             player: m.player.to_string(),
             session: session.id.to_string(),
         };
-        let a = self.backend.apply(&m.room, &op).await.map_err(room_error)?;
-        self.ack_authority(m, session, id, &a);
-        Ok(())
+        self.authority(m, session, id, op).await
     }
 
     /// Gives authority up; it passes to the longest-present other connected member.
@@ -299,6 +297,16 @@ impl RoomService {
             player: m.player.to_string(),
             session: session.id.to_string(),
         };
+        self.authority(m, session, id, op).await
+    }
+
+    async fn authority(
+        &self,
+        m: &Membership,
+        session: &Arc<SessionHandle>,
+        id: Option<String>,
+        op: Op,
+    ) -> Result<(), RoomError> {
         let a = self.backend.apply(&m.room, &op).await.map_err(room_error)?;
         self.ack_authority(m, session, id, &a);
         Ok(())
