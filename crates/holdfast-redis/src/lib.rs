@@ -37,6 +37,7 @@
 //! lost the stream), the affected sessions are closed with 1011 so their clients resume and are
 //! told the exact gap. Nothing is delivered out of order or with a silent hole.
 
+mod batch;
 mod broker;
 mod pubsub;
 mod scripts;

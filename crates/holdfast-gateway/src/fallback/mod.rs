@@ -124,6 +124,18 @@ async fn check_request(
     Ok(claims)
 }
 
+/// The checks of a request that holds a stream or a poll open: the token and origin, then a
+/// stream slot of its address.
+async fn open_stream(
+    node: &Node,
+    token: Option<&str>,
+    headers: &HeaderMap,
+    ip: IpAddr,
+) -> Result<(Claims, Slot), Refusal> {
+    let claims = check_request(node, token, headers).await?;
+    Ok((claims, admit_stream(node, ip)?))
+}
+
 /// Admits a stream or poll held open by `ip`: it counts against `limits.max_streams_per_ip`
 /// (and the node's `limits.max_connections`) instead of the pending connections.
 fn admit_stream(node: &Node, ip: IpAddr) -> Result<Slot, Refusal> {

@@ -13,7 +13,7 @@ use axum::{Extension, Json};
 use holdfast_protocol::CloseCode;
 use serde::{Deserialize, Serialize};
 
-use super::{admit_stream, check_request, open, refused, Closed, ConnExt, FallbackSession};
+use super::{check_request, open, open_stream, refused, Closed, ConnExt, FallbackSession};
 use crate::auth::Claims;
 use crate::limits::{check_content_length, read_body, Refusal};
 use crate::node::Node;
@@ -76,12 +76,8 @@ pub async fn poll(
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match check_request(&node, q.token.as_deref(), &headers).await {
-        Ok(c) => c,
-        Err(r) => return refused(&node, r),
-    };
-    let slot = match admit_stream(&node, peer.ip()) {
-        Ok(s) => s,
+    let (claims, slot) = match open_stream(&node, q.token.as_deref(), &headers, peer.ip()).await {
+        Ok(x) => x,
         Err(r) => return refused(&node, r),
     };
     let conn = conn.map(|Extension(c)| c);

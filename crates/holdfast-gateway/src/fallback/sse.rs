@@ -13,7 +13,7 @@ use holdfast_protocol::CloseCode;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{admit_stream, check_request, open, refused, Closed, ConnExt, FallbackSession};
+use super::{open, open_stream, refused, Closed, ConnExt, FallbackSession};
 use crate::limits::Slot;
 use crate::node::Node;
 
@@ -41,12 +41,8 @@ pub async fn sse(
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match check_request(&node, q.token.as_deref(), &headers).await {
-        Ok(c) => c,
-        Err(r) => return refused(&node, r),
-    };
-    let slot = match admit_stream(&node, peer.ip()) {
-        Ok(s) => s,
+    let (claims, slot) = match open_stream(&node, q.token.as_deref(), &headers, peer.ip()).await {
+        Ok(x) => x,
         Err(r) => return refused(&node, r),
     };
     let resume = headers

@@ -9,9 +9,11 @@
 //! - [`stream`]: the replay ring and the gap arithmetic of a resume.
 //! - [`fanout`]: local delivery in `seq` order and replies at the member's position.
 //! - [`options`]: `[rooms]` and `[[namespaces]]`: presence mode, limits and history by prefix.
+//! - `backend_ops`: what the application's backend and the node's timers ask of rooms.
 //! - [`service`]: what sessions call: frame → operation → reply.
 
 pub mod authority;
+mod backend_ops;
 pub mod fanout;
 pub mod membership;
 pub mod options;

@@ -47,15 +47,15 @@ type AwayEntry = (Arc<str>, Arc<str>, u64);
 
 /// Room operations of one node, over its backend.
 pub struct RoomService {
-    backend: Arc<dyn RoomBackend>,
-    mirror: Arc<Mirror>,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
+    pub(super) backend: Arc<dyn RoomBackend>,
+    pub(super) mirror: Arc<Mirror>,
+    pub(super) config: Arc<Config>,
+    pub(super) metrics: Arc<Metrics>,
     node: Arc<str>,
     shutdown: tokio_util::sync::CancellationToken,
     /// Away memberships by user on this node, oldest first, with when they turned away:
     /// bounded per user by `limits.max_away_rooms_per_user`, pruned by the sweep.
-    away: std::sync::Mutex<HashMap<Arc<str>, VecDeque<AwayEntry>>>,
+    pub(super) away: std::sync::Mutex<HashMap<Arc<str>, VecDeque<AwayEntry>>>,
 }
 
 fn unavailable() -> RoomError {
@@ -65,7 +65,7 @@ fn unavailable() -> RoomError {
     }
 }
 
-fn room_error(e: StoreError) -> RoomError {
+pub(super) fn room_error(e: StoreError) -> RoomError {
     match e {
         StoreError::Refused(e) => e,
         StoreError::Unavailable | StoreError::Unknown => unavailable(),
@@ -265,10 +265,7 @@ impl RoomService {
         if duplicate {
             self.metrics.dedupe_hits.inc();
         }
-        if let Some(id) = id {
-            let ack = text(&ack_frame(id, Some(&m.room), Some(seq)));
-            self.mirror.reply_at(&m.room, seq, session, ack);
-        }
+        self.ack_at(m, session, id, seq, Some(seq));
         Ok(())
     }
 
@@ -312,6 +309,22 @@ impl RoomService {
         Ok(())
     }
 
+    /// Queues the `ack` of frame `id` once the room message `at` was delivered to `session`
+    /// (at once when `at` is 0).
+    fn ack_at(
+        &self,
+        m: &Membership,
+        session: &Arc<SessionHandle>,
+        id: Option<String>,
+        at: u64,
+        seq: Option<u64>,
+    ) {
+        if let Some(id) = id {
+            let ack = text(&ack_frame(id, Some(&m.room), seq));
+            self.mirror.reply_at(&m.room, at, session, ack);
+        }
+    }
+
     fn ack_authority(
         &self,
         m: &Membership,
@@ -319,11 +332,8 @@ impl RoomService {
         id: Option<String>,
         a: &Applied,
     ) {
-        if let Some(id) = id {
-            let at = if a.emitted > 0 { a.seq } else { 0 };
-            let ack = text(&ack_frame(id, Some(&m.room), None));
-            self.mirror.reply_at(&m.room, at, session, ack);
-        }
+        let at = if a.emitted > 0 { a.seq } else { 0 };
+        self.ack_at(m, session, id, at, None);
     }
 
     /// The session ended: the member turns away for the reconnection window (or leaves when
@@ -521,146 +531,8 @@ impl RoomService {
         let Outcome::StateSet { seq } = a.outcome else {
             return Err(unexpected());
         };
-        if let Some(id) = id {
-            let ack = text(&ack_frame(id, Some(&m.room), Some(seq)));
-            self.mirror.reply_at(&m.room, seq, session, ack);
-        }
+        self.ack_at(m, session, id, seq, Some(seq));
         Ok(())
-    }
-
-    /// Replaces the room's state from the application's backend. Returns the `state_set`'s
-    /// `(seq, epoch)`, or `None` when nobody is in the room (nothing is kept).
-    pub async fn server_set_state(
-        &self,
-        room: &str,
-        state: Value,
-    ) -> Result<Option<(u64, String)>, RoomError> {
-        let op = Op::SetState {
-            member: None,
-            state,
-        };
-        let a = self.backend.apply(room, &op).await.map_err(room_error)?;
-        match a.outcome {
-            Outcome::StateSet { seq: 0 } => Ok(None),
-            Outcome::StateSet { seq } => Ok(Some((seq, a.epoch))),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// Publishes `data` from the application's backend: an `event` with `from: "server"`, in
-    /// the room's seq order, deduplicated by `id` like a member's publish. Returns the event's
-    /// `(seq, epoch)`, or `None` when nobody is in the room (nothing is delivered or kept).
-    pub async fn server_publish(
-        &self,
-        room: &str,
-        data: Value,
-        id: Option<String>,
-        traceparent: Option<String>,
-    ) -> Result<Option<(u64, String)>, RoomError> {
-        let op = Op::ServerPublish {
-            data,
-            id,
-            traceparent,
-            ts: unix_now_ms(),
-        };
-        let a = self.backend.apply(room, &op).await.map_err(room_error)?;
-        match a.outcome {
-            Outcome::Published { seq: 0, .. } => Ok(None),
-            Outcome::Published { seq, duplicate } => {
-                if duplicate {
-                    self.metrics.dedupe_hits.inc();
-                }
-                Ok(Some((seq, a.epoch)))
-            }
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// The room as it is now, or `None` when nobody is in it.
-    pub async fn info(&self, room: &str) -> Result<Option<RoomInfo>, RoomError> {
-        let a = self
-            .backend
-            .apply(room, &Op::Inspect)
-            .await
-            .map_err(room_error)?;
-        match a.outcome {
-            Outcome::Info { .. } if a.epoch.is_empty() => Ok(None),
-            Outcome::Info { members, authority } => Ok(Some(RoomInfo {
-                members,
-                authority,
-                seq: a.seq,
-                epoch: a.epoch,
-            })),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// The room messages with `from <= seq <= to` the room still holds, in order, as sent.
-    pub async fn history(
-        &self,
-        room: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<super::stream::Buffered>, RoomError> {
-        self.backend
-            .history(room, from, to)
-            .await
-            .map_err(room_error)
-    }
-
-    /// A page of room names starting with `prefix` (see [`RoomBackend::list`]).
-    pub async fn list(
-        &self,
-        prefix: &str,
-        cursor: &str,
-        limit: usize,
-    ) -> Result<(Vec<String>, Option<String>), RoomError> {
-        self.backend
-            .list(prefix, cursor, limit)
-            .await
-            .map_err(room_error)
-    }
-
-    /// Removes away members whose window passed, in every room the backend reports.
-    pub async fn sweep(&self, now: u64) {
-        for room in self.backend.due(now).await {
-            let _ = self.backend.apply(&room, &Op::Expire { now }).await;
-        }
-        // Entries older than the longest window are expired memberships: forget them.
-        let longest = self
-            .config
-            .namespaces
-            .iter()
-            .filter_map(|n| n.reconnection_window_secs)
-            .chain([self.config.reconnection.window_secs])
-            .max()
-            .unwrap_or(0)
-            .saturating_mul(1000);
-        let mut away = self.away.lock().unwrap_or_else(|e| e.into_inner());
-        away.retain(|_, list| {
-            list.retain(|(_, _, at)| now.saturating_sub(*at) <= longest);
-            !list.is_empty()
-        });
-    }
-
-    /// Node `node` is gone: its members in `room` turn away (see [`Op::NodeGone`]). Returns
-    /// how many did. A cluster backend calls this for the rooms of a node whose liveness lease
-    /// passed.
-    pub async fn node_gone(&self, room: &str, node: &str, now: u64) -> Result<usize, RoomError> {
-        let op = Op::NodeGone {
-            node: node.to_owned(),
-            now,
-        };
-        match self
-            .backend
-            .apply(room, &op)
-            .await
-            .map_err(room_error)?
-            .outcome
-        {
-            Outcome::NodeGone(n) => Ok(n),
-            _ => Err(unexpected()),
-        }
     }
 
     /// Retries an idempotent operation in the background with backoff, a bounded number of
@@ -688,7 +560,7 @@ impl RoomService {
     }
 }
 
-fn unexpected() -> RoomError {
+pub(super) fn unexpected() -> RoomError {
     RoomError {
         code: ErrorCode::Internal,
         message: "unexpected store outcome",
