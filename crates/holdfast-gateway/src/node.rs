@@ -56,6 +56,8 @@ pub struct NodeInner {
     /// SSE streams and long-polls held open, bounded by `limits.max_connections` and
     /// `limits.max_streams_per_ip`.
     streams: Arc<CountLimit>,
+    /// Inbound frame and `send` budgets per user, shared by the user's sessions.
+    pub(crate) budgets: crate::session::UserBudgets,
     /// Sessions on the SSE and long-polling transports.
     pub fallback: crate::fallback::FallbackSessions,
     /// Rate-limited auth-failure log lines.
@@ -149,6 +151,7 @@ impl Node {
                 config.limits.max_connections,
                 config.limits.max_streams_per_ip,
             ),
+            budgets: crate::session::UserBudgets::new(&config.limits),
             config,
             metrics,
             registry: Registry::default(),

@@ -97,6 +97,25 @@ async function disconnectFromPage(page: Page, user: string): Promise<void> {
   await page.waitForSelector('#disconnect-result[data-disconnected="true"]');
 }
 
+/**
+ * Waits for the page's open-connections figure to read `n`; on a timeout the error says what
+ * the page showed, its status line and what the node's own gauge said, so a failure explains
+ * itself.
+ */
+async function connectionsShown(page: Page, api: string, n: number): Promise<void> {
+  try {
+    await page.waitForFunction((want) => document.getElementById("m-connections")?.textContent === want, String(n), { timeout: 30_000 });
+  } catch (err) {
+    const shown = await page.textContent("#m-connections").catch(() => null);
+    const line = await page.textContent("#status").catch(() => null);
+    const scraped = await fetch(`${api}/metrics`)
+      .then((r) => r.text())
+      .then((t) => t.split("\n").filter((l) => l.startsWith("holdfast_connections_active")).join("; "))
+      .catch((e: Error) => `scrape failed: ${e.message}`);
+    throw new Error(`the page shows ${shown} connections, not ${n} (status: ${line}; node: ${scraped}): ${(err as Error).message}`);
+  }
+}
+
 const hasEvent = (rec: Recorder, text: string) => rec.events.some((e) => (e.data as { text?: string } | null)?.text === text);
 
 describe("admin page in headless Chromium", { timeout: 120_000 }, () => {
@@ -146,7 +165,7 @@ describe("admin page in headless Chromium", { timeout: 120_000 }, () => {
 
       await page.waitForSelector("#nodes tbody tr");
       assert.equal(await page.$$eval("#nodes tbody tr", (rows) => rows.length), 1);
-      await page.waitForFunction(() => document.getElementById("m-connections")?.textContent === "3");
+      await connectionsShown(page, node.api, 3);
 
       assert.deepEqual(await searchRooms(page, "ops-"), ["ops-lobby"]);
       assert.deepEqual((await searchRooms(page, "")).sort(), ["ops-lobby", "support-1"]);
@@ -171,7 +190,7 @@ describe("admin page in headless Chromium", { timeout: 120_000 }, () => {
       await until(() => bob.closed, "bob's session to close");
       assert.equal(bob.closed!.code, 4007);
       await page.waitForFunction(() => document.getElementById("user-online")?.textContent === "no");
-      await page.waitForFunction(() => document.getElementById("m-connections")?.textContent === "2", undefined, { timeout: 10_000 });
+      await connectionsShown(page, node.api, 2);
       await page.screenshot({ path: resolve(OUTPUT, "admin-disconnect.png"), fullPage: true });
 
       // Forgetting the key brings the prompt back.

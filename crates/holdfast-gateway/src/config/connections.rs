@@ -58,10 +58,15 @@ pub struct LimitsConfig {
     /// Most SSE streams and long-poll requests held open at once from one address, new or
     /// reattached to an existing session; further ones get HTTP 429 `max_streams_per_ip`.
     pub max_streams_per_ip: usize,
-    /// Inbound frames per second allowed per session (token bucket refill rate).
+    /// Inbound frames per second allowed per user on this node (token bucket refill rate),
+    /// shared by the user's sessions on every transport; a reconnect does not refill it.
     pub rate_limit_per_sec: u32,
     /// Token bucket size: frames that may arrive in a burst.
     pub rate_limit_burst: u32,
+    /// `send` frames (directed messages) per second allowed per sending user on this node.
+    pub send_rate_per_sec: u32,
+    /// Burst of `send` frames.
+    pub send_rate_burst: u32,
     /// Consecutive rate-limited frames after which the session is closed with 4003.
     pub rate_limit_strikes: u32,
     /// Outbound queue bound per session, in messages.
@@ -89,6 +94,8 @@ impl Default for LimitsConfig {
             rate_limit_per_sec: 100,
             rate_limit_burst: 200,
             rate_limit_strikes: 50,
+            send_rate_per_sec: 20,
+            send_rate_burst: 40,
             send_queue_messages: 1_024,
             send_queue_bytes: 4 * 1024 * 1024,
             allowed_origins: Vec::new(),

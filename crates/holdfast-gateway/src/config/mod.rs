@@ -184,6 +184,11 @@ impl Config {
             self.limits.rate_limit_burst.into(),
         )?;
         positive(
+            "limits.send_rate_per_sec",
+            self.limits.send_rate_per_sec.into(),
+        )?;
+        positive("limits.send_rate_burst", self.limits.send_rate_burst.into())?;
+        positive(
             "limits.rate_limit_strikes",
             self.limits.rate_limit_strikes.into(),
         )?;

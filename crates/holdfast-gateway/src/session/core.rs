@@ -14,7 +14,7 @@ use holdfast_protocol::{
     PROTOCOL_VERSION,
 };
 
-use super::ratelimit::TokenBucket;
+use super::budget::SharedBudget;
 use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
 use crate::config::SingleSocket;
 use crate::node::Node;
@@ -80,8 +80,8 @@ pub(crate) struct Session {
     /// Rooms this session is in, bounded by `limits.max_rooms_per_session` (a short list: a
     /// scan is cheaper than a map and holds less memory per session).
     rooms: Rooms,
-    /// Inbound rate limit.
-    bucket: TokenBucket,
+    /// The user's inbound budget on this node, shared with its other sessions.
+    budget: Option<SharedBudget>,
     /// Consecutive rate-limited frames.
     strikes: u32,
     /// When the token expires.
@@ -99,6 +99,7 @@ impl Drop for Session {
             return;
         }
         let inner = self.node.inner.clone();
+        self.release_budget();
         if inner.registry.remove(&self.handle) {
             inner
                 .broker
@@ -164,7 +165,7 @@ impl Session {
         handle.enqueue_frame(&welcome);
         tracing::debug!(session = %handle.id, user = %handle.user, "session started");
         Session {
-            bucket: TokenBucket::new(limits.rate_limit_per_sec, limits.rate_limit_burst),
+            budget: Some(inner.budgets.acquire(&handle.user, Instant::now())),
             strikes: 0,
             expiry: expiry_instant(claims.exp),
             claims,
@@ -183,6 +184,7 @@ impl Session {
         while let Some(m) = self.rooms.0.pop() {
             inner.store.disconnect(&m, &self.handle).await;
         }
+        self.release_budget();
         if inner.registry.remove(&self.handle) {
             inner
                 .broker
@@ -190,6 +192,30 @@ impl Session {
         }
         self.handle.shut_queue();
         self.finished = true;
+    }
+
+    /// Gives the user's budget back (once).
+    fn release_budget(&mut self) {
+        if let Some(budget) = self.budget.take() {
+            let inner = &self.node.inner;
+            inner
+                .budgets
+                .release(&self.handle.user, budget, Instant::now());
+        }
+    }
+
+    /// Takes a token from the user's frame budget (`send == false`) or `send` budget.
+    fn spend(&self, send: bool) -> bool {
+        let Some(budget) = &self.budget else {
+            return false;
+        };
+        let mut b = budget.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if send {
+            b.sends.take(now)
+        } else {
+            b.frames.take(now)
+        }
     }
 
     fn reply(&self, frame: &ServerFrame) {
@@ -268,7 +294,7 @@ impl Session {
     async fn on_parsed(&mut self, parsed: Result<ClientFrame, FrameError>) -> Option<CloseCode> {
         let inner = self.node.inner.clone();
         inner.metrics.messages_received.inc();
-        if !self.bucket.take(Instant::now()) {
+        if !self.spend(false) {
             self.strikes += 1;
             if self.strikes >= inner.config.limits.rate_limit_strikes {
                 return Some(CloseCode::RateLimited);
@@ -377,6 +403,11 @@ impl Session {
             ClientFrame::Send(s) if !permissions::may_send(&inner.config, &self.claims, &s.to) => {
                 self.reply_error(ErrorCode::Forbidden, "you may not message this user", s.id)
             }
+            ClientFrame::Send(s) if !self.spend(true) => self.reply_error(
+                ErrorCode::RateLimited,
+                "send rate limit exceeded; message dropped",
+                s.id,
+            ),
             ClientFrame::Send(s) => {
                 let text = encode(&ServerFrame::Message(Direct {
                     from: self.handle.user.to_string(),

@@ -7,8 +7,10 @@
 //! - [`auth`]: in-band authentication and its timeout.
 //! - [`heartbeat`]: ping/pong as a deadline state machine.
 //! - [`ratelimit`]: the inbound token bucket.
+//! - [`budget`]: the per-user budgets those buckets live in, shared by a user's sessions.
 
 mod auth;
+mod budget;
 mod core;
 mod heartbeat;
 mod lean;
@@ -18,6 +20,7 @@ mod ws;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::budget::UserBudgets;
 pub(crate) use self::core::Session;
 pub(crate) use self::lean::{LeanIo, LeanSocket};
 pub(crate) use self::ws::run;

@@ -400,3 +400,71 @@ fn an_oversized_frame_is_recognised_through_the_error_chain() {
         io::ErrorKind::ConnectionReset
     )));
 }
+
+/// Sends an application-level ping and reads the answer: `pong`, or the error that dropped it.
+async fn ping(peer: &mut Peer, n: u32) -> Value {
+    peer.send_json(json!({"type": "ping", "id": format!("p{n}")}));
+    peer.text().await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_users_sessions_share_one_frame_budget_and_a_reconnect_does_not_refill_it() {
+    let node = node(|c| {
+        c.session.single_socket = crate::config::SingleSocket::Off;
+        c.limits.rate_limit_per_sec = 1;
+        c.limits.rate_limit_burst = 4;
+        c.limits.rate_limit_strikes = 100;
+    });
+    let mut a = open(&node, Some(claims("alice", 3600)));
+    a.expect("welcome").await;
+    let mut b = open(&node, Some(claims("alice", 3600)));
+    b.expect("welcome").await;
+    for n in 0..2 {
+        assert_eq!(ping(&mut a, n).await["type"], "pong");
+        assert_eq!(ping(&mut b, n).await["type"], "pong");
+    }
+    // Four frames between the two sessions spent the user's burst.
+    let over = ping(&mut a, 9).await;
+    assert_eq!(over["code"], "rate_limited", "{over}");
+    assert_eq!(over["id"], "p9");
+    assert_eq!(ping(&mut b, 9).await["code"], "rate_limited");
+
+    // Another user is not affected.
+    let mut carol = open(&node, Some(claims("carol", 3600)));
+    carol.expect("welcome").await;
+    assert_eq!(ping(&mut carol, 0).await["type"], "pong");
+
+    // Closing both sessions and coming back at once does not buy a fresh budget.
+    for peer in [a, b] {
+        peer.send(Message::Close(None));
+        peer.finished().await;
+    }
+    let mut again = open(&node, Some(claims("alice", 3600)));
+    again.expect("welcome").await;
+    assert_eq!(ping(&mut again, 0).await["code"], "rate_limited");
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_is_rate_limited_per_sender() {
+    let node = node(|c| {
+        c.limits.send_rate_per_sec = 1;
+        c.limits.send_rate_burst = 2;
+    });
+    let mut a = open(&node, Some(claims("alice", 3600)));
+    a.expect("welcome").await;
+    let mut bob = open(&node, Some(claims("bob", 3600)));
+    bob.expect("welcome").await;
+    for n in 0..2 {
+        a.send_json(json!({"type": "send", "to": "bob", "data": n, "id": format!("s{n}")}));
+        assert_eq!(a.expect("ack").await["id"], format!("s{n}"));
+        assert_eq!(bob.expect("message").await["data"], n);
+    }
+    a.send_json(json!({"type": "send", "to": "bob", "data": 2, "id": "s2"}));
+    let e = a.expect("error").await;
+    assert_eq!((e["code"].as_str(), e["id"].as_str()), (Some("rate_limited"), Some("s2")));
+    // Other frames still pass: the frame budget is separate.
+    assert_eq!(ping(&mut a, 0).await["type"], "pong");
+    // Another sender has its own budget.
+    bob.send_json(json!({"type": "send", "to": "alice", "data": "hi", "id": "b0"}));
+    assert_eq!(bob.expect("ack").await["id"], "b0");
+}
