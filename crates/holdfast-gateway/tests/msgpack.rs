@@ -218,3 +218,83 @@ async fn state_is_bounded_and_can_be_disabled() {
     a.expect_error("invalid_frame").await;
     gw.shutdown().await;
 }
+
+/// A raw HTTP/1.1 request with a binary body; returns the status and the body text.
+async fn post_bytes(
+    addr: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+const API_KEY: &str = "a-long-random-key-for-the-backend";
+
+#[tokio::test]
+async fn the_server_api_takes_messagepack_bodies_with_binary_data() {
+    let mut config = test_config();
+    config.api.keys = vec![API_KEY.into()];
+    let listeners = holdfast_gateway::Listeners {
+        public: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        api: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+    };
+    let gw = holdfast_gateway::Gateway::start(config, listeners)
+        .await
+        .unwrap();
+    let api = gw.api_addr().unwrap();
+    let (mut bob, _) = Packed::connect(gw.local_addr(), "bob").await;
+    bob.send(json!({"type": "join", "room": "game", "id": "j"}))
+        .await;
+    bob.expect("joined").await;
+    let (mut alice, _) = Client::connect(gw.local_addr(), "alice").await;
+    alice.join("game").await;
+
+    let body = value_to_msgpack(
+        &json!({"room": "game", "data": {"frame": {"$base64": "AQID"}}, "id": "api-1"}),
+    );
+    let (status, answer) = post_bytes(api, "/api/v1/publish", "application/msgpack", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["delivered"], true);
+
+    // The MessagePack member gets the bytes as `bin`, the JSON member in their JSON form.
+    let e = bob.expect("event").await;
+    assert_eq!(e["data"]["frame"], json!({"$base64": "AQID"}));
+    assert!(has_bin(&bob.last, &[1, 2, 3]));
+    let e = alice.expect("event").await;
+    assert_eq!(e["data"]["frame"], json!({"$base64": "AQID"}));
+
+    // A body that is not MessagePack, or a request that is not valid, is a 400 that says so.
+    let (status, answer) =
+        post_bytes(api, "/api/v1/publish", "application/msgpack", b"\xc1junk").await;
+    assert_eq!(status, 400);
+    assert!(answer.contains("invalid MessagePack body"), "{answer}");
+    let body = value_to_msgpack(&json!({"room": "game", "nope": 1}));
+    let (status, answer) =
+        post_bytes(api, "/api/v1/publish", "application/x-msgpack", &body).await;
+    assert_eq!(status, 400);
+    assert!(answer.contains("bad_request"), "{answer}");
+    gw.shutdown().await;
+}

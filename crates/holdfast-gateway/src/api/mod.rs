@@ -2,7 +2,8 @@
 //! listener (`api.listen`, default `127.0.0.1:8081`), never on the public one.
 //!
 //! Every `/api/v1` request needs `Authorization: Bearer <key>` with one of `api.keys`
-//! (compared in constant time; several keys so one can be rotated). Bodies and answers are
+//! (compared in constant time; several keys so one can be rotated). Bodies are JSON, or
+//! MessagePack with `Content-Type: application/msgpack` (binary `data` as `bin`); answers are
 //! JSON; every error is `{code, message}` with the protocol's stable error codes plus
 //! `unauthorized` (401), `not_found` (404) and `bad_request` (400, 408, 413). The description
 //! of record is docs/api/openapi.yaml.
@@ -135,6 +136,7 @@ impl<T: DeserializeOwned> FromRequest<Node> for ApiJson<T> {
     async fn from_request(req: Request, node: &Node) -> Result<Self, ApiError> {
         let limit = node.config().api.max_body_bytes;
         let wait = Duration::from_millis(node.config().limits.body_timeout_ms);
+        let msgpack = is_msgpack(req.headers());
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -153,10 +155,36 @@ impl<T: DeserializeOwned> FromRequest<Node> for ApiJson<T> {
                 })
             }
         };
+        if msgpack {
+            // The same request types: MessagePack decodes into the JSON value model (raw
+            // `bin` data becomes `{"$base64": …}`, which rooms deliver as bytes).
+            let value = holdfast_protocol::msgpack::msgpack_to_value(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("invalid MessagePack body: {e}")))?;
+            return serde_json::from_value(value)
+                .map(ApiJson)
+                .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")));
+        }
         serde_json::from_slice(&bytes)
             .map(ApiJson)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
+}
+
+/// Whether the body is MessagePack (`Content-Type: application/msgpack`, or the
+/// `application/x-msgpack` and `application/vnd.msgpack` spellings); anything else is read as
+/// JSON.
+fn is_msgpack(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| {
+            matches!(
+                t.as_str(),
+                "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack"
+            )
+        })
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -1,4 +1,4 @@
-//! The inbound rate limit of one session: a token bucket.
+//! The token bucket behind the inbound rate limits (see `super::budget`).
 
 use std::time::Instant;
 
