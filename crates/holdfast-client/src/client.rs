@@ -98,6 +98,8 @@ pub struct Client {
     close: Arc<Notify>,
     /// Set once, by the task, to the reason it stopped; `watch` so `close` can wait for it.
     done: watch::Receiver<Option<CloseError>>,
+    /// The per-room event streams ([`Room::events`]).
+    room_streams: crate::event::RoomStreams,
 }
 
 impl Client {
@@ -118,12 +120,21 @@ impl Client {
         let (events_tx, events_rx) = mpsc::channel(config.event_capacity.max(1));
         let (done_tx, done_rx) = watch::channel(None);
         let close = Arc::new(Notify::new());
-        let driver = Driver::new(config, commands_rx, close.clone(), events_tx, done_tx);
+        let room_streams = crate::event::RoomStreams::new(config.event_capacity);
+        let driver = Driver::new(
+            config,
+            commands_rx,
+            close.clone(),
+            events_tx,
+            room_streams.clone(),
+            done_tx,
+        );
         tokio::spawn(driver.run(ws, welcome));
         let client = Client {
             commands: commands_tx,
             close,
             done: done_rx,
+            room_streams,
         };
         Ok((client, Events::new(events_rx)))
     }
@@ -252,9 +263,10 @@ impl Client {
     }
 }
 
-/// A handle to one room of a [`Client`]: the room's requests without repeating its name.
-/// Cheap to clone; it shares the client's connection. Events of every room still arrive on
-/// the client's one [`crate::Events`] stream (each carries its room).
+/// A handle to one room of a [`Client`]: the room's requests without repeating its name, and
+/// [`Room::events`], a stream of the room's events alone. Cheap to clone; it shares the
+/// client's connection. Every event still arrives on the client's own [`crate::Events`] stream
+/// too (drop that stream if only room streams are read).
 #[derive(Debug, Clone)]
 pub struct Room {
     client: Client,
@@ -275,6 +287,17 @@ impl Room {
     /// The room's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A new stream of this room's events: its [`ClientEvent::Event`]s, states, presence,
+    /// authority changes, resumes, gaps and rollbacks, in the same order and with the same
+    /// exactly-once guarantee as the client's stream. Bounded like it (`event_capacity`):
+    /// while a room stream is full the connection waits, so read every stream you open, or
+    /// drop it. It ends when the client stops. Open it before joining to see every event.
+    ///
+    /// [`ClientEvent::Event`]: crate::ClientEvent::Event
+    pub fn events(&self) -> crate::Events {
+        self.client.room_streams.open(&self.name)
     }
 
     /// Joins the room (see [`Client::join`]).

@@ -159,6 +159,8 @@ pub(crate) struct Driver {
     close: Arc<Notify>,
     /// The application's event stream.
     events: mpsc::Sender<ClientEvent>,
+    /// The per-room streams, fed besides `events`.
+    room_streams: crate::event::RoomStreams,
     /// Where the terminal reason is published for the handles.
     done: watch::Sender<Option<CloseError>>,
     /// Random per-client prefix of request ids, so ids stay unique across clients of one user.
@@ -188,6 +190,7 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         close: Arc<Notify>,
         events: mpsc::Sender<ClientEvent>,
+        room_streams: crate::event::RoomStreams,
         done: watch::Sender<Option<CloseError>>,
     ) -> Self {
         let id_prefix = format!("{}-", Alphanumeric.sample_string(&mut rand::rng(), 8));
@@ -203,6 +206,7 @@ impl Driver {
             commands,
             close,
             events,
+            room_streams,
             done,
             id_prefix,
             next_order: 0,
@@ -1041,12 +1045,15 @@ impl Driver {
                 fail(pending.kind, failed());
             }
         }
+        self.room_streams.close();
         self.emit(ClientEvent::Closed(reason)).await;
     }
 
-    /// Hands an event to the application, waiting while its stream is full. An application
-    /// that dropped its stream simply gets no events.
+    /// Hands an event to the application (its room's streams first, then the client's stream),
+    /// waiting while a stream is full. An application that dropped a stream simply gets no
+    /// events on it.
     async fn emit(&self, event: ClientEvent) {
+        self.room_streams.deliver(&event).await;
         let _ = self.events.send(event).await;
     }
 }

@@ -4,7 +4,9 @@
 //! overlap what was already delivered are dropped, and a range that was lost for good arrives as
 //! one [`ClientEvent::Gap`] in its place.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -109,6 +111,92 @@ pub enum ClientEvent {
     Message(Direct),
     /// The client stopped for good; no event follows.
     Closed(CloseError),
+}
+
+impl ClientEvent {
+    /// The room the event belongs to, for the room events.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            ClientEvent::Resumed { room, .. }
+            | ClientEvent::ResumeFailed { room, .. }
+            | ClientEvent::Gap { room, .. }
+            | ClientEvent::RolledBack { room, .. } => Some(room),
+            ClientEvent::Event(e) => Some(&e.room),
+            ClientEvent::State(s) => Some(&s.room),
+            ClientEvent::Presence(p) => Some(&p.room),
+            ClientEvent::AuthorityChanged(a) => Some(&a.room),
+            ClientEvent::Connected { .. }
+            | ClientEvent::Disconnected { .. }
+            | ClientEvent::ServerShutdown { .. }
+            | ClientEvent::Message(_)
+            | ClientEvent::Closed(_) => None,
+        }
+    }
+}
+
+/// The per-room streams opened with [`crate::Room::events`], shared by the handles (which
+/// open them) and the connection task (which feeds them).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RoomStreams {
+    /// room → the senders of its open streams. A std mutex held for a map operation only.
+    subscribers: Arc<Mutex<HashMap<String, Vec<mpsc::Sender<ClientEvent>>>>>,
+    /// Bound of each stream, `ClientConfig::event_capacity`.
+    capacity: usize,
+    /// Set when the client stopped: no stream opens after that (it would never end).
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RoomStreams {
+    pub(crate) fn new(capacity: usize) -> Self {
+        RoomStreams {
+            capacity: capacity.max(1),
+            ..RoomStreams::default()
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<mpsc::Sender<ClientEvent>>>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new stream of `room`'s events.
+    pub(crate) fn open(&self, room: &str) -> Events {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        if !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            self.map().entry(room.to_owned()).or_default().push(tx);
+        }
+        Events::new(rx)
+    }
+
+    /// Hands `event` to every open stream of its room, waiting while one is full (the same
+    /// back-pressure as the client's own stream); streams the application dropped are
+    /// forgotten.
+    pub(crate) async fn deliver(&self, event: &ClientEvent) {
+        let Some(room) = event.room() else { return };
+        let senders = match self.map().get(room) {
+            Some(list) => list.clone(),
+            None => return,
+        };
+        let mut gone = false;
+        for tx in &senders {
+            gone |= tx.send(event.clone()).await.is_err();
+        }
+        if gone {
+            let mut map = self.map();
+            if let Some(list) = map.get_mut(room) {
+                list.retain(|tx| !tx.is_closed());
+                if list.is_empty() {
+                    map.remove(room);
+                }
+            }
+        }
+    }
+
+    /// The client stopped: every room stream ends once drained.
+    pub(crate) fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.map().clear();
+    }
 }
 
 /// The bounded stream of [`ClientEvent`]s.

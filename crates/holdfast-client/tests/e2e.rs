@@ -737,3 +737,94 @@ async fn forbidden_is_a_typed_error_and_a_join_token_survives_a_reconnect() {
         .await;
     ann.publish("private", json!({"n": 1})).await.unwrap();
 }
+
+/// The next event of a room stream, within the wait.
+async fn next_of(events: &mut holdfast_client::Events) -> Option<ClientEvent> {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("a room event in time")
+}
+
+#[tokio::test]
+async fn room_handles_have_event_streams_of_their_own() {
+    let gw = gateway(|_| {}).await;
+    let proxy = Proxy::start(gw.local_addr()).await;
+    // The application reads room streams only: the client's own stream is dropped.
+    let (ann, all) = Client::connect(client_config(proxy.addr(), "ann"))
+        .await
+        .unwrap();
+    drop(all);
+    let (bob, _bob_events) = connect(client_config(gw.local_addr(), "bob")).await;
+    let (red, blue) = (ann.room("red"), ann.room("blue"));
+    let (mut red_events, mut blue_events) = (red.events(), blue.events());
+    red.join().await.unwrap();
+    blue.join().await.unwrap();
+    bob.join("red").await.unwrap();
+    bob.join("blue").await.unwrap();
+
+    // Each stream gets its own room's events, in order, and nothing of the other room.
+    let mut expect = Vec::new();
+    for n in 0..5 {
+        let room = if n % 2 == 0 { "red" } else { "blue" };
+        let seq = bob.publish(room, json!({"n": n})).await.unwrap();
+        expect.push((room, seq, n));
+    }
+    for (stream, name) in [(&mut red_events, "red"), (&mut blue_events, "blue")] {
+        let want: Vec<(u64, i32)> = expect
+            .iter()
+            .filter(|(r, ..)| *r == name)
+            .map(|(_, s, n)| (*s, *n))
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            match next_of(stream).await.expect("open") {
+                ClientEvent::Event(e) => {
+                    assert_eq!(e.room, name);
+                    got.push((e.seq, e.data["n"].as_i64().unwrap() as i32));
+                }
+                other => assert_eq!(other.room(), Some(name), "{other:?}"),
+            }
+        }
+        assert_eq!(got, want, "{name}");
+    }
+
+    // A cut: each room stream sees its own resume, then the events published meanwhile.
+    proxy.cut_all();
+    let seq = bob.publish("red", json!({"n": "after"})).await.unwrap();
+    let mut resumed = false;
+    loop {
+        match next_of(&mut red_events).await.expect("open") {
+            ClientEvent::Resumed { room, .. } => {
+                assert_eq!(room, "red");
+                resumed = true;
+            }
+            ClientEvent::Event(e) if e.seq == seq => break,
+            other => assert_eq!(other.room(), Some("red"), "{other:?}"),
+        }
+    }
+    assert!(resumed, "the red stream saw the resume");
+
+    // A stream opened twice gets the events twice, once per stream; a dropped one is forgotten.
+    let mut again = red.events();
+    drop(blue_events);
+    let seq = bob.publish("red", json!({"n": "twice"})).await.unwrap();
+    bob.publish("blue", json!({"n": "nobody reads"}))
+        .await
+        .unwrap();
+    for stream in [&mut red_events, &mut again] {
+        loop {
+            if let ClientEvent::Event(e) = next_of(stream).await.expect("open") {
+                if e.seq == seq {
+                    break;
+                }
+            }
+        }
+    }
+
+    // The streams end when the client stops.
+    ann.close().await;
+    while next_of(&mut red_events).await.is_some() {}
+    while next_of(&mut again).await.is_some() {}
+    assert!(ann.room("red").events().recv().await.is_none());
+    bob.close().await;
+}

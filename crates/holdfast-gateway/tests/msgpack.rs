@@ -292,8 +292,7 @@ async fn the_server_api_takes_messagepack_bodies_with_binary_data() {
     assert_eq!(status, 400);
     assert!(answer.contains("invalid MessagePack body"), "{answer}");
     let body = value_to_msgpack(&json!({"room": "game", "nope": 1}));
-    let (status, answer) =
-        post_bytes(api, "/api/v1/publish", "application/x-msgpack", &body).await;
+    let (status, answer) = post_bytes(api, "/api/v1/publish", "application/x-msgpack", &body).await;
     assert_eq!(status, 400);
     assert!(answer.contains("bad_request"), "{answer}");
     gw.shutdown().await;

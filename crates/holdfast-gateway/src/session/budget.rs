@@ -177,7 +177,10 @@ mod tests {
         }
         budgets.release(&user, a, t0);
         let b = budgets.acquire(&user, t0 + Duration::from_millis(100));
-        assert!(take(&b, t0 + Duration::from_millis(100)), "one token refilled");
+        assert!(
+            take(&b, t0 + Duration::from_millis(100)),
+            "one token refilled"
+        );
         assert!(!take(&b, t0 + Duration::from_millis(100)), "only one");
         budgets.release(&user, b, t0 + Duration::from_millis(100));
         // Once refilled (4 tokens at 10/s: 400 ms) the entry is dropped.

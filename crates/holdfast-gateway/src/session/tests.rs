@@ -461,7 +461,10 @@ async fn send_is_rate_limited_per_sender() {
     }
     a.send_json(json!({"type": "send", "to": "bob", "data": 2, "id": "s2"}));
     let e = a.expect("error").await;
-    assert_eq!((e["code"].as_str(), e["id"].as_str()), (Some("rate_limited"), Some("s2")));
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("rate_limited"), Some("s2"))
+    );
     // Other frames still pass: the frame budget is separate.
     assert_eq!(ping(&mut a, 0).await["type"], "pong");
     // Another sender has its own budget.
