@@ -281,17 +281,20 @@ struct Entry {
     session: Arc<SessionHandle>,
 }
 
+/// A user's sessions on this node: one in the common case, held inline (no allocation).
+type Sessions = smallvec::SmallVec<[Entry; 1]>;
+
 /// user → live sessions of this node.
 #[derive(Debug, Default)]
 pub struct Registry {
     /// Keyed by user id; each user's sessions oldest first: one with single socket `user`,
     /// one per device with `device`, up to `session.max_sessions_per_user`. A std mutex: held
     /// for map operations only, never across an await.
-    sessions: Mutex<HashMap<Arc<str>, Vec<Entry>>>,
+    sessions: Mutex<HashMap<Arc<str>, Sessions>>,
 }
 
 impl Registry {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Entry>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Sessions>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 

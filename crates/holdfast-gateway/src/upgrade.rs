@@ -121,8 +121,9 @@ impl Handshake {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
         // Two states, one after the other: the upgrade (ending with the socket) and then the
         // session. `then` keeps them in one enum, so the session task holds only the session's
-        // state, not the upgrade's as well.
-        let task = socket(self.on_upgrade, config, max_out)
+        // state, not the upgrade's as well; the upgrade is boxed (and freed when it ends), so
+        // the task's allocation is sized for the session, not for the larger upgrade state.
+        let task = Box::pin(socket(self.on_upgrade, config, max_out))
             .then(move |socket| OptionFuture::from(socket.map(session)))
             .map(|_| ());
         spawn(Box::pin(task));

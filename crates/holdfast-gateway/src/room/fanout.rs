@@ -293,6 +293,10 @@ impl LocalRoom {
             // position), or nothing after this member's position.
             _ => seq,
         };
+        // Grown by a quarter, not doubled (see `membership::join`).
+        if self.subs.len() == self.subs.capacity() {
+            self.subs.reserve_exact((self.subs.len() / 4).max(4));
+        }
         self.subs.push(Sub {
             session,
             player,

@@ -43,6 +43,11 @@ pub(super) fn join(
     }
     st.next_player += 1;
     let player = format!("p{}", st.next_player);
+    // Grown by a quarter rather than doubled: a room's member list lives as long as the room,
+    // and doubling would leave up to half of it unused.
+    if st.members.len() == st.members.capacity() {
+        st.members.reserve_exact((st.members.len() / 4).max(4));
+    }
     st.members.push(MemberRecord {
         player: player.clone(),
         user: who.user.clone(),

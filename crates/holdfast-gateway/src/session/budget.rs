@@ -9,19 +9,21 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+#[cfg(test)]
+use std::time::Duration;
+use std::time::Instant;
 
 use super::ratelimit::TokenBucket;
 use crate::config::LimitsConfig;
 
-/// The buckets of one user.
+/// The buckets of one user (small: one is held per connected user).
 pub(crate) struct Budget {
     /// Every inbound frame takes one token.
-    pub(crate) frames: TokenBucket,
+    frames: TokenBucket,
     /// Every `send` takes one token (besides its frame token).
-    pub(crate) sends: TokenBucket,
-    /// When its last session ended, while it has none.
-    released: Option<Instant>,
+    sends: TokenBucket,
+    /// When its last session ended (ms from the origin), while it has none.
+    released: Option<u64>,
 }
 
 /// A user's shared budget, as a session holds it.
@@ -30,24 +32,26 @@ pub(crate) type SharedBudget = Arc<Mutex<Budget>>;
 #[derive(Default)]
 struct Table {
     users: HashMap<Arc<str>, SharedBudget>,
-    /// Users whose last session ended, oldest first, with when it ended (a user may appear more
-    /// than once; only its latest release counts).
-    idle: VecDeque<(Instant, Arc<str>)>,
+    /// Users whose last session ended, oldest first, with when it ended (ms from the origin;
+    /// a user may appear more than once; only its latest release counts).
+    idle: VecDeque<(u64, Arc<str>)>,
 }
 
 /// The node's per-user budgets.
 pub(crate) struct UserBudgets {
     table: Mutex<Table>,
+    /// Time zero of the buckets' millisecond clock.
+    origin: Instant,
     frames: (u32, u32),
     sends: (u32, u32),
-    /// How long an unused budget takes to refill completely.
-    refill: Duration,
+    /// How long an unused budget takes to refill completely, in ms.
+    refill_ms: u64,
     /// Bound on the budgets kept for users without a session.
     max_idle: usize,
 }
 
-fn refill_time((rate, burst): (u32, u32)) -> Duration {
-    Duration::from_secs_f64(f64::from(burst) / f64::from(rate.max(1)))
+fn refill_ms((rate, burst): (u32, u32)) -> u64 {
+    (u64::from(burst) * 1000).div_ceil(u64::from(rate.max(1)))
 }
 
 impl UserBudgets {
@@ -57,9 +61,10 @@ impl UserBudgets {
         let sends = (limits.send_rate_per_sec, limits.send_rate_burst);
         UserBudgets {
             table: Mutex::new(Table::default()),
+            origin: Instant::now(),
             frames,
             sends,
-            refill: refill_time(frames).max(refill_time(sends)),
+            refill_ms: refill_ms(frames).max(refill_ms(sends)),
             max_idle: limits.max_connections.max(1),
         }
     }
@@ -68,15 +73,31 @@ impl UserBudgets {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a token from the user's frame budget (`send == false`) or `send` budget at `now`.
+    pub(crate) fn spend(&self, budget: &SharedBudget, send: bool, now: Instant) -> bool {
+        let now = self.ms(now);
+        let mut b = budget.lock().unwrap_or_else(|e| e.into_inner());
+        if send {
+            b.sends.take(now, self.sends.0, self.sends.1)
+        } else {
+            b.frames.take(now, self.frames.0, self.frames.1)
+        }
+    }
+
     /// The budget of `user`, shared with its other sessions (and with its sessions that ended
     /// less than a refill time ago).
     pub(crate) fn acquire(&self, user: &Arc<str>, now: Instant) -> SharedBudget {
+        let now = self.ms(now);
         let mut t = self.table();
         self.purge(&mut t, now);
         let budget = t.users.entry(user.clone()).or_insert_with(|| {
             Arc::new(Mutex::new(Budget {
-                frames: TokenBucket::new(self.frames.0, self.frames.1),
-                sends: TokenBucket::new(self.sends.0, self.sends.1),
+                frames: TokenBucket::new(self.frames.1, now),
+                sends: TokenBucket::new(self.sends.1, now),
                 released: None,
             }))
         });
@@ -91,6 +112,7 @@ impl UserBudgets {
     /// A session of `user` ended and gives its budget back.
     pub(crate) fn release(&self, user: &Arc<str>, budget: SharedBudget, now: Instant) {
         drop(budget);
+        let now = self.ms(now);
         let mut t = self.table();
         let Some(entry) = t.users.get(user) else {
             return;
@@ -105,10 +127,10 @@ impl UserBudgets {
 
     /// Drops the budgets that have refilled since their user's last session ended, and the
     /// oldest ones past `max_idle`.
-    fn purge(&self, t: &mut Table, now: Instant) {
+    fn purge(&self, t: &mut Table, now: u64) {
         while let Some((at, _)) = t.idle.front() {
             let over = t.idle.len() > self.max_idle;
-            if !over && now.saturating_duration_since(*at) < self.refill {
+            if !over && now.saturating_sub(*at) < self.refill_ms {
                 break;
             }
             let Some((_, user)) = t.idle.pop_front() else {
@@ -119,7 +141,7 @@ impl UserBudgets {
                     && b.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .released
-                        .is_some_and(|r| over || now.saturating_duration_since(r) >= self.refill)
+                        .is_some_and(|r| over || now.saturating_sub(r) >= self.refill_ms)
             });
             if unused {
                 t.users.remove(&user);
@@ -150,8 +172,8 @@ mod tests {
         })
     }
 
-    fn take(b: &SharedBudget, now: Instant) -> bool {
-        b.lock().unwrap().frames.take(now)
+    fn take(budgets: &UserBudgets, b: &SharedBudget, now: Instant) -> bool {
+        budgets.spend(b, false, now)
     }
 
     #[test]
@@ -161,10 +183,21 @@ mod tests {
         let user: Arc<str> = "u".into();
         let a = budgets.acquire(&user, now);
         let b = budgets.acquire(&user, now);
-        assert!(take(&a, now) && take(&b, now) && take(&a, now) && take(&b, now));
-        assert!(!take(&a, now) && !take(&b, now), "four frames between them");
+        assert!(
+            take(&budgets, &a, now)
+                && take(&budgets, &b, now)
+                && take(&budgets, &a, now)
+                && take(&budgets, &b, now)
+        );
+        assert!(
+            !take(&budgets, &a, now) && !take(&budgets, &b, now),
+            "four frames between them"
+        );
         let other = budgets.acquire(&"v".into(), now);
-        assert!(take(&other, now), "another user has a budget of its own");
+        assert!(
+            take(&budgets, &other, now),
+            "another user has a budget of its own"
+        );
     }
 
     #[test]
@@ -174,15 +207,18 @@ mod tests {
         let user: Arc<str> = "u".into();
         let a = budgets.acquire(&user, t0);
         for _ in 0..4 {
-            assert!(take(&a, t0));
+            assert!(take(&budgets, &a, t0));
         }
         budgets.release(&user, a, t0);
         let b = budgets.acquire(&user, t0 + Duration::from_millis(100));
         assert!(
-            take(&b, t0 + Duration::from_millis(100)),
+            take(&budgets, &b, t0 + Duration::from_millis(100)),
             "one token refilled"
         );
-        assert!(!take(&b, t0 + Duration::from_millis(100)), "only one");
+        assert!(
+            !take(&budgets, &b, t0 + Duration::from_millis(100)),
+            "only one"
+        );
         budgets.release(&user, b, t0 + Duration::from_millis(100));
         // Once refilled (4 tokens at 10/s: 400 ms) the entry is dropped.
         let later = t0 + Duration::from_secs(1);
@@ -210,7 +246,7 @@ mod tests {
         let now = Instant::now();
         let live: Arc<str> = "live".into();
         let held = budgets.acquire(&live, now);
-        assert!(take(&held, now));
+        assert!(take(&budgets, &held, now));
         for n in 0..10 {
             let user: Arc<str> = format!("u{n}").into();
             let b = budgets.acquire(&user, now);

@@ -209,13 +209,7 @@ impl Session {
         let Some(budget) = &self.budget else {
             return false;
         };
-        let mut b = budget.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if send {
-            b.sends.take(now)
-        } else {
-            b.frames.take(now)
-        }
+        self.node.inner.budgets.spend(budget, send, Instant::now())
     }
 
     fn reply(&self, frame: &ServerFrame) {

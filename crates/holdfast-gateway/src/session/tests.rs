@@ -471,3 +471,38 @@ async fn send_is_rate_limited_per_sender() {
     bob.send_json(json!({"type": "send", "to": "alice", "data": "hi", "id": "b0"}));
     assert_eq!(bob.expect("ack").await["id"], "b0");
 }
+
+/// What an idle connection's task holds: the session loop's state and the connection task's
+/// own state, both without the transient states of frame handling, auth or close (boxed, and
+/// freed when done). A regression here costs memory on every connection.
+#[tokio::test(start_paused = true)]
+async fn the_session_futures_stay_small() {
+    let node = node(|_| {});
+    let (_to_server, incoming) = unbounded_channel();
+    let (outgoing, _from_server) = unbounded_channel();
+    let mut conn = Conn { incoming, outgoing };
+    let admission = node.admit(IpAddr::from([127, 0, 0, 1])).unwrap();
+    let session = crate::session::Session::start(
+        node.clone(),
+        claims("size", 3600),
+        holdfast_protocol::Encoding::Json,
+    )
+    .await;
+    let drive = super::ws::drive(session, &mut conn);
+    let drive_size = std::mem::size_of_val(&drive);
+    drop(drive);
+    let (_to_server, incoming) = unbounded_channel();
+    let (outgoing, _from_server) = unbounded_channel();
+    let run = super::run(
+        node.clone(),
+        Conn { incoming, outgoing },
+        None,
+        None,
+        admission,
+        holdfast_protocol::Encoding::Json,
+    );
+    let run_size = std::mem::size_of_val(&run);
+    eprintln!("drive {drive_size} B, run {run_size} B");
+    assert!(drive_size <= 4096, "drive {drive_size} B");
+    assert!(run_size <= 4096, "run {run_size} B");
+}

@@ -66,52 +66,65 @@ enum Ending {
 /// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
 /// with the upgrade request; otherwise the first frame must be `auth`. `device` is the
 /// upgrade request's `device` parameter, used when the token names no device.
-pub(crate) async fn run<S, E>(
+/// (A plain function returning an `async move` block, not an `async fn`, so the socket is held
+/// once in the task's state, not twice; see [`drive`].)
+#[allow(clippy::manual_async_fn)] // see above: an `async fn` would hold its arguments twice
+pub(crate) fn run<S, E>(
     node: Node,
     mut ws: S,
     pre_auth: Option<Claims>,
     device: Option<String>,
     admission: Admission,
     encoding: Encoding,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::error::Error + 'static,
 {
-    let metrics = node.inner.metrics.clone();
-    let (peer, started) = (admission.ip(), std::time::Instant::now());
-    metrics.session_opened(Transport::WebSocket);
-    // The phases are boxed so the task keeps only the state of the phase it is in: an idle
-    // session's task stays small.
-    let code = match pre_auth {
-        Some(c) => Ok(c),
-        None => Box::pin(authenticate(&node, &mut ws, encoding)).await,
-    };
-    let code = match code {
-        Ok(claims) => {
-            let claims = claims.with_device(device.as_deref());
-            let session = Box::pin(Session::start(node, claims, encoding)).await;
-            let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
-            logs::session_started(&id, &user, peer, Transport::WebSocket);
-            let code = Box::pin(drive(session, &mut ws)).await;
-            logs::session_ended(
-                &id,
-                &user,
-                peer,
-                Transport::WebSocket,
-                code,
-                started.elapsed(),
-            );
-            code
-        }
-        Err(code) => {
-            if let Some(reason) = logs::auth_close_reason(code) {
-                (node.inner.auth_log).record(&metrics, peer, Transport::WebSocket, reason);
+    async move {
+        let metrics = node.inner.metrics.clone();
+        let (peer, started) = (admission.ip(), std::time::Instant::now());
+        metrics.session_opened(Transport::WebSocket);
+        // The phases are boxed so the task keeps only the state of the phase it is in: an idle
+        // session's task stays small. Each box is made in a statement of its own: a temporary of
+        // the awaiting statement (`Box::pin(f).await`) would keep `f`'s full size reserved in
+        // this future even though it was moved into the box.
+        let code = match pre_auth {
+            Some(c) => Ok(c),
+            None => {
+                let auth = Box::pin(authenticate(&node, &mut ws, encoding));
+                auth.await
             }
-            code
-        }
-    };
-    drop(admission);
-    metrics.session_closed(Transport::WebSocket, code);
+        };
+        let code = match code {
+            Ok(claims) => {
+                let claims = claims.with_device(device.as_deref());
+                let start = Box::pin(Session::start(node, claims, encoding));
+                let session = start.await;
+                let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
+                logs::session_started(&id, &user, peer, Transport::WebSocket);
+                let driving = Box::pin(drive(session, &mut ws));
+                let code = driving.await;
+                logs::session_ended(
+                    &id,
+                    &user,
+                    peer,
+                    Transport::WebSocket,
+                    code,
+                    started.elapsed(),
+                );
+                code
+            }
+            Err(code) => {
+                if let Some(reason) = logs::auth_close_reason(code) {
+                    (node.inner.auth_log).record(&metrics, peer, Transport::WebSocket, reason);
+                }
+                code
+            }
+        };
+        drop(admission);
+        metrics.session_closed(Transport::WebSocket, code);
+    }
 }
 
 /// Writes one frame directly (before the session's queue exists, or after it is done).
@@ -170,124 +183,137 @@ pub(super) fn violation(e: &(dyn std::error::Error + 'static)) -> Option<CloseCo
 }
 
 /// The session loop; returns the close code to record.
-async fn drive<S, E>(mut session: Session, ws: &mut S) -> u16
+/// (A plain function returning an `async move` block rather than an `async fn`: an `async fn`
+/// moves its arguments into locals and so holds the session twice in its state.)
+#[allow(clippy::manual_async_fn)] // see above
+pub(super) fn drive<'a, S, E>(
+    mut session: Session,
+    ws: &'a mut S,
+) -> impl std::future::Future<Output = u16> + 'a
 where
-    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin + 'a,
     E: std::error::Error + 'static,
 {
-    let inner = session.node.inner.clone();
-    let hb = &inner.config.heartbeat;
-    // One timer serves the ping cadence, the pong deadline and the token expiry, so an idle
-    // session holds no timer allocation of its own.
-    let mut heartbeat = Heartbeat::new(
-        Instant::now(),
-        Duration::from_millis(hb.ping_interval_ms),
-        Duration::from_millis(hb.pong_timeout_ms),
-    );
-    let handle = session.handle.clone();
-    let ending = loop {
-        let timer = heartbeat.deadline().min(session.expiry);
-        tokio::select! {
-            biased;
-            code = handle.closed() => break Ending::Close(code),
-            _ = inner.drain.token().cancelled() => break Ending::Drain,
-            out = handle.next() => {
-                // Boxed: the write state exists only while a batch is being written.
-                let write = Box::pin(write_batch(ws, out, &handle, &inner.metrics));
-                tokio::select! {
-                    r = write => {
-                        if r.is_err() { break Ending::Lost }
-                    }
-                    code = handle.closed() => break Ending::Close(code),
-                    _ = inner.drain.token().cancelled() => break Ending::Drain,
-                }
-            }
-            _ = sleep_until(timer) => {
-                let now = Instant::now();
-                if now >= session.expiry {
-                    break Ending::Close(CloseCode::TokenExpired);
-                }
-                match heartbeat.poll(now) {
-                    Beat::TimedOut => break Ending::Close(CloseCode::HeartbeatTimeout),
-                    Beat::Ping => {
-                        let send = Box::pin(ws.send(Message::Ping(bytes::Bytes::new())));
-                        tokio::select! {
-                            r = send => if r.is_err() { break Ending::Lost },
-                            code = handle.closed() => break Ending::Close(code),
-                            _ = inner.drain.token().cancelled() => break Ending::Drain,
+    async move {
+        let inner = session.node.inner.clone();
+        let hb = &inner.config.heartbeat;
+        // One timer serves the ping cadence, the pong deadline and the token expiry, so an idle
+        // session holds no timer allocation of its own.
+        let mut heartbeat = Heartbeat::new(
+            Instant::now(),
+            Duration::from_millis(hb.ping_interval_ms),
+            Duration::from_millis(hb.pong_timeout_ms),
+        );
+        let handle = session.handle.clone();
+        let ending = loop {
+            let timer = heartbeat.deadline().min(session.expiry);
+            tokio::select! {
+                biased;
+                code = handle.closed() => break Ending::Close(code),
+                _ = inner.drain.token().cancelled() => break Ending::Drain,
+                out = handle.next() => {
+                    // Boxed: the write state exists only while a batch is being written.
+                    let write = Box::pin(write_batch(ws, out, &handle, &inner.metrics));
+                    tokio::select! {
+                        r = write => {
+                            if r.is_err() { break Ending::Lost }
                         }
-                    }
-                    Beat::Wait(_) => {}
-                }
-            }
-            msg = ws.next() => match msg {
-                None => break Ending::Lost,
-                Some(Err(e)) => {
-                    if is_too_big(&e) {
-                        break Ending::Close(CloseCode::MessageTooBig);
-                    }
-                    // A broken frame still gets a close frame with its code, not a dropped
-                    // connection the client would take for network trouble.
-                    if let Some(code) = violation(&e) {
-                        break Ending::Close(code);
-                    }
-                    break Ending::Lost;
-                }
-                Some(Ok(Message::Text(text))) => {
-                    // Boxed for the same reason: frame handling state is transient.
-                    if let Some(code) = Box::pin(session.on_text(&text)).await {
-                        break Ending::Close(code);
+                        code = handle.closed() => break Ending::Close(code),
+                        _ = inner.drain.token().cancelled() => break Ending::Drain,
                     }
                 }
-                Some(Ok(Message::Binary(bytes))) => {
-                    if handle.encoding == Encoding::MsgPack {
-                        if let Some(code) = Box::pin(session.on_message(&bytes)).await {
+                _ = sleep_until(timer) => {
+                    let now = Instant::now();
+                    if now >= session.expiry {
+                        break Ending::Close(CloseCode::TokenExpired);
+                    }
+                    match heartbeat.poll(now) {
+                        Beat::TimedOut => break Ending::Close(CloseCode::HeartbeatTimeout),
+                        Beat::Ping => {
+                            let send = Box::pin(ws.send(Message::Ping(bytes::Bytes::new())));
+                            tokio::select! {
+                                r = send => if r.is_err() { break Ending::Lost },
+                                code = handle.closed() => break Ending::Close(code),
+                                _ = inner.drain.token().cancelled() => break Ending::Drain,
+                            }
+                        }
+                        Beat::Wait(_) => {}
+                    }
+                }
+                msg = ws.next() => match msg {
+                    None => break Ending::Lost,
+                    Some(Err(e)) => {
+                        if is_too_big(&e) {
+                            break Ending::Close(CloseCode::MessageTooBig);
+                        }
+                        // A broken frame still gets a close frame with its code, not a dropped
+                        // connection the client would take for network trouble.
+                        if let Some(code) = violation(&e) {
                             break Ending::Close(code);
                         }
-                    } else if let Some(code) = Box::pin(session.on_unexpected_binary()).await {
-                        break Ending::Close(code);
+                        break Ending::Lost;
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        // Boxed for the same reason (and in its own statement, see `run`): frame
+                        // handling state is transient.
+                        let handling = Box::pin(session.on_text(&text));
+                        if let Some(code) = handling.await {
+                            break Ending::Close(code);
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        let handling: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
+                            if handle.encoding == Encoding::MsgPack {
+                                Box::pin(session.on_message(&bytes))
+                            } else {
+                                Box::pin(session.on_unexpected_binary())
+                            };
+                        if let Some(code) = handling.await {
+                            break Ending::Close(code);
+                        }
+                    }
+                    Some(Ok(Message::Pong(_))) => {
+                        if let Some(rtt) = heartbeat.on_pong(Instant::now()) {
+                            inner.metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
+                        }
+                    }
+                    Some(Ok(Message::Ping(_))) => {}
+                    Some(Ok(Message::Close(frame))) => {
+                        break Ending::ClientClosed(frame.map(|f| f.code).unwrap_or(1005));
                     }
                 }
-                Some(Ok(Message::Pong(_))) => {
-                    if let Some(rtt) = heartbeat.on_pong(Instant::now()) {
-                        inner.metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
-                    }
+            }
+        };
+        let closing = Box::pin(async {
+            match ending {
+                Ending::Close(code) => {
+                    close_with(ws, code).await;
+                    linger(ws).await;
+                    code.code()
                 }
-                Some(Ok(Message::Ping(_))) => {}
-                Some(Ok(Message::Close(frame))) => {
-                    break Ending::ClientClosed(frame.map(|f| f.code).unwrap_or(1005));
+                Ending::Drain => {
+                    let notice = ServerFrame::ServerShutdown(ServerShutdown {
+                        reason: "node draining".into(),
+                        reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
+                    });
+                    write_now(ws, handle.encoding, &notice).await;
+                    close_with(ws, CloseCode::GoingAway).await;
+                    linger(ws).await;
+                    CloseCode::GoingAway.code()
                 }
+                Ending::ClientClosed(code) => {
+                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.flush()).await;
+                    code
+                }
+                Ending::Lost => 1006,
             }
-        }
-    };
-    let code = Box::pin(async {
-        match ending {
-            Ending::Close(code) => {
-                close_with(ws, code).await;
-                linger(ws).await;
-                code.code()
-            }
-            Ending::Drain => {
-                let notice = ServerFrame::ServerShutdown(ServerShutdown {
-                    reason: "node draining".into(),
-                    reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
-                });
-                write_now(ws, handle.encoding, &notice).await;
-                close_with(ws, CloseCode::GoingAway).await;
-                linger(ws).await;
-                CloseCode::GoingAway.code()
-            }
-            Ending::ClientClosed(code) => {
-                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.flush()).await;
-                code
-            }
-            Ending::Lost => 1006,
-        }
-    })
-    .await;
-    Box::pin(session.finish()).await;
-    tracing::debug!(session = %handle.id, code, "session ended");
-    code
+        });
+        let code = closing.await;
+        let finishing = Box::pin(session.finish());
+        finishing.await;
+        tracing::debug!(session = %handle.id, code, "session ended");
+        code
+    }
 }
 
 /// Writes `first` and whatever else is queued (up to [`MAX_BATCH`]) with a single flush.
