@@ -188,7 +188,11 @@ async fn ws_upgrade(
         move |task| {
             tracker.spawn(task);
         },
-        move |socket| session::run(session_node, socket, claims, device, admission, encoding),
+        move |socket| {
+            // Boxed: the task would otherwise keep room for the claims all its life.
+            let claims = claims.map(Box::new);
+            session::run(session_node, socket, claims, device, admission, encoding)
+        },
         named.then(|| encoding.subprotocol()),
     )
 }

@@ -206,7 +206,12 @@ async fn open(
     {
         return Err(Refusal(StatusCode::FORBIDDEN, "forbidden"));
     }
-    let session = Session::start(node.clone(), claims, holdfast_protocol::Encoding::Json).await;
+    let session = Session::start(
+        node.clone(),
+        Box::new(claims),
+        holdfast_protocol::Encoding::Json,
+    )
+    .await;
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (changed, _) = watch::channel(0);
     let fs = Arc::new(FallbackSession {

@@ -86,8 +86,9 @@ pub(crate) struct Session {
     strikes: u32,
     /// When the token expires.
     pub(crate) expiry: tokio::time::Instant,
-    /// The token's claims, for permission checks (replaced by `refresh`).
-    claims: Claims,
+    /// The token's claims, for permission checks (replaced by `refresh`). Boxed: the session
+    /// lives inline in its task's state, which stays small.
+    claims: Box<Claims>,
     /// Set once [`Session::finish`] completed; otherwise dropping the session cleans up (a
     /// panic or a cancelled task never leaves a ghost in the registry or the rooms).
     finished: bool,
@@ -124,7 +125,7 @@ impl Drop for Session {
 impl Session {
     /// Registers the session (closing the sessions it replaces under `session.single_socket`) and
     /// queues `welcome`.
-    pub(crate) async fn start(node: Node, claims: Claims, encoding: Encoding) -> Session {
+    pub(crate) async fn start(node: Node, claims: Box<Claims>, encoding: Encoding) -> Session {
         let inner = &node.inner;
         let limits = &inner.config.limits;
         let handle = SessionHandle::with_encoding(
@@ -468,7 +469,7 @@ impl Session {
                         expires_at: claims.exp,
                         id: r.id,
                     }));
-                    self.claims = claims;
+                    self.claims = Box::new(claims);
                 }
                 Ok(_) => self.reply_error(
                     ErrorCode::TokenUserMismatch,

@@ -162,7 +162,7 @@ fn open(node: &Node, pre_auth: Option<Claims>) -> Peer {
     let task = tokio::spawn(super::run(
         node.clone(),
         conn,
-        pre_auth,
+        pre_auth.map(Box::new),
         None,
         admission,
         holdfast_protocol::Encoding::Json,
@@ -484,7 +484,7 @@ async fn the_session_futures_stay_small() {
     let admission = node.admit(IpAddr::from([127, 0, 0, 1])).unwrap();
     let session = crate::session::Session::start(
         node.clone(),
-        claims("size", 3600),
+        Box::new(claims("size", 3600)),
         holdfast_protocol::Encoding::Json,
     )
     .await;
@@ -503,6 +503,8 @@ async fn the_session_futures_stay_small() {
     );
     let run_size = std::mem::size_of_val(&run);
     eprintln!("drive {drive_size} B, run {run_size} B");
-    assert!(drive_size <= 4096, "drive {drive_size} B");
-    assert!(run_size <= 4096, "run {run_size} B");
+    // Measured at 672 and 304 bytes (the test's connection type is small; the real socket
+    // adds its own size to `run` once).
+    assert!(drive_size <= 768, "drive {drive_size} B");
+    assert!(run_size <= 384, "run {run_size} B");
 }

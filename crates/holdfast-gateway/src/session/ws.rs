@@ -72,7 +72,7 @@ enum Ending {
 pub(crate) fn run<S, E>(
     node: Node,
     mut ws: S,
-    pre_auth: Option<Claims>,
+    pre_auth: Option<Box<Claims>>,
     device: Option<String>,
     admission: Admission,
     encoding: Encoding,
@@ -93,12 +93,12 @@ where
             Some(c) => Ok(c),
             None => {
                 let auth = Box::pin(authenticate(&node, &mut ws, encoding));
-                auth.await
+                auth.await.map(Box::new)
             }
         };
         let code = match code {
             Ok(claims) => {
-                let claims = claims.with_device(device.as_deref());
+                let claims = Box::new(claims.with_device(device.as_deref()));
                 let start = Box::pin(Session::start(node, claims, encoding));
                 let session = start.await;
                 let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
