@@ -469,7 +469,7 @@ impl Session {
                         expires_at: claims.exp,
                         id: r.id,
                     }));
-                    self.claims = Box::new(claims);
+                    *self.claims = claims;
                 }
                 Ok(_) => self.reply_error(
                     ErrorCode::TokenUserMismatch,
