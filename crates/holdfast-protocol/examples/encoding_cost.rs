@@ -8,6 +8,10 @@
 //! the room, re-encodes it once to MessagePack (`json_to_msgpack`); every member of an encoding
 //! then shares the same bytes. So the server's cost per message is one encode per encoding in
 //! use, and per delivery a reference-count increment. A client decodes every frame it gets.
+//!
+//! The second table is what delta compression of successive publications (fossil delta, as
+//! Centrifugo offers) would save: the delta of each publication's `data` against the previous
+//! one, for a stream of game ticks and for a large document edited a little at a time.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -60,6 +64,66 @@ fn game_state_bytes() -> Value {
     json!({"tick": 40_217, "snapshot": holdfast_protocol::msgpack::bytes_value(&raw)})
 }
 
+/// Tick `t` of the arena: everyone moves, a shot is fired now and then, health changes rarely.
+fn game_tick(t: u32) -> Value {
+    let tf = f64::from(t);
+    let players: Vec<Value> = (0..8u32)
+        .map(|i| {
+            let fi = f64::from(i);
+            json!({
+                "id": format!("p{i}"),
+                "x": ((1024.5 + fi * 13.25 + tf * (-1.5 + fi * 0.25)) * 100.0).round() / 100.0,
+                "y": ((768.25 - fi * 7.5 + tf * 0.75) * 100.0).round() / 100.0,
+                "vx": -1.5 + fi * 0.25,
+                "vy": 0.75,
+                "hp": 100 - i * 7 - (t / 40) % 5,
+                "ammo": 30 - i - (t / 10) % 3,
+                "alive": true,
+            })
+        })
+        .collect();
+    let shots: Vec<Value> = (0..6u32)
+        .map(|i| json!({"owner": format!("p{}", (i + t / 15) % 8), "x": 500 + i * 40 + t * 3, "y": 300 + i * 10, "dir": 1.25}))
+        .collect();
+    json!({"tick": 40_217 + t, "players": players, "shots": shots, "score": [12 + t / 60, 9]})
+}
+
+/// Version `v` of a 60-paragraph document; each version rewrites one paragraph.
+fn document(v: u32) -> Value {
+    let paragraphs: Vec<Value> = (0..60u32)
+        .map(|i| {
+            let rev = if i == v % 60 { v } else { 0 };
+            json!({"id": format!("para-{i}"), "author": format!("user{}", i % 7), "text": format!("Paragraph {i}, revision {rev}: the quick brown fox jumps over the lazy dog.")})
+        })
+        .collect();
+    json!({"doc": "spec-2026", "version": v, "paragraphs": paragraphs})
+}
+
+/// Mean bytes of `data`, of its delta against the previous version, and the CPU of making
+/// and of applying one delta, over `n` successive versions.
+fn delta_cost(n: u32, version: impl Fn(u32) -> Value) -> (f64, f64, f64, f64) {
+    let texts: Vec<String> = (0..=n).map(|v| version(v).to_string()).collect();
+    let (mut full, mut delta) = (0usize, 0usize);
+    let mut make = 0f64;
+    let mut apply = 0f64;
+    for pair in texts.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        // `delta(new, old)` is what turns `old` into `new` with `apply(old, d)`.
+        let d = fossil_delta::delta(b, a);
+        assert_eq!(fossil_delta::apply(a, &d).ok().as_deref(), Some(b.as_bytes()));
+        full += b.len();
+        delta += d.len();
+        make += per_op(200, || {
+            black_box(fossil_delta::delta(black_box(b), black_box(a)));
+        });
+        apply += per_op(200, || {
+            black_box(fossil_delta::apply(black_box(a), black_box(&d)).ok());
+        });
+    }
+    let k = f64::from(n);
+    (full as f64 / k, delta as f64 / k, make / k, apply / k)
+}
+
 fn per_op(n: u32, f: impl Fn()) -> f64 {
     for _ in 0..n / 10 {
         f();
@@ -103,6 +167,21 @@ fn main() {
             enc_mp / 1000.0,
             dec_json / 1000.0,
             dec_mp / 1000.0,
+        );
+    }
+    println!();
+    println!("| publications | data bytes | fossil delta bytes | delta / data | make a delta (server, per publication) | apply it (client, per delivery) |");
+    println!("|---|---|---|---|---|---|");
+    for (name, stream) in [
+        ("8-player ticks, 120 in a row", &game_tick as &dyn Fn(u32) -> Value),
+        ("60-paragraph document, one paragraph edited each time", &document),
+    ] {
+        let (full, delta, make, apply) = delta_cost(120, stream);
+        println!(
+            "| {name} | {full:.0} | {delta:.0} | {:.0}% | {:.2} µs | {:.2} µs |",
+            100.0 * delta / full,
+            make / 1000.0,
+            apply / 1000.0,
         );
     }
 }
