@@ -41,6 +41,7 @@ use crate::proxy::TrustedProxies;
 use crate::tls::TlsFiles;
 use crate::upgrade::Handshake;
 use crate::{fallback, session};
+use opentelemetry::context::FutureExt as _;
 
 /// The node's routes.
 pub fn router(node: Node) -> Router {
@@ -108,6 +109,27 @@ fn request_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
+/// The `connection` span of a WebSocket upgrade, under the request's `traceparent` header.
+fn connection_span(
+    node: &Node,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Option<opentelemetry::Context> {
+    let tp = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let parent = crate::telemetry::parent_from(tp, &opentelemetry::Context::new());
+    let attributes = vec![
+        opentelemetry::KeyValue::new("holdfast.node_id", node.id().to_owned()),
+        opentelemetry::KeyValue::new("network.peer.address", peer.ip().to_string()),
+        opentelemetry::KeyValue::new("holdfast.transport", "websocket"),
+    ];
+    node.telemetry().start(
+        "connection",
+        opentelemetry::trace::SpanKind::Server,
+        &parent,
+        attributes,
+    )
+}
+
 async fn ws_upgrade(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -123,11 +145,22 @@ async fn ws_upgrade(
     if !origin_allowed(limits, &headers) {
         return reject(&node, StatusCode::FORBIDDEN, "origin_not_allowed");
     }
+    // With tracing on, the connection's span: a child of the request's `traceparent`.
+    let trace = node
+        .telemetry()
+        .enabled()
+        .then(|| connection_span(&node, &headers, peer));
+    let trace = trace.flatten();
     let claims = match request_token(query.as_deref(), &headers) {
         None => None,
         Some(token) => match node.inner.verifier.verify(&token).await {
             Ok(c) => {
-                if crate::permissions::check_connect(&node, &c).await.is_err() {
+                let connect = crate::permissions::check_connect(&node, &c);
+                let allowed = match &trace {
+                    Some(cx) => connect.with_context(cx.clone()).await,
+                    None => connect.await,
+                };
+                if allowed.is_err() {
                     return reject(&node, StatusCode::FORBIDDEN, "forbidden");
                 }
                 Some(c)
@@ -188,7 +221,17 @@ async fn ws_upgrade(
         move |task| {
             tracker.spawn(task);
         },
-        move |socket| session::run(session_node, socket, claims, device, admission, encoding),
+        move |socket| {
+            session::run(
+                session_node,
+                socket,
+                claims,
+                device,
+                admission,
+                encoding,
+                trace,
+            )
+        },
         named.then(|| encoding.subprotocol()),
     )
 }

@@ -166,6 +166,7 @@ fn open(node: &Node, pre_auth: Option<Claims>) -> Peer {
         None,
         admission,
         holdfast_protocol::Encoding::Json,
+        None,
     ));
     Peer {
         to_server,

@@ -65,7 +65,8 @@ enum Ending {
 
 /// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
 /// with the upgrade request; otherwise the first frame must be `auth`. `device` is the
-/// upgrade request's `device` parameter, used when the token names no device.
+/// upgrade request's `device` parameter, used when the token names no device. `trace` is the
+/// connection's span (tracing on), ended with the connection.
 pub(crate) async fn run<S, E>(
     node: Node,
     mut ws: S,
@@ -73,6 +74,7 @@ pub(crate) async fn run<S, E>(
     device: Option<String>,
     admission: Admission,
     encoding: Encoding,
+    trace: Option<opentelemetry::Context>,
 ) where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::error::Error + 'static,
@@ -89,8 +91,16 @@ pub(crate) async fn run<S, E>(
     let code = match code {
         Ok(claims) => {
             let claims = claims.with_device(device.as_deref());
-            let session = Box::pin(Session::start(node, claims, encoding)).await;
+            let mut session = Box::pin(Session::start(node, claims, encoding)).await;
             let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
+            if let Some(cx) = &trace {
+                use opentelemetry::trace::TraceContextExt;
+                cx.span().set_attributes([
+                    opentelemetry::KeyValue::new("holdfast.session_id", id.to_string()),
+                    opentelemetry::KeyValue::new("enduser.id", crate::telemetry::bounded(&user)),
+                ]);
+                session.trace = Some(cx.clone());
+            }
             logs::session_started(&id, &user, peer, Transport::WebSocket);
             let code = Box::pin(drive(session, &mut ws)).await;
             logs::session_ended(
@@ -112,6 +122,15 @@ pub(crate) async fn run<S, E>(
     };
     drop(admission);
     metrics.session_closed(Transport::WebSocket, code);
+    if let Some(cx) = trace {
+        use opentelemetry::trace::TraceContextExt;
+        cx.span().set_attribute(opentelemetry::KeyValue::new(
+            "holdfast.close_code",
+            i64::from(code),
+        ));
+        let failed = code == CloseCode::InternalError.code();
+        crate::telemetry::end(&cx, "closed", failed);
+    }
 }
 
 /// Writes one frame directly (before the session's queue exists, or after it is done).
