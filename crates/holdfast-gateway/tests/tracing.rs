@@ -37,7 +37,7 @@ async fn start_api(config: Config) -> Gateway {
     Gateway::start(config, listeners).await.unwrap()
 }
 
-fn one<'a>(spans: &'a [ReceivedSpan], f: impl Fn(&ReceivedSpan) -> bool) -> &'a ReceivedSpan {
+fn one(spans: &[ReceivedSpan], f: impl Fn(&ReceivedSpan) -> bool) -> &ReceivedSpan {
     spans
         .iter()
         .find(|s| f(s))

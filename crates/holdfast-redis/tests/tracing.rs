@@ -24,10 +24,7 @@ fn traced(node: &str, receiver: &OtlpReceiver) -> Config {
     c
 }
 
-fn find<'a>(
-    spans: &'a [ReceivedSpan],
-    f: impl Fn(&ReceivedSpan) -> bool,
-) -> Option<&'a ReceivedSpan> {
+fn find(spans: &[ReceivedSpan], f: impl Fn(&ReceivedSpan) -> bool) -> Option<&ReceivedSpan> {
     spans.iter().find(|s| f(s))
 }
 

@@ -245,6 +245,7 @@ pub fn random_secret() -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
