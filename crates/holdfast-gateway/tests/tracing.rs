@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use holdfast_gateway::telemetry::TracingConfig;
 use holdfast_gateway::{Config, Gateway, Listeners};
-use holdfast_testkit::{free_port, http_request, try_connect, OtlpReceiver, ReceivedSpan};
+use holdfast_testkit::{
+    free_port, http_request, try_connect, HttpStub, OtlpReceiver, ReceivedSpan, StubReply,
+    StubRequest,
+};
 use serde_json::json;
 use support::*;
 
@@ -141,4 +144,42 @@ async fn a_collector_that_is_down_neither_blocks_nor_crashes_the_node() {
     // The drain (with the exporter's shutdown) ends in bounded time.
     let done = tokio::time::timeout(Duration::from_secs(15), gw.shutdown()).await;
     assert!(done.is_ok(), "shutdown hung on the exporter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_hook_call_is_a_span_whose_traceparent_the_hook_receives() {
+    let receiver = OtlpReceiver::start().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let hook = HttpStub::start(move |req: StubRequest| {
+        let tp = req.header("traceparent").unwrap_or("").to_owned();
+        log.lock().unwrap().push(tp);
+        Box::pin(async { (200u16, r#"{"allow":true}"#.to_owned()) }) as StubReply
+    })
+    .await;
+    let mut cfg = traced(receiver.endpoint());
+    cfg.rooms.join = Some(holdfast_gateway::config::JoinMode::Hook);
+    cfg.hooks.join_url = hook.url("/join");
+    let gw = start(cfg).await;
+    let (mut ann, _) = Client::connect(gw.local_addr(), "ann").await;
+    ann.join("vip").await;
+    let sent = seen.lock().unwrap().first().cloned().unwrap_or_default();
+    assert!(sent.starts_with("00-"), "the hook got traceparent {sent:?}");
+    let done = eventually(|| {
+        let spans = receiver.spans();
+        async move {
+            spans.iter().any(|s| s.name == "hook") && spans.iter().any(|s| s.name == "room.join")
+        }
+    })
+    .await;
+    let spans = receiver.spans();
+    assert!(done, "{spans:#?}");
+    let join = one(&spans, |s| s.name == "room.join");
+    let call = one(&spans, |s| s.name == "hook");
+    assert_eq!(call.parent_span_id, join.span_id);
+    assert_eq!(call.attr("holdfast.hook"), Some("join"));
+    assert_eq!(call.attr("holdfast.outcome"), Some("allow"));
+    assert_eq!(sent, format!("00-{}-{}-01", call.trace_id, call.span_id));
+    ann.close().await;
+    gw.shutdown().await;
 }

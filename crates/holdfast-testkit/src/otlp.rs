@@ -89,7 +89,9 @@ async fn traces(
                     attributes: s
                         .attributes
                         .iter()
-                        .filter_map(|kv| Some((kv.key.clone(), text(std::slice::from_ref(kv), &kv.key)?)))
+                        .filter_map(|kv| {
+                            Some((kv.key.clone(), text(std::slice::from_ref(kv), &kv.key)?))
+                        })
                         .collect(),
                 });
             }
