@@ -253,11 +253,8 @@ impl Telemetry {
             return;
         };
         // Off the runtime's threads: the export requests need them to run meanwhile.
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = inner.provider.force_flush();
-            let _ = inner.provider.shutdown_with_timeout(within);
-        })
-        .await;
+        let _ =
+            tokio::task::spawn_blocking(move || inner.provider.shutdown_with_timeout(within)).await;
     }
 
     /// Exports what is queued now (tests and drains).

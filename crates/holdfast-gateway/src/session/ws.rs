@@ -86,7 +86,15 @@ pub(crate) async fn run<S, E>(
     // session's task stays small.
     let code = match pre_auth {
         Some(c) => Ok(c),
-        None => Box::pin(authenticate(&node, &mut ws, encoding)).await,
+        // A connect hook called after in-band `auth` is a child of the connection's span.
+        None => match &trace {
+            Some(cx) => {
+                use opentelemetry::context::FutureExt as _;
+                let auth = authenticate(&node, &mut ws, encoding).with_context(cx.clone());
+                Box::pin(auth).await
+            }
+            None => Box::pin(authenticate(&node, &mut ws, encoding)).await,
+        },
     };
     let code = match code {
         Ok(claims) => {
