@@ -76,10 +76,15 @@ async fn connection_room_operations_api_calls_and_deliveries_are_spans_with_thei
     let (status, _) = http_request(api, "POST", "/api/v1/publish", Some(KEY), Some(&body)).await;
     assert_eq!(status, 200);
     alice.until("event").await;
-    alice.close().await;
+    // Every span is exported while the connection is still open (none is held for its life).
     let done = eventually(|| {
         let spans = receiver.spans();
-        async move { spans.iter().any(|s| s.name == "connection") }
+        async move {
+            ["connection", "room.join", "api.request"]
+                .iter()
+                .all(|n| spans.iter().any(|s| s.name == *n))
+                && spans.iter().filter(|s| s.name == "deliver").count() == 2
+        }
     })
     .await;
     let spans = receiver.spans();
@@ -116,6 +121,7 @@ async fn connection_room_operations_api_calls_and_deliveries_are_spans_with_thei
         s.name == "deliver" && s.trace_id.starts_with("bbbb")
     });
     assert_eq!(api_deliver.parent_span_id, api_publish.span_id);
+    alice.close().await;
     gw.shutdown().await;
 }
 

@@ -66,7 +66,8 @@ enum Ending {
 /// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
 /// with the upgrade request; otherwise the first frame must be `auth`. `device` is the
 /// upgrade request's `device` parameter, used when the token names no device. `trace` is the
-/// connection's span (tracing on), ended with the connection.
+/// connection's span (tracing on): it covers the upgrade and authentication and ends when the
+/// session starts (or is refused); the session's operations are its children.
 pub(crate) async fn run<S, E>(
     node: Node,
     mut ws: S,
@@ -74,7 +75,7 @@ pub(crate) async fn run<S, E>(
     device: Option<String>,
     admission: Admission,
     encoding: Encoding,
-    trace: Option<opentelemetry::Context>,
+    mut trace: Option<opentelemetry::Context>,
 ) where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::error::Error + 'static,
@@ -101,13 +102,18 @@ pub(crate) async fn run<S, E>(
             let claims = claims.with_device(device.as_deref());
             let mut session = Box::pin(Session::start(node, claims, encoding)).await;
             let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
-            if let Some(cx) = &trace {
+            if let Some(cx) = trace.take() {
+                // Ended now, not held for the connection's life: a span open for hours would
+                // reach the collector only at its close and hold memory per connection. The
+                // session keeps only its id, as the parent of its operations.
                 use opentelemetry::trace::TraceContextExt;
                 cx.span().set_attributes([
                     opentelemetry::KeyValue::new("holdfast.session_id", id.to_string()),
                     opentelemetry::KeyValue::new("enduser.id", crate::telemetry::bounded(&user)),
                 ]);
-                session.trace = Some(cx.clone());
+                crate::telemetry::end(&cx, "ok", false);
+                let sc = cx.span().span_context().clone();
+                session.trace = Some(opentelemetry::Context::new().with_remote_span_context(sc));
             }
             logs::session_started(&id, &user, peer, Transport::WebSocket);
             let code = Box::pin(drive(session, &mut ws)).await;
@@ -130,14 +136,14 @@ pub(crate) async fn run<S, E>(
     };
     drop(admission);
     metrics.session_closed(Transport::WebSocket, code);
+    // Authentication failed: the connection's span ends with the close code.
     if let Some(cx) = trace {
         use opentelemetry::trace::TraceContextExt;
         cx.span().set_attribute(opentelemetry::KeyValue::new(
             "holdfast.close_code",
             i64::from(code),
         ));
-        let failed = code == CloseCode::InternalError.code();
-        crate::telemetry::end(&cx, "closed", failed);
+        crate::telemetry::end(&cx, "refused", false);
     }
 }
 
