@@ -153,19 +153,25 @@ impl opentelemetry_http::HttpClient for RuntimeClient {
     ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
         let client = self.client.clone();
         let timeout = self.timeout;
-        // The export thread only waits on the task; the request runs on the runtime.
-        let task = self.runtime.spawn(async move {
+        // The request runs on the node's runtime; this is the export thread (never a runtime
+        // thread), which waits for the answer, bounded even when that runtime is stopped or
+        // busy dropping the node.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
             let (parts, body) = request.into_parts();
             let headers: Vec<(String, String)> = parts
                 .headers
                 .iter()
                 .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
                 .collect();
-            client
+            let reply = client
                 .post(&parts.uri.to_string(), &headers, body, timeout, 64 << 10)
-                .await
+                .await;
+            let _ = tx.send(reply);
         });
-        let reply = task.await.map_err(|e| e.to_string())?;
+        let reply = rx
+            .recv_timeout(timeout + Duration::from_secs(1))
+            .map_err(|_| "the export request did not complete")?;
         let reply = reply.map_err(|e| e.to_string())?;
         let resp = http::Response::builder()
             .status(reply.status)
