@@ -263,14 +263,6 @@ impl Telemetry {
             tokio::task::spawn_blocking(move || inner.provider.shutdown_with_timeout(within)).await;
     }
 
-    /// Exports what is queued now (tests and drains).
-    pub async fn flush(&self) {
-        let Some(inner) = self.inner.clone() else {
-            return;
-        };
-        let _ = tokio::task::spawn_blocking(move || inner.provider.force_flush()).await;
-    }
-
     /// Starts a span named `name` of `kind` under `parent`, returning the context holding it.
     pub fn start(
         &self,

@@ -5,6 +5,7 @@
 //! drive a [`Session`]; neither the core nor the frames it queues know which transport carries
 //! them.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,6 @@ use holdfast_protocol::{
     ErrorCode, ErrorFrame, FrameError, Ping, ReconnectionFailed, Refreshed, ServerFrame, Welcome,
     PROTOCOL_VERSION,
 };
-
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Context, KeyValue};
@@ -23,7 +21,7 @@ use opentelemetry::{Context, KeyValue};
 use super::ratelimit::TokenBucket;
 use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
 use crate::config::SingleSocket;
-use crate::node::Node;
+use crate::node::{Node, NodeInner};
 use crate::permissions;
 use crate::registry::SessionHandle;
 use crate::room::{encode, RoomError};
@@ -112,7 +110,8 @@ pub(crate) struct Session {
     /// Set once [`Session::finish`] completed; otherwise dropping the session cleans up (a
     /// panic or a cancelled task never leaves a ghost in the registry or the rooms).
     finished: bool,
-    /// With tracing on, the connection's span: the parent of the session's operation spans.
+    /// With tracing on, the (ended) connection span's context: the parent of the session's
+    /// operation spans.
     pub(crate) trace: Option<Context>,
     /// The last error code replied (its position in `ErrorCode::ALL`, plus one), read by the
     /// operation's span.
@@ -329,15 +328,20 @@ impl Session {
         };
         if inner.telemetry.enabled() {
             if let Some(name) = span_name(&frame) {
-                return self.traced(name, frame).await;
+                return self.traced(name, inner, frame).await;
             }
         }
-        self.handle(frame).await
+        self.handle(inner, frame).await
     }
 
     /// Handles a room operation in a span named `name` (a child of a publish's
     /// `traceparent`, else of the connection's span), with the room and the outcome.
-    async fn traced(&mut self, name: &'static str, frame: ClientFrame) -> Option<CloseCode> {
+    async fn traced(
+        &mut self,
+        name: &'static str,
+        inner: Arc<NodeInner>,
+        frame: ClientFrame,
+    ) -> Option<CloseCode> {
         let base = self.trace.clone().unwrap_or_default();
         let (room, tp) = match &frame {
             ClientFrame::Join(r) => (r.room.as_str(), None),
@@ -356,12 +360,14 @@ impl Session {
             KeyValue::new("holdfast.session_id", self.handle.id.to_string()),
             KeyValue::new("holdfast.node_id", self.node.inner.id.to_string()),
         ];
-        let telemetry = self.node.inner.telemetry.clone();
-        let Some(cx) = telemetry.start(name, SpanKind::Server, &parent, attributes) else {
-            return self.handle(frame).await;
+        let Some(cx) = inner
+            .telemetry
+            .start(name, SpanKind::Server, &parent, attributes)
+        else {
+            return self.handle(inner, frame).await;
         };
         self.last_error.store(0, Ordering::Relaxed);
-        let close = self.handle(frame).with_context(cx.clone()).await;
+        let close = self.handle(inner, frame).with_context(cx.clone()).await;
         let code = match self.last_error.swap(0, Ordering::Relaxed) {
             0 => None,
             i => ErrorCode::ALL.get(usize::from(i) - 1).copied(),
@@ -373,8 +379,7 @@ impl Session {
         close
     }
 
-    async fn handle(&mut self, frame: ClientFrame) -> Option<CloseCode> {
-        let inner = self.node.inner.clone();
+    async fn handle(&mut self, inner: Arc<NodeInner>, frame: ClientFrame) -> Option<CloseCode> {
         match frame {
             ClientFrame::Auth(_) => self.reply_error(
                 ErrorCode::AlreadyAuthenticated,
