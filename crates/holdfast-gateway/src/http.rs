@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::AuthError;
 use crate::limits::{origin_allowed, raw_refusal, ConnSlot, Full};
+use crate::metrics::Transport;
 use crate::node::{AdmitError, Node};
 use crate::proxy::TrustedProxies;
 use crate::tls::TlsFiles;
@@ -109,27 +110,6 @@ fn request_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
-/// The `connection` span of a WebSocket upgrade, under the request's `traceparent` header.
-fn connection_span(
-    node: &Node,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Option<opentelemetry::Context> {
-    let tp = headers.get("traceparent").and_then(|v| v.to_str().ok());
-    let parent = crate::telemetry::parent_from(tp, &opentelemetry::Context::new());
-    let attributes = vec![
-        opentelemetry::KeyValue::new("holdfast.node_id", node.id().to_owned()),
-        opentelemetry::KeyValue::new("network.peer.address", peer.ip().to_string()),
-        opentelemetry::KeyValue::new("holdfast.transport", "websocket"),
-    ];
-    node.telemetry().start(
-        "connection",
-        opentelemetry::trace::SpanKind::Server,
-        &parent,
-        attributes,
-    )
-}
-
 async fn ws_upgrade(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -146,11 +126,8 @@ async fn ws_upgrade(
         return reject(&node, StatusCode::FORBIDDEN, "origin_not_allowed");
     }
     // With tracing on, the connection's span: a child of the request's `traceparent`.
-    let trace = node
-        .telemetry()
-        .enabled()
-        .then(|| connection_span(&node, &headers, peer));
-    let trace = trace.flatten();
+    let tp = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = crate::telemetry::connection_span(&node, tp, peer.ip(), Transport::WebSocket);
     let claims = match request_token(query.as_deref(), &headers) {
         None => None,
         Some(token) => match node.inner.verifier.verify(&token).await {
@@ -170,7 +147,7 @@ async fn ws_upgrade(
                     AuthError::Expired => "token_expired",
                     AuthError::Invalid => "auth_failed",
                 };
-                let (inner, ws) = (&node.inner, crate::metrics::Transport::WebSocket);
+                let (inner, ws) = (&node.inner, Transport::WebSocket);
                 inner.auth_log.record(&inner.metrics, peer.ip(), ws, reason);
                 return reject(&node, StatusCode::UNAUTHORIZED, reason);
             }

@@ -281,6 +281,41 @@ impl Telemetry {
     }
 }
 
+/// The `connection` span of a new session on `transport` from `peer`, under `traceparent`
+/// (the WebSocket upgrade request's header); `None` when tracing is off.
+pub(crate) fn connection_span(
+    node: &crate::node::Node,
+    traceparent: Option<&str>,
+    peer: std::net::IpAddr,
+    transport: crate::metrics::Transport,
+) -> Option<Context> {
+    if !node.telemetry().enabled() {
+        return None;
+    }
+    let parent = parent_from(traceparent, &Context::new());
+    let attributes = vec![
+        KeyValue::new("holdfast.node_id", node.id().to_owned()),
+        KeyValue::new("network.peer.address", peer.to_string()),
+        KeyValue::new("holdfast.transport", transport.as_str()),
+    ];
+    node.telemetry()
+        .start("connection", SpanKind::Server, &parent, attributes)
+}
+
+/// Ends a session's `connection` span once the session started, recording who it is, and
+/// returns what the session keeps of it: its id, as the parent of the session's operations.
+/// (A span held open for the connection's life would reach the collector only at its close
+/// and hold memory per connection.)
+pub(crate) fn connection_started(cx: Context, session_id: &str, user: &str) -> Context {
+    let span = cx.span();
+    span.set_attributes([
+        KeyValue::new("holdfast.session_id", session_id.to_owned()),
+        KeyValue::new("enduser.id", bounded(user)),
+    ]);
+    end(&cx, "ok", false);
+    Context::new().with_remote_span_context(span.span_context().clone())
+}
+
 /// A value recorded from client input, cut to [`MAX_ATTRIBUTE_LEN`] bytes.
 pub fn bounded(s: &str) -> String {
     if s.len() <= MAX_ATTRIBUTE_LEN {

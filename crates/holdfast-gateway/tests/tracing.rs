@@ -189,3 +189,39 @@ async fn a_join_hook_call_is_a_span_whose_traceparent_the_hook_receives() {
     ann.close().await;
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_polling_session_has_a_connection_span_parenting_its_operations() {
+    let receiver = OtlpReceiver::start().await;
+    let gw = start(traced(receiver.endpoint())).await;
+    let addr = gw.local_addr();
+    let (status, first) = http_request(
+        addr,
+        "GET",
+        &format!("/poll?token={}", token("pat")),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let sid = first["session_id"].as_str().unwrap().to_owned();
+    let join = json!({"type":"join","room":"r"}).to_string();
+    let path = format!("/poll/send?session={sid}");
+    let (status, _) = http_request(addr, "POST", &path, Some(&token("pat")), Some(&join)).await;
+    assert_eq!(status, 202);
+    let done = eventually(|| {
+        let spans = receiver.spans();
+        async move { spans.iter().any(|s| s.name == "room.join") }
+    })
+    .await;
+    let spans = receiver.spans();
+    assert!(done, "{spans:#?}");
+    let conn = one(&spans, |s| s.name == "connection");
+    assert_eq!(conn.attr("holdfast.transport"), Some("longpoll"));
+    assert_eq!(conn.attr("enduser.id"), Some("pat"));
+    let join = one(&spans, |s| s.name == "room.join");
+    assert_eq!(join.parent_span_id, conn.span_id);
+    assert_eq!(join.trace_id, conn.trace_id);
+    gw.shutdown().await;
+}

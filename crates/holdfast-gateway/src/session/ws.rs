@@ -103,17 +103,7 @@ pub(crate) async fn run<S, E>(
             let mut session = Box::pin(Session::start(node, claims, encoding)).await;
             let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
             if let Some(cx) = trace.take() {
-                // Ended now, not held for the connection's life: a span open for hours would
-                // reach the collector only at its close and hold memory per connection. The
-                // session keeps only its id, as the parent of its operations.
-                use opentelemetry::trace::TraceContextExt;
-                cx.span().set_attributes([
-                    opentelemetry::KeyValue::new("holdfast.session_id", id.to_string()),
-                    opentelemetry::KeyValue::new("enduser.id", crate::telemetry::bounded(&user)),
-                ]);
-                crate::telemetry::end(&cx, "ok", false);
-                let sc = cx.span().span_context().clone();
-                session.trace = Some(opentelemetry::Context::new().with_remote_span_context(sc));
+                session.trace = Some(crate::telemetry::connection_started(cx, &id, &user));
             }
             logs::session_started(&id, &user, peer, Transport::WebSocket);
             let code = Box::pin(drive(session, &mut ws)).await;
