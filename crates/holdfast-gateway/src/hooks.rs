@@ -16,6 +16,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::HooksConfig;
 use crate::outbound::HttpClient;
+use crate::telemetry::{self, Telemetry};
+use opentelemetry::trace::TraceContextExt;
 
 /// What a hook decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,7 @@ pub struct Hooks {
     config: HooksConfig,
     client: HttpClient,
     in_flight: Arc<Semaphore>,
+    telemetry: Telemetry,
 }
 
 #[derive(Serialize)]
@@ -48,9 +51,11 @@ struct ConnectRequest<'a> {
 }
 
 impl Hooks {
-    /// A hook caller for `[hooks]`.
-    pub fn new(config: &HooksConfig) -> Hooks {
+    /// A hook caller for `[hooks]`; with tracing on, each call is a `hook` span whose context
+    /// is sent as the `traceparent` header.
+    pub fn new(config: &HooksConfig, telemetry: Telemetry) -> Hooks {
         Hooks {
+            telemetry,
             in_flight: Arc::new(Semaphore::new(config.max_concurrent)),
             config: config.clone(),
             client: HttpClient::new(),
@@ -76,7 +81,7 @@ impl Hooks {
             session_id,
             node_id,
         };
-        self.call(&self.config.join_url, &body).await
+        self.call("join", &self.config.join_url, &body).await
     }
 
     /// Asks `hooks.connect_url` whether `user` may connect; admits when none is configured.
@@ -84,11 +89,45 @@ impl Hooks {
         if !self.has_connect() {
             return HookOutcome::Allow(None);
         }
-        self.call(&self.config.connect_url, &ConnectRequest { user, node_id })
-            .await
+        self.call(
+            "connect",
+            &self.config.connect_url,
+            &ConnectRequest { user, node_id },
+        )
+        .await
     }
 
-    async fn call<T: Serialize>(&self, url: &str, body: &T) -> HookOutcome {
+    async fn call<T: Serialize>(&self, hook: &'static str, url: &str, body: &T) -> HookOutcome {
+        if !self.telemetry.enabled() {
+            return self.call_with(url, body, None).await;
+        }
+        let Some(cx) = self.telemetry.start(
+            "hook",
+            opentelemetry::trace::SpanKind::Client,
+            &opentelemetry::Context::current(),
+            vec![opentelemetry::KeyValue::new("holdfast.hook", hook)],
+        ) else {
+            return self.call_with(url, body, None).await;
+        };
+        let tp = telemetry::traceparent_of(&cx);
+        let outcome = self.call_with(url, body, tp.as_deref()).await;
+        match &outcome {
+            HookOutcome::Allow(_) => telemetry::end(&cx, "allow", false),
+            HookOutcome::Deny(why) => {
+                cx.span()
+                    .set_attribute(opentelemetry::KeyValue::new("holdfast.reason", *why));
+                telemetry::end(&cx, "deny", false);
+            }
+        }
+        outcome
+    }
+
+    async fn call_with<T: Serialize>(
+        &self,
+        url: &str,
+        body: &T,
+        traceparent: Option<&str>,
+    ) -> HookOutcome {
         if url.is_empty() {
             return HookOutcome::Deny("no hook URL configured");
         }
@@ -101,7 +140,13 @@ impl Hooks {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let reply = self
             .client
-            .post_json(url, body, timeout, self.config.max_response_bytes)
+            .post_json(
+                url,
+                body,
+                traceparent,
+                timeout,
+                self.config.max_response_bytes,
+            )
             .await;
         let outcome = match reply {
             Ok(r) if r.status == 200 => decide(&r.body),

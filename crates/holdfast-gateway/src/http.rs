@@ -36,11 +36,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::AuthError;
 use crate::limits::{origin_allowed, raw_refusal, ConnSlot, Full};
+use crate::metrics::Transport;
 use crate::node::{AdmitError, Node};
 use crate::proxy::TrustedProxies;
 use crate::tls::TlsFiles;
 use crate::upgrade::Handshake;
 use crate::{fallback, session};
+use opentelemetry::context::FutureExt as _;
 
 /// The node's routes.
 pub fn router(node: Node) -> Router {
@@ -123,11 +125,19 @@ async fn ws_upgrade(
     if !origin_allowed(limits, &headers) {
         return reject(&node, StatusCode::FORBIDDEN, "origin_not_allowed");
     }
+    // With tracing on, the connection's span: a child of the request's `traceparent`.
+    let tp = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = crate::telemetry::connection_span(&node, tp, peer.ip(), Transport::WebSocket);
     let claims = match request_token(query.as_deref(), &headers) {
         None => None,
         Some(token) => match node.inner.verifier.verify(&token).await {
             Ok(c) => {
-                if crate::permissions::check_connect(&node, &c).await.is_err() {
+                let connect = crate::permissions::check_connect(&node, &c);
+                let allowed = match &trace {
+                    Some(cx) => connect.with_context(cx.clone()).await,
+                    None => connect.await,
+                };
+                if allowed.is_err() {
                     return reject(&node, StatusCode::FORBIDDEN, "forbidden");
                 }
                 Some(c)
@@ -137,7 +147,7 @@ async fn ws_upgrade(
                     AuthError::Expired => "token_expired",
                     AuthError::Invalid => "auth_failed",
                 };
-                let (inner, ws) = (&node.inner, crate::metrics::Transport::WebSocket);
+                let (inner, ws) = (&node.inner, Transport::WebSocket);
                 inner.auth_log.record(&inner.metrics, peer.ip(), ws, reason);
                 return reject(&node, StatusCode::UNAUTHORIZED, reason);
             }
@@ -191,7 +201,15 @@ async fn ws_upgrade(
         move |socket| {
             // Boxed: the task would otherwise keep room for the claims all its life.
             let claims = claims.map(Box::new);
-            session::run(session_node, socket, claims, device, admission, encoding)
+            session::run(
+                session_node,
+                socket,
+                claims,
+                device,
+                admission,
+                encoding,
+                trace,
+            )
         },
         named.then(|| encoding.subprotocol()),
     )

@@ -54,6 +54,7 @@ pub mod registry;
 pub mod room;
 mod session;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 mod upgrade;
@@ -229,6 +230,7 @@ impl Gateway {
         self.heartbeat.abort();
         let inner = &self.node.inner;
         inner.broker.forget_node(&inner.id).await;
+        inner.telemetry.shutdown(Duration::from_secs(5)).await;
         outcome
     }
 }

@@ -37,6 +37,8 @@ pub struct NodeInner {
     pub verifier: Verifier,
     /// The application's join and connect hooks.
     pub hooks: crate::hooks::Hooks,
+    /// This node's tracer (off unless `config.tracing` names an endpoint).
+    pub telemetry: crate::telemetry::Telemetry,
     /// This node's metrics (never process-global).
     pub metrics: Arc<Metrics>,
     /// user → session.
@@ -119,6 +121,7 @@ impl Node {
         // Digits only: proxies route fallback sessions by `<node_id>-<digit>`.
         let incarnation = rand::random::<u32>().to_string();
         let config = Arc::new(config);
+        let telemetry = crate::telemetry::Telemetry::new(&config.tracing, &id);
         let metrics = Arc::new(Metrics::new());
         let drain = Drain::new();
         let backend: Arc<dyn RoomBackend> = store.unwrap_or_else(|| Arc::new(MemoryRooms::new()));
@@ -130,14 +133,15 @@ impl Node {
                 config: config.clone(),
                 metrics: metrics.clone(),
                 shutdown: drain.token().clone(),
-                mirror: Arc::new(Mirror::default()),
+                mirror: Arc::new(Mirror::new(telemetry.clone(), id.clone())),
             },
         );
         let auth_log = crate::logs::AuthFailureLog::new(config.log.auth_failures_per_sec);
         let inner = Arc::new(NodeInner {
             id,
             verifier: Verifier::from_config(&config.auth),
-            hooks: crate::hooks::Hooks::new(&config.hooks),
+            hooks: crate::hooks::Hooks::new(&config.hooks, telemetry.clone()),
+            telemetry,
             store: rooms,
             sessions: CountLimit::new(
                 config.limits.max_connections,
@@ -165,6 +169,11 @@ impl Node {
         let weak = Arc::downgrade(&inner);
         broker.attach(weak);
         Node { inner }
+    }
+
+    /// The node's tracer.
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.inner.telemetry
     }
 
     /// The node's id.

@@ -1,4 +1,4 @@
-//! Bounded outbound HTTP calls to the application: JWKS fetches and hooks.
+//! Bounded outbound HTTP calls: JWKS fetches, hooks and trace export.
 //!
 //! Every call has a time limit covering connection, request and the whole response body, and
 //! a response size limit; a call that exceeds either fails. Only `http://` URLs are supported
@@ -74,18 +74,44 @@ impl HttpClient {
         self.call(req, timeout, max_bytes).await
     }
 
-    /// `POST url` with a JSON body, bounded by `timeout` and `max_bytes`.
+    /// `POST url` with a JSON body (and a `traceparent` header when given), bounded by
+    /// `timeout` and `max_bytes`.
     pub async fn post_json(
         &self,
         url: &str,
         body: Vec<u8>,
+        traceparent: Option<&str>,
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<Reply, CallError> {
-        let req = http::Request::post(url)
+        let mut req = http::Request::post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::Request(e.to_string()))?;
+        self.call(req, timeout, max_bytes).await
+    }
+
+    /// `POST url` with `body` and `headers` (the trace exporter's requests), bounded by
+    /// `timeout` and `max_bytes`.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Reply, CallError> {
+        let mut req = http::Request::post(url);
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req
+            .body(Full::new(body))
             .map_err(|e| CallError::Request(e.to_string()))?;
         self.call(req, timeout, max_bytes).await
     }

@@ -110,7 +110,10 @@ fn delta_cost(n: u32, version: impl Fn(u32) -> Value) -> (f64, f64, f64, f64) {
         let (a, b) = (&pair[0], &pair[1]);
         // `delta(new, old)` is what turns `old` into `new` with `apply(old, d)`.
         let d = fossil_delta::delta(b, a);
-        assert_eq!(fossil_delta::apply(a, &d).ok().as_deref(), Some(b.as_bytes()));
+        assert_eq!(
+            fossil_delta::apply(a, &d).ok().as_deref(),
+            Some(b.as_bytes())
+        );
         full += b.len();
         delta += d.len();
         make += per_op(200, || {
@@ -173,8 +176,14 @@ fn main() {
     println!("| publications | data bytes | fossil delta bytes | delta / data | make a delta (server, per publication) | apply it (client, per delivery) |");
     println!("|---|---|---|---|---|---|");
     for (name, stream) in [
-        ("8-player ticks, 120 in a row", &game_tick as &dyn Fn(u32) -> Value),
-        ("60-paragraph document, one paragraph edited each time", &document),
+        (
+            "8-player ticks, 120 in a row",
+            &game_tick as &dyn Fn(u32) -> Value,
+        ),
+        (
+            "60-paragraph document, one paragraph edited each time",
+            &document,
+        ),
     ] {
         let (full, delta, make, apply) = delta_cost(120, stream);
         println!(

@@ -6,11 +6,13 @@
 //! - small HTTP probes ([`http_get`], [`http_status`], [`http_request`], [`metric`]) and
 //!   [`eventually`];
 //! - [`HttpStub`]: a tiny HTTP server standing in for the application (JWKS, hooks);
-//! - [`token_with`]: a token carrying any claims.
+//! - [`token_with`]: a token carrying any claims;
+//! - [`OtlpReceiver`]: an OTLP/HTTP trace receiver decoding what nodes export.
 //!
 //! Every helper panics with a message on failure: they are for tests.
 
 mod client;
+mod otlp;
 mod redis;
 mod stub;
 
@@ -21,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use client::{try_connect, Client, Ws};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use redis::Redis;
 pub use stub::{HttpStub, StubReply, StubRequest};
 

@@ -19,6 +19,18 @@ pub struct StubRequest {
     pub path: String,
     /// The body, as text.
     pub body: String,
+    /// The request headers (names in lower case).
+    pub headers: Vec<(String, String)>,
+}
+
+impl StubRequest {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// The handler's answer: a status and a body sent as JSON.
@@ -118,5 +130,18 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<StubRequest> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
-    Some(StubRequest { method, path, body })
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect();
+    Some(StubRequest {
+        method,
+        path,
+        body,
+        headers,
+    })
 }

@@ -255,6 +255,13 @@ fn fail(message: &str) -> ExitCode {
 
 fn serve(mut cfg: Config) -> ExitCode {
     init_logs(&cfg);
+    if cfg.tracing.enabled() {
+        tracing::info!(
+            endpoint = %cfg.tracing.endpoint,
+            service = %cfg.tracing.service_name,
+            "exporting traces over OTLP/HTTP"
+        );
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if cfg.server.worker_threads > 0 {
         builder.worker_threads(cfg.server.worker_threads);

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use holdfast_gateway::telemetry::{TraceSampler, TracingConfig};
 use holdfast_gateway::Config;
 
 /// Loads and validates the configuration; an error names the offending key.
@@ -30,9 +31,120 @@ pub fn load(file: Option<&Path>) -> Result<Config, String> {
         None => e.to_string(),
     })?;
     let mut cfg = cfg;
+    cfg.tracing = tracing_from(|k| std::env::var(k).ok())?;
     load_key_files(&mut cfg)?;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
+}
+
+/// The trace export settings from the standard `OTEL_*` variables (read through `var`): off
+/// without an endpoint, with `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`.
+pub fn tracing_from(var: impl Fn(&str) -> Option<String>) -> Result<TracingConfig, String> {
+    let var = |k: &str| {
+        var(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let bad = |k: &str, why: &str| format!("invalid configuration: `{k}`: {why}");
+    let mut t = TracingConfig::default();
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none")
+    {
+        return Ok(t);
+    }
+    if let Some(e) = var("OTEL_TRACES_EXPORTER").filter(|e| e != "otlp") {
+        return Err(bad(
+            "OTEL_TRACES_EXPORTER",
+            &format!("{e:?} is not supported (otlp or none)"),
+        ));
+    }
+    t.endpoint = match (
+        var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ) {
+        (Some(e), _) => e,
+        (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+        (None, None) => return Ok(t),
+    };
+    if !t.endpoint.starts_with("http://") {
+        return Err(bad(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "must be an http:// URL (put a TLS-terminating collector or sidecar in front)",
+        ));
+    }
+    let protocol =
+        var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    if let Some(p) = protocol.filter(|p| p != "http/protobuf") {
+        return Err(bad(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            &format!("{p:?} is not supported (http/protobuf)"),
+        ));
+    }
+    if let Some(name) = var("OTEL_SERVICE_NAME") {
+        t.service_name = name;
+    }
+    let ratio = |default: f64| -> Result<f64, String> {
+        match var("OTEL_TRACES_SAMPLER_ARG") {
+            None => Ok(default),
+            Some(a) => a
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| bad("OTEL_TRACES_SAMPLER_ARG", "must be a ratio in [0, 1]")),
+        }
+    };
+    if let Some(s) = var("OTEL_TRACES_SAMPLER") {
+        t.sampler = match s.as_str() {
+            "always_on" => TraceSampler::AlwaysOn,
+            "always_off" => TraceSampler::AlwaysOff,
+            "traceidratio" => TraceSampler::Ratio(ratio(1.0)?),
+            "parentbased_always_on" => TraceSampler::ParentAlwaysOn,
+            "parentbased_always_off" => TraceSampler::ParentAlwaysOff,
+            "parentbased_traceidratio" => TraceSampler::ParentRatio(ratio(1.0)?),
+            other => {
+                return Err(bad(
+                    "OTEL_TRACES_SAMPLER",
+                    &format!("{other:?} is not supported"),
+                ))
+            }
+        };
+    }
+    let number = |k: &str| -> Result<Option<u64>, String> {
+        var(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| bad(k, "must be a whole number"))
+            })
+            .transpose()
+    };
+    let timeout = match number("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")? {
+        Some(t) => Some(t),
+        None => number("OTEL_EXPORTER_OTLP_TIMEOUT")?,
+    };
+    if let Some(ms) = timeout {
+        t.timeout_ms = ms.max(1);
+    }
+    if let Some(n) = number("OTEL_BSP_MAX_QUEUE_SIZE")? {
+        t.max_queue_size = (n as usize).clamp(1, 1 << 20);
+    }
+    if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+        t.max_export_batch_size = (n as usize).max(1);
+    }
+    if let Some(ms) = number("OTEL_BSP_SCHEDULE_DELAY")? {
+        t.scheduled_delay_ms = ms;
+    }
+    let headers =
+        var("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| var("OTEL_EXPORTER_OTLP_HEADERS"));
+    for pair in headers.iter().flat_map(|h| h.split(',')) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(bad(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "must be key=value pairs separated by commas",
+            ));
+        };
+        t.headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(t)
 }
 
 /// Reads each `[[auth.keys]]` `public_key_file` into `public_key`.
@@ -130,4 +242,76 @@ pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with(vars: &[(&str, &str)]) -> Result<TracingConfig, String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tracing_from(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn tracing_is_off_without_an_endpoint_or_when_disabled() {
+        assert!(!with(&[]).unwrap().enabled());
+        assert!(!with(&[("OTEL_SERVICE_NAME", "x")]).unwrap().enabled());
+        let disabled = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ];
+        assert!(!with(&disabled).unwrap().enabled());
+    }
+
+    #[test]
+    fn tracing_reads_the_standard_variables() {
+        let t = with(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
+            ("OTEL_SERVICE_NAME", "edge"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-key=abc, x-team = rt"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+        ])
+        .unwrap();
+        assert_eq!(t.endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(t.service_name, "edge");
+        assert_eq!(t.sampler, TraceSampler::ParentRatio(0.25));
+        assert_eq!(t.headers[1], ("x-team".to_owned(), "rt".to_owned()));
+        assert_eq!(t.max_queue_size, 100);
+        let t = with(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:1"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b:2/traces"),
+        ])
+        .unwrap();
+        assert_eq!(t.endpoint, "http://b:2/traces");
+    }
+
+    #[test]
+    fn tracing_refuses_what_it_cannot_do() {
+        let e = "http://127.0.0.1:4318";
+        for bad in [
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", e),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")],
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", e),
+                ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ],
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", e),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ],
+        ] {
+            assert!(with(&bad).is_err(), "{bad:?}");
+        }
+    }
 }

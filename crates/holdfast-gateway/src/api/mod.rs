@@ -296,6 +296,48 @@ async fn authenticate(State(keys): State<Arc<Keys>>, req: Request, next: Next) -
     }
 }
 
+/// With tracing on, each server API call is an `api.request` span under the request's
+/// `traceparent` header, with its method, route (the template, so bounded) and status.
+async fn trace_request(State(node): State<Node>, req: Request, next: Next) -> Response {
+    use opentelemetry::context::FutureExt as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use opentelemetry::KeyValue;
+    if !node.telemetry().enabled() {
+        return next.run(req).await;
+    }
+    let tp = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let parent = crate::telemetry::parent_from(tp, &opentelemetry::Context::new());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("other", |m| m.as_str())
+        .to_owned();
+    let attributes = vec![
+        KeyValue::new("http.request.method", req.method().as_str().to_owned()),
+        KeyValue::new("http.route", route),
+        KeyValue::new("holdfast.node_id", node.id().to_owned()),
+    ];
+    let kind = opentelemetry::trace::SpanKind::Server;
+    let Some(cx) = node
+        .telemetry()
+        .start("api.request", kind, &parent, attributes)
+    else {
+        return next.run(req).await;
+    };
+    let res = next.run(req).with_context(cx.clone()).await;
+    let status = res.status();
+    cx.span().set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    let outcome = if status.is_success() { "ok" } else { "error" };
+    crate::telemetry::end(&cx, outcome, status.is_server_error());
+    res
+}
+
 async fn unknown_route() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
@@ -315,7 +357,11 @@ pub fn router(node: Node) -> Router {
         .route("/api/v1/rooms/{room}/state", post(rooms::set_state))
         .route("/api/v1/nodes", get(nodes::nodes))
         .route("/api/v1/{*rest}", axum::routing::any(unknown_route))
-        .layer(axum::middleware::from_fn_with_state(keys, authenticate));
+        .layer(axum::middleware::from_fn_with_state(keys, authenticate))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            trace_request,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(api)

@@ -92,12 +92,43 @@ async fn publish_one(
     id: Option<String>,
     traceparent: Option<String>,
 ) -> Result<Published, ApiError> {
-    let r = node
-        .inner
-        .store
-        .server_publish(room, data, id, traceparent)
-        .await
-        .map_err(ApiError::room)?;
+    use opentelemetry::context::FutureExt as _;
+    let store = &node.inner.store;
+    let r = match node.telemetry().enabled() {
+        false => store.server_publish(room, data, id, traceparent).await,
+        // With tracing on, a `room.publish` span under the body's `traceparent` (else the
+        // request's span), which the receivers continue.
+        true => {
+            let parent = crate::telemetry::parent_from(
+                traceparent.as_deref(),
+                &opentelemetry::Context::current(),
+            );
+            let attributes = vec![
+                opentelemetry::KeyValue::new("holdfast.room", crate::telemetry::bounded(room)),
+                opentelemetry::KeyValue::new("holdfast.node_id", node.id().to_owned()),
+            ];
+            let kind = opentelemetry::trace::SpanKind::Internal;
+            match node
+                .telemetry()
+                .start("room.publish", kind, &parent, attributes)
+            {
+                None => store.server_publish(room, data, id, traceparent).await,
+                Some(cx) => {
+                    let tp = crate::telemetry::traceparent_of(&cx).or(traceparent);
+                    let r = store
+                        .server_publish(room, data, id, tp)
+                        .with_context(cx.clone())
+                        .await;
+                    match &r {
+                        Ok(_) => crate::telemetry::end(&cx, "ok", false),
+                        Err(e) => crate::telemetry::end(&cx, e.code.as_str(), true),
+                    }
+                    r
+                }
+            }
+        }
+    };
+    let r = r.map_err(ApiError::room)?;
     Ok(match r {
         Some((seq, epoch)) => Published {
             delivered: true,

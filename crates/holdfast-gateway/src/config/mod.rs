@@ -46,6 +46,10 @@ pub struct Config {
     pub api: ApiConfig,
     /// Where `/metrics` is served.
     pub metrics: MetricsConfig,
+    /// OpenTelemetry trace export; not read from the file (the binary fills it from the
+    /// `OTEL_*` variables).
+    #[serde(skip)]
+    pub tracing: crate::telemetry::TracingConfig,
 }
 
 /// A configuration value out of range, naming its key.

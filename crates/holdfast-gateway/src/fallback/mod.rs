@@ -200,18 +200,33 @@ async fn open(
             ))
         }
     };
-    if crate::permissions::check_connect(node, &claims)
-        .await
-        .is_err()
-    {
+    // With tracing on, the session's `connection` span (a new trace: these requests carry no
+    // trace context the session could continue).
+    let trace = crate::telemetry::connection_span(node, None, peer, transport);
+    let connect = crate::permissions::check_connect(node, &claims);
+    let allowed = match &trace {
+        Some(cx) => {
+            use opentelemetry::context::FutureExt as _;
+            connect.with_context(cx.clone()).await
+        }
+        None => connect.await,
+    };
+    if allowed.is_err() {
+        if let Some(cx) = &trace {
+            crate::telemetry::end(cx, "refused", false);
+        }
         return Err(Refusal(StatusCode::FORBIDDEN, "forbidden"));
     }
-    let session = Session::start(
+    let mut session = Session::start(
         node.clone(),
         Box::new(claims),
         holdfast_protocol::Encoding::Json,
     )
     .await;
+    if let Some(cx) = trace {
+        let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
+        session.trace = Some(crate::telemetry::connection_started(cx, &id, &user));
+    }
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (changed, _) = watch::channel(0);
     let fs = Arc::new(FallbackSession {

@@ -13,9 +13,13 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use holdfast_protocol::{encode, CloseCode, MemberUpdate, Presence, ServerFrame};
 
+use opentelemetry::trace::{SpanKind, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
+
 use super::presence::PresenceNote;
 use super::Shared;
 use crate::registry::SessionHandle;
+use crate::telemetry::{self, parse_traceparent, Telemetry};
 
 /// Messages held per room while waiting for a missing range.
 const MAX_EARLY: usize = 4096;
@@ -371,6 +375,10 @@ pub struct Mirror {
     rooms: Mutex<HashMap<Arc<str>, Arc<Mutex<LocalRoom>>>>,
     /// Rooms with a `presence` frame due (bounded by the rooms with a view).
     due: Mutex<Vec<Arc<str>>>,
+    /// With tracing on, a message carrying a `traceparent` is delivered in a `deliver` span.
+    telemetry: Telemetry,
+    /// The node's id, recorded on `deliver` spans.
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -400,6 +408,15 @@ fn lock(room: &Mutex<LocalRoom>) -> RoomView<'_> {
 }
 
 impl Mirror {
+    /// A mirror tracing its deliveries with `telemetry` (the default has tracing off).
+    pub fn new(telemetry: Telemetry, node: Arc<str>) -> Mirror {
+        Mirror {
+            telemetry,
+            node,
+            ..Mirror::default()
+        }
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Mutex<LocalRoom>>>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -563,7 +580,43 @@ impl Mirror {
         if let Some(e) = epoch {
             v.see_epoch(e);
         }
+        if self.telemetry.enabled() {
+            return self.receive_traced(room, seq, v, held);
+        }
         v.receive(seq, held)
+    }
+
+    /// [`Mirror::receive`] with tracing on: a message whose frame carries a `traceparent` (the
+    /// publish's span) is handed in within a `deliver` span, a child of the publish.
+    fn receive_traced(&self, room: &str, seq: u64, mut v: RoomView<'_>, held: Held) -> Next {
+        let Some(parent) = telemetry::traceparent_in(&held.text).and_then(parse_traceparent) else {
+            return v.receive(seq, held);
+        };
+        let parent_cx = Context::new().with_remote_span_context(parent);
+        let attributes = vec![
+            KeyValue::new("holdfast.room", telemetry::bounded(room)),
+            KeyValue::new("holdfast.seq", seq as i64),
+            KeyValue::new("holdfast.node_id", self.node.to_string()),
+        ];
+        let Some(cx) = self
+            .telemetry
+            .start("deliver", SpanKind::Consumer, &parent_cx, attributes)
+        else {
+            return v.receive(seq, held);
+        };
+        let before = v.delivered;
+        let next = v.receive(seq, held);
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("holdfast.recipients", v.subs.len() as i64));
+        let outcome = if v.delivered.is_some_and(|d| d >= seq) && before.is_none_or(|b| b < seq) {
+            "delivered"
+        } else if matches!(next, Next::Fetch(..)) || v.early.contains_key(&seq) {
+            "held"
+        } else {
+            "duplicate"
+        };
+        telemetry::end(&cx, outcome, matches!(next, Next::Forked(_)));
+        next
     }
 }
 

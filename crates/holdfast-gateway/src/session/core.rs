@@ -5,6 +5,7 @@
 //! drive a [`Session`]; neither the core nor the frames it queues know which transport carries
 //! them.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,15 +14,19 @@ use holdfast_protocol::{
     ErrorCode, ErrorFrame, FrameError, Ping, ReconnectionFailed, Refreshed, ServerFrame, Welcome,
     PROTOCOL_VERSION,
 };
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Context, KeyValue};
 
 use super::budget::SharedBudget;
 use crate::auth::{unix_now, unix_now_ms, AuthError, Claims};
 use crate::config::SingleSocket;
-use crate::node::Node;
+use crate::node::{Node, NodeInner};
 use crate::permissions;
 use crate::registry::SessionHandle;
 use crate::room::{encode, RoomError};
 use crate::store::{Membership, Resume};
+use crate::telemetry;
 
 /// The rooms of one session.
 #[derive(Default)]
@@ -61,6 +66,20 @@ pub(crate) fn error_frame(
     })
 }
 
+/// The span name of a room operation frame.
+fn span_name(frame: &ClientFrame) -> Option<&'static str> {
+    Some(match frame {
+        ClientFrame::Join(_) => "room.join",
+        ClientFrame::Leave(_) => "room.leave",
+        ClientFrame::Publish(_) => "room.publish",
+        ClientFrame::Reconnect(_) => "room.reconnect",
+        ClientFrame::SetState(_) => "room.set_state",
+        ClientFrame::ClaimAuthority(_) => "room.claim_authority",
+        ClientFrame::ReleaseAuthority(_) => "room.release_authority",
+        _ => return None,
+    })
+}
+
 /// The tokio instant at which a token expiring at `exp` (Unix seconds) expires.
 pub(crate) fn expiry_instant(exp: u64) -> tokio::time::Instant {
     // A far-future `exp` (up to u64::MAX) must not overflow the clock: cap it at ten years.
@@ -92,6 +111,12 @@ pub(crate) struct Session {
     /// Set once [`Session::finish`] completed; otherwise dropping the session cleans up (a
     /// panic or a cancelled task never leaves a ghost in the registry or the rooms).
     finished: bool,
+    /// With tracing on, the (ended) connection span's context: the parent of the session's
+    /// operation spans.
+    pub(crate) trace: Option<Context>,
+    /// The last error code replied (its position in `ErrorCode::ALL`, plus one), read by the
+    /// operation's span.
+    last_error: AtomicU8,
 }
 
 impl Drop for Session {
@@ -174,6 +199,8 @@ impl Session {
             handle,
             node,
             finished: false,
+            trace: None,
+            last_error: AtomicU8::new(0),
         }
     }
 
@@ -223,6 +250,7 @@ impl Session {
         message: impl Into<String>,
         id: Option<String>,
     ) {
+        self.note_error(code);
         self.node
             .inner
             .metrics
@@ -230,6 +258,11 @@ impl Session {
             .with_label_values(&[code.as_str()])
             .inc();
         self.reply(&error_frame(code, message, id));
+    }
+
+    fn note_error(&self, code: ErrorCode) {
+        let i = ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0);
+        self.last_error.store(i as u8 + 1, Ordering::Relaxed);
     }
 
     /// Whether the session may join (or resume) `room`; `join_token` as presented.
@@ -314,6 +347,60 @@ impl Session {
                 return None;
             }
         };
+        if inner.telemetry.enabled() {
+            if let Some(name) = span_name(&frame) {
+                return self.traced(name, inner, frame).await;
+            }
+        }
+        self.handle(inner, frame).await
+    }
+
+    /// Handles a room operation in a span named `name` (a child of a publish's
+    /// `traceparent`, else of the connection's span), with the room and the outcome.
+    async fn traced(
+        &mut self,
+        name: &'static str,
+        inner: Arc<NodeInner>,
+        frame: ClientFrame,
+    ) -> Option<CloseCode> {
+        let base = self.trace.clone().unwrap_or_default();
+        let (room, tp) = match &frame {
+            ClientFrame::Join(r) => (r.room.as_str(), None),
+            ClientFrame::Leave(r) => (r.room.as_str(), None),
+            ClientFrame::Publish(p) => (p.room.as_str(), p.traceparent.as_deref()),
+            ClientFrame::Reconnect(r) => (r.room.as_str(), None),
+            ClientFrame::SetState(f) => (f.room.as_str(), None),
+            ClientFrame::ClaimAuthority(r) | ClientFrame::ReleaseAuthority(r) => {
+                (r.room.as_str(), None)
+            }
+            _ => ("", None),
+        };
+        let parent = telemetry::parent_from(tp, &base);
+        let attributes = vec![
+            KeyValue::new("holdfast.room", telemetry::bounded(room)),
+            KeyValue::new("holdfast.session_id", self.handle.id.to_string()),
+            KeyValue::new("holdfast.node_id", self.node.inner.id.to_string()),
+        ];
+        let Some(cx) = inner
+            .telemetry
+            .start(name, SpanKind::Server, &parent, attributes)
+        else {
+            return self.handle(inner, frame).await;
+        };
+        self.last_error.store(0, Ordering::Relaxed);
+        let close = self.handle(inner, frame).with_context(cx.clone()).await;
+        let code = match self.last_error.swap(0, Ordering::Relaxed) {
+            0 => None,
+            i => ErrorCode::ALL.get(usize::from(i) - 1).copied(),
+        };
+        match code {
+            None => telemetry::end(&cx, "ok", false),
+            Some(c) => telemetry::end(&cx, c.as_str(), true),
+        }
+        close
+    }
+
+    async fn handle(&mut self, inner: Arc<NodeInner>, frame: ClientFrame) -> Option<CloseCode> {
         match frame {
             ClientFrame::Auth(_) => self.reply_error(
                 ErrorCode::AlreadyAuthenticated,
@@ -356,9 +443,14 @@ impl Session {
                     self.reply_error(ErrorCode::Forbidden, "publishing here is not allowed", p.id)
                 }
                 Some(m) => {
+                    // With tracing on, receivers continue the publish's span.
+                    let traceparent = match inner.telemetry.enabled() {
+                        true => telemetry::traceparent_of(&Context::current()).or(p.traceparent),
+                        false => p.traceparent,
+                    };
                     let r = inner
                         .store
-                        .publish(m, &self.handle, p.data, p.id.clone(), p.traceparent)
+                        .publish(m, &self.handle, p.data, p.id.clone(), traceparent)
                         .await;
                     if let Err(e) = r {
                         if let Some(code) = self.member_error(e, p.id) {
@@ -458,7 +550,10 @@ impl Session {
                         Ok(m) => {
                             self.rooms.insert(m);
                         }
-                        Err(e) => self.reply(&failed(e.code, e.message)),
+                        Err(e) => {
+                            self.note_error(e.code);
+                            self.reply(&failed(e.code, e.message));
+                        }
                     }
                 }
             }

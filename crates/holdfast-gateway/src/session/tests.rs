@@ -166,6 +166,7 @@ fn open(node: &Node, pre_auth: Option<Claims>) -> Peer {
         None,
         admission,
         holdfast_protocol::Encoding::Json,
+        None,
     ));
     Peer {
         to_server,
@@ -500,6 +501,7 @@ async fn the_session_futures_stay_small() {
         None,
         admission,
         holdfast_protocol::Encoding::Json,
+        None,
     );
     let run_size = std::mem::size_of_val(&run);
     eprintln!("drive {drive_size} B, run {run_size} B");

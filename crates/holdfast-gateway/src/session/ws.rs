@@ -65,7 +65,9 @@ enum Ending {
 
 /// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
 /// with the upgrade request; otherwise the first frame must be `auth`. `device` is the
-/// upgrade request's `device` parameter, used when the token names no device.
+/// upgrade request's `device` parameter, used when the token names no device. `trace` is the
+/// connection's span (tracing on): it covers the upgrade and authentication and ends when the
+/// session starts (or is refused); the session's operations are its children.
 /// (A plain function returning an `async move` block, not an `async fn`, so the socket is held
 /// once in the task's state, not twice; see [`drive`].)
 #[allow(clippy::manual_async_fn)] // see above: an `async fn` would hold its arguments twice
@@ -76,6 +78,7 @@ pub(crate) fn run<S, E>(
     device: Option<String>,
     admission: Admission,
     encoding: Encoding,
+    mut trace: Option<opentelemetry::Context>,
 ) -> impl std::future::Future<Output = ()>
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
@@ -91,17 +94,29 @@ where
         // this future even though it was moved into the box.
         let code = match pre_auth {
             Some(c) => Ok(c),
-            None => {
-                let auth = Box::pin(authenticate(&node, &mut ws, encoding));
-                auth.await.map(Box::new)
-            }
+            // A connect hook called after in-band `auth` is a child of the connection's span.
+            None => match &trace {
+                Some(cx) => {
+                    use opentelemetry::context::FutureExt as _;
+                    let auth =
+                        Box::pin(authenticate(&node, &mut ws, encoding).with_context(cx.clone()));
+                    auth.await.map(Box::new)
+                }
+                None => {
+                    let auth = Box::pin(authenticate(&node, &mut ws, encoding));
+                    auth.await.map(Box::new)
+                }
+            },
         };
         let code = match code {
             Ok(claims) => {
                 let claims = Box::new(claims.with_device(device.as_deref()));
                 let start = Box::pin(Session::start(node, claims, encoding));
-                let session = start.await;
+                let mut session = start.await;
                 let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
+                if let Some(cx) = trace.take() {
+                    session.trace = Some(crate::telemetry::connection_started(cx, &id, &user));
+                }
                 logs::session_started(&id, &user, peer, Transport::WebSocket);
                 let driving = Box::pin(drive(session, &mut ws));
                 let code = driving.await;
@@ -124,6 +139,15 @@ where
         };
         drop(admission);
         metrics.session_closed(Transport::WebSocket, code);
+        // Authentication failed: the connection's span ends with the close code.
+        if let Some(cx) = trace {
+            use opentelemetry::trace::TraceContextExt;
+            cx.span().set_attribute(opentelemetry::KeyValue::new(
+                "holdfast.close_code",
+                i64::from(code),
+            ));
+            crate::telemetry::end(&cx, "refused", false);
+        }
     }
 }
 
