@@ -496,11 +496,20 @@ async fn binary_frames_do_not_bypass_the_rate_limit() {
 /// Opens a WebSocket by hand on a raw socket (so broken frames can be sent) and returns it
 /// right after the 101 answer.
 async fn raw_ws(addr: SocketAddr, user: &str) -> TcpStream {
+    raw_ws_at(
+        addr,
+        &format!("/ws?token={}", holdfast_testkit::token(user)),
+    )
+    .await
+}
+
+/// [`raw_ws`] on `path` (with its query), so a connection that authenticates in-band can be
+/// opened too.
+async fn raw_ws_at(addr: SocketAddr, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "GET /ws?token={} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        holdfast_testkit::token(user)
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut head = Vec::new();
@@ -563,6 +572,28 @@ async fn protocol_violations_get_a_close_frame_with_their_code() {
     // A reserved opcode: 1002.
     let mut s = raw_ws(addr, "v3").await;
     s.write_all(&[0x83, 0x80, 0, 0, 0, 0]).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002));
+}
+
+/// The same before `auth`, on a connection that must authenticate in-band: broken frames get
+/// their close code too, not a dropped connection (that closed with 1006).
+#[tokio::test]
+async fn protocol_violations_before_auth_get_a_close_frame_with_their_code() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    let mut s = raw_ws_at(addr, "/ws").await;
+    s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002));
+    let mut s = raw_ws_at(addr, "/ws").await;
+    s.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1007));
+    // A ping with more than 125 bytes of payload.
+    let mut s = raw_ws_at(addr, "/ws").await;
+    let mut ping = vec![0x89, 0x80 | 126, 0, 126, 0, 0, 0, 0];
+    ping.extend_from_slice(&[0u8; 126]);
+    s.write_all(&ping).await.unwrap();
     assert_eq!(close_code(&mut s).await, Some(1002));
 }
 
