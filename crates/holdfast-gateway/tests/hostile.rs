@@ -597,6 +597,54 @@ async fn protocol_violations_before_auth_get_a_close_frame_with_their_code() {
     assert_eq!(close_code(&mut s).await, Some(1002));
 }
 
+/// A broken frame while the client is still sending (the next frames, in pieces, as the
+/// Autobahn|Testsuite does): the connection is not reset under the client's writes, and the
+/// close frame arrives. Once tungstenite has failed it reads no more, so the socket must
+/// still take in what the client sends while it closes: closed with unread input, the kernel
+/// resets the connection, the client's next write fails and a client that stops at a failed
+/// write (Twisted does) never reads the close frame.
+#[tokio::test]
+async fn a_broken_frame_while_the_client_still_sends_gets_its_close_frame() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    for (path, broken, want) in [
+        // Unmasked, after authentication.
+        (
+            format!("/ws?token={}", holdfast_testkit::token("m1")),
+            vec![0x81, 0x02, b'h', b'i'],
+            1002,
+        ),
+        // A continuation with nothing to continue, before `auth`.
+        (
+            "/ws".to_string(),
+            vec![0x80, 0x82, 0, 0, 0, 0, b'h', b'i'],
+            1002,
+        ),
+        // Not UTF-8, before `auth`.
+        (
+            "/ws".to_string(),
+            vec![0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe],
+            1007,
+        ),
+    ] {
+        let case = path.split('?').next().unwrap_or_default().to_string() + &format!(" {want}");
+        let mut s = raw_ws_at(addr, &path).await;
+        s.write_all(&broken).await.unwrap();
+        // The next frame, a masked 64 KiB binary one, byte by byte.
+        let mut next = vec![0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        next.extend_from_slice(&[0u8; 16]);
+        for b in next {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let sent = s.write_all(&[b]).await;
+            assert!(
+                sent.is_ok(),
+                "{path}: reset under the client's writes: {sent:?}"
+            );
+        }
+        assert_eq!(close_code(&mut s).await, Some(want), "{case}");
+    }
+}
+
 /// A client that floods past the rate limit without reading still gets the 4003 close frame
 /// (the server reads what is left before closing, so the kernel does not reset the socket).
 #[tokio::test]
