@@ -130,3 +130,39 @@ async fn run<T: AsyncRead + AsyncWrite + Unpin>(mut ws: LeanSocket<T>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A masked text frame comes back (unmasked), then an unmasked frame is answered with a
+    /// close frame with 1002 and the server's end of the stream.
+    #[tokio::test]
+    async fn echoes_and_closes_a_broken_frame_with_its_code() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let session = tokio::spawn(echo_stream(server, Vec::new(), EchoLimits::default()));
+        let key = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | 5];
+        frame.extend_from_slice(&key);
+        frame.extend(b"hello".iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+        client.write_all(&frame).await.unwrap();
+        let mut echoed = [0u8; 7];
+        client.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"\x81\x05hello");
+
+        client.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            &rest[..4],
+            &[0x88, rest[1], 0x03, 0xea],
+            "close 1002: {rest:?}"
+        );
+        session.await.unwrap();
+    }
+}
