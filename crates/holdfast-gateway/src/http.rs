@@ -178,16 +178,7 @@ async fn ws_upgrade(
         .and_then(|v| v.to_str().ok());
     let (encoding, named) = holdfast_protocol::Encoding::negotiate(offered);
     let device = ws_query.map(|Query(q)| q).unwrap_or_default().device;
-    let config = tungstenite::protocol::WebSocketConfig::default()
-        // Small: it is allocated for every connection, idle or not, and grows on demand for a
-        // larger frame. Client frames are mostly a few hundred bytes.
-        .read_buffer_size(512)
-        // tungstenite writes only control frames, straight through to the session's
-        // coalescing buffer (see `session::lean`), so it keeps no output buffer of its own.
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_write)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+    let config = crate::upgrade::websocket_config(max, max_write);
     let session_node = node.clone();
     let tracker = node.inner.drain.tracker().clone();
     // The session task is spawned on the node's tracker with the answer, so a drain cannot

@@ -19,6 +19,7 @@
 //! - [`session`]: the task that owns one WebSocket from authentication to close.
 //! - [`broker`]: the cross-node seam, with the embedded in-memory broker.
 //! - [`fallback`]: the SSE and long-polling transports, driving the same session core.
+//! - [`echo`]: a WebSocket echo server on the `/ws` layer, for conformance tests and fuzzing.
 //! - [`drain`]: the explicit shutdown: readiness off, notice, 1001, bounded wait.
 //! - [`limits`]: admission: pending connections, sessions and streams per address, origin
 //!   and body checks.
@@ -39,6 +40,7 @@ pub mod config;
 pub mod dedupe;
 mod demo;
 pub mod drain;
+pub mod echo;
 pub mod fallback;
 pub mod hooks;
 pub mod http;

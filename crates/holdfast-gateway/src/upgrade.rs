@@ -145,6 +145,43 @@ impl Handshake {
     }
 }
 
+/// The WebSocket settings of every WebSocket server of the gateway (the `/ws` sessions, and the
+/// conformance echo server, which may only pass other limits): inbound messages and frames up
+/// to `max_message_bytes` (larger ones fail the read with a capacity error, closed with 1009),
+/// and at most `max_write_bytes` waiting to be written.
+pub(crate) fn websocket_config(
+    max_message_bytes: usize,
+    max_write_bytes: usize,
+) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // Small: it is allocated for every connection, idle or not, and grows on demand for a
+        // larger frame. Client frames are mostly a few hundred bytes.
+        .read_buffer_size(512)
+        // tungstenite writes only control frames, straight through to the session's
+        // coalescing buffer (see `session::lean`), so it keeps no output buffer of its own.
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_write_bytes)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// A server WebSocket over `io`, once the handshake is answered: `early` holds the bytes the
+/// client sent past its request, already read by the HTTP layer.
+pub(crate) async fn lean_socket<T: AsyncRead + AsyncWrite + Unpin>(
+    io: T,
+    early: Vec<u8>,
+    config: WebSocketConfig,
+    max_out: usize,
+) -> LeanSocket<T> {
+    let io = LeanIo::new(io, max_out);
+    let ws = if early.is_empty() {
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+    } else {
+        WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await
+    };
+    LeanSocket::new(ws)
+}
+
 /// The session's socket, once hyper hands over the connection.
 async fn socket(
     on_upgrade: OnUpgrade,
@@ -152,22 +189,17 @@ async fn socket(
     max_out: usize,
 ) -> Option<SessionSocket> {
     let upgraded = on_upgrade.await.ok()?;
-    let ws = match upgraded.downcast::<TokioIo<MaybeTls>>() {
+    let socket = match upgraded.downcast::<TokioIo<MaybeTls>>() {
         Ok(parts) => {
-            let io = LeanIo::new(SessionIo::Direct(parts.io.into_inner()), max_out);
-            if parts.read_buf.is_empty() {
-                WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-            } else {
-                let early = parts.read_buf.to_vec();
-                WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await
-            }
+            let io = SessionIo::Direct(parts.io.into_inner());
+            lean_socket(io, parts.read_buf.to_vec(), config, max_out).await
         }
         Err(upgraded) => {
-            let io = LeanIo::new(SessionIo::Wrapped(TokioIo::new(upgraded)), max_out);
-            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+            let io = SessionIo::Wrapped(TokioIo::new(upgraded));
+            lean_socket(io, Vec::new(), config, max_out).await
         }
     };
-    Some(LeanSocket::new(ws))
+    Some(socket)
 }
 
 impl AsyncRead for SessionIo {

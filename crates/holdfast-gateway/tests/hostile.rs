@@ -496,11 +496,20 @@ async fn binary_frames_do_not_bypass_the_rate_limit() {
 /// Opens a WebSocket by hand on a raw socket (so broken frames can be sent) and returns it
 /// right after the 101 answer.
 async fn raw_ws(addr: SocketAddr, user: &str) -> TcpStream {
+    raw_ws_at(
+        addr,
+        &format!("/ws?token={}", holdfast_testkit::token(user)),
+    )
+    .await
+}
+
+/// [`raw_ws`] on `path` (with its query), so a connection that authenticates in-band can be
+/// opened too.
+async fn raw_ws_at(addr: SocketAddr, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "GET /ws?token={} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        holdfast_testkit::token(user)
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut head = Vec::new();
@@ -564,6 +573,76 @@ async fn protocol_violations_get_a_close_frame_with_their_code() {
     let mut s = raw_ws(addr, "v3").await;
     s.write_all(&[0x83, 0x80, 0, 0, 0, 0]).await.unwrap();
     assert_eq!(close_code(&mut s).await, Some(1002));
+}
+
+/// The same before `auth`, on a connection that must authenticate in-band: broken frames get
+/// their close code too, not a dropped connection (that closed with 1006).
+#[tokio::test]
+async fn protocol_violations_before_auth_get_a_close_frame_with_their_code() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    let mut s = raw_ws_at(addr, "/ws").await;
+    s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002));
+    let mut s = raw_ws_at(addr, "/ws").await;
+    s.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1007));
+    // A ping with more than 125 bytes of payload.
+    let mut s = raw_ws_at(addr, "/ws").await;
+    let mut ping = vec![0x89, 0x80 | 126, 0, 126, 0, 0, 0, 0];
+    ping.extend_from_slice(&[0u8; 126]);
+    s.write_all(&ping).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002));
+}
+
+/// A broken frame while the client is still sending (the next frames, in pieces, as the
+/// Autobahn|Testsuite does): the connection is not reset under the client's writes, and the
+/// close frame arrives. Once tungstenite has failed it reads no more, so the socket must
+/// still take in what the client sends while it closes: closed with unread input, the kernel
+/// resets the connection, the client's next write fails and a client that stops at a failed
+/// write (Twisted does) never reads the close frame.
+#[tokio::test]
+async fn a_broken_frame_while_the_client_still_sends_gets_its_close_frame() {
+    let gw = start(test_config()).await;
+    let addr = gw.local_addr();
+    for (path, broken, want) in [
+        // Unmasked, after authentication.
+        (
+            format!("/ws?token={}", holdfast_testkit::token("m1")),
+            vec![0x81, 0x02, b'h', b'i'],
+            1002,
+        ),
+        // A continuation with nothing to continue, before `auth`.
+        (
+            "/ws".to_string(),
+            vec![0x80, 0x82, 0, 0, 0, 0, b'h', b'i'],
+            1002,
+        ),
+        // Not UTF-8, before `auth`.
+        (
+            "/ws".to_string(),
+            vec![0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe],
+            1007,
+        ),
+    ] {
+        let case = path.split('?').next().unwrap_or_default().to_string() + &format!(" {want}");
+        let mut s = raw_ws_at(addr, &path).await;
+        s.write_all(&broken).await.unwrap();
+        // The next frame, a masked 64 KiB binary one, byte by byte.
+        let mut next = vec![0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        next.extend_from_slice(&[0u8; 16]);
+        for b in next {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let sent = s.write_all(&[b]).await;
+            assert!(
+                sent.is_ok(),
+                "{path}: reset under the client's writes: {sent:?}"
+            );
+        }
+        assert_eq!(close_code(&mut s).await, Some(want), "{case}");
+    }
 }
 
 /// A client that floods past the rate limit without reading still gets the 4003 close frame

@@ -8,7 +8,7 @@ use futures_util::{Sink, Stream, StreamExt};
 use holdfast_protocol::{parse_client_message, ClientFrame, CloseCode, Encoding, ErrorCode};
 
 use super::core::error_frame;
-use super::ws::{close_with, is_too_big, write_now};
+use super::ws::{close_with, linger, read_close_code, write_now};
 use crate::auth::{AuthError, Claims};
 use crate::node::Node;
 
@@ -55,11 +55,12 @@ where
                     }
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
-                        if is_too_big(&e) {
-                            close_with(ws, CloseCode::MessageTooBig).await;
-                            return Err(CloseCode::MessageTooBig.code());
-                        }
-                        return Err(1006);
+                        // As in the session loop: a broken or oversized frame is answered
+                        // with its close code.
+                        let Some(code) = read_close_code(&e) else { return Err(1006) };
+                        close_with(ws, code).await;
+                        linger(ws).await;
+                        return Err(code.code());
                     }
                     None => return Err(1006),
                 };

@@ -28,6 +28,8 @@ use tungstenite::Message as WsMessage;
 
 /// Coalesced bytes past which `poll_ready` writes them out before taking another frame.
 const SOFT_LIMIT: usize = 16 * 1024;
+/// Most bytes read and discarded after a failed read (see [`LeanSocket::poll_discard`]).
+const MAX_DISCARD: usize = 1 << 20;
 
 /// The transport under tungstenite: reads pass through, writes are coalesced in a buffer that
 /// exists only between a write and the flush that empties it.
@@ -141,15 +143,46 @@ pub(crate) struct LeanSocket<T> {
     ws: WebSocketStream<LeanIo<T>>,
     /// A close was sent or received, or the connection failed: data frames are refused.
     closed: bool,
+    /// A read failed (a broken frame, or the connection): tungstenite reads no more.
+    failed: bool,
+    /// After a failed read, the server's close frame was sent: the write side is shut down
+    /// once it is flushed.
+    shut_pending: bool,
+    /// Bytes read and discarded since the failure.
+    discarded: usize,
 }
 
 impl<T> LeanSocket<T> {
     pub(crate) fn new(ws: WebSocketStream<LeanIo<T>>) -> Self {
-        LeanSocket { ws, closed: false }
+        LeanSocket {
+            ws,
+            closed: false,
+            failed: false,
+            shut_pending: false,
+            discarded: 0,
+        }
     }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> LeanSocket<T> {
+    /// After a failed read: reads what the client still sends and discards it, until the
+    /// client's end of the stream (then `None`), or [`MAX_DISCARD`] bytes. tungstenite ends
+    /// its stream at its first error, but a client usually goes on sending for a while (the
+    /// rest of its frames, its close answer); a socket dropped with unread input is reset by
+    /// the kernel, and a client whose write then fails may never read the close frame. The
+    /// caller bounds the wait in time (the closing linger).
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<Option<<Self as Stream>::Item>> {
+        let mut scratch = [0u8; 2048];
+        while self.discarded < MAX_DISCARD {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match ready!(Pin::new(self.ws.get_mut()).poll_read(cx, &mut buf)) {
+                Ok(()) if !buf.filled().is_empty() => self.discarded += buf.filled().len(),
+                _ => return Poll::Ready(None),
+            }
+        }
+        Poll::Ready(None)
+    }
+
     fn push_data(&mut self, opcode: u8, payload: &[u8]) -> Result<(), tungstenite::Error> {
         if self.closed {
             return Err(tungstenite::Error::AlreadyClosed);
@@ -168,11 +201,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for LeanSocket<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.failed {
+            return this.poll_discard(cx);
+        }
         loop {
             let msg = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
                 None => return Poll::Ready(None),
                 Some(Err(e)) => {
                     this.closed = true;
+                    this.failed = true;
                     return Poll::Ready(Some(Err(e)));
                 }
                 Some(Ok(m)) => m,
@@ -226,6 +263,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for LeanSocket<T> {
             Message::Pong(b) => Pin::new(&mut this.ws).start_send(WsMessage::Pong(b)),
             Message::Close(f) => {
                 this.closed = true;
+                // After a failed read no close answer can be recognised: the connection ends
+                // from this side once the close frame is out (the client reads it, then the
+                // end of the stream).
+                this.shut_pending = this.failed;
                 let f = f.map(|f| WsCloseFrame {
                     code: WsCloseCode::from(f.code),
                     reason: f.reason.as_str().to_owned().into(),
@@ -241,6 +282,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for LeanSocket<T> {
         // tungstenite skips its flush once the close handshake is over; what was coalesced
         // before the close still goes out.
         ready!(Pin::new(this.ws.get_mut()).poll_flush(cx))?;
+        if this.shut_pending {
+            ready!(Pin::new(this.ws.get_mut()).poll_shutdown(cx))?;
+            this.shut_pending = false;
+        }
         Poll::Ready(Ok(()))
     }
 

@@ -23,4 +23,4 @@ mod tests;
 pub(crate) use self::budget::UserBudgets;
 pub(crate) use self::core::Session;
 pub(crate) use self::lean::{LeanIo, LeanSocket};
-pub(crate) use self::ws::run;
+pub(crate) use self::ws::{close_with, linger, read_close_code, run};

@@ -392,14 +392,31 @@ fn an_oversized_frame_is_recognised_through_the_error_chain() {
             max_size: 1,
         })
     };
-    assert!(super::ws::is_too_big(&too_long()));
-    assert!(super::ws::is_too_big(&axum::Error::new(too_long())));
-    assert!(!super::ws::is_too_big(&axum::Error::new(
-        tungstenite::Error::ConnectionClosed
-    )));
-    assert!(!super::ws::is_too_big(&io::Error::from(
-        io::ErrorKind::ConnectionReset
-    )));
+    use super::ws::read_close_code;
+    use holdfast_protocol::CloseCode;
+    assert_eq!(read_close_code(&too_long()), Some(CloseCode::MessageTooBig));
+    assert_eq!(
+        read_close_code(&axum::Error::new(too_long())),
+        Some(CloseCode::MessageTooBig)
+    );
+    assert_eq!(
+        read_close_code(&tungstenite::Error::Utf8("x".into())),
+        Some(CloseCode::InvalidPayload)
+    );
+    assert_eq!(
+        read_close_code(&axum::Error::new(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::UnmaskedFrameFromClient
+        ))),
+        Some(CloseCode::ProtocolError)
+    );
+    assert_eq!(
+        read_close_code(&axum::Error::new(tungstenite::Error::ConnectionClosed)),
+        None
+    );
+    assert_eq!(
+        read_close_code(&io::Error::from(io::ErrorKind::ConnectionReset)),
+        None
+    );
 }
 
 /// Sends an application-level ping and reads the answer: `pong`, or the error that dropped it.

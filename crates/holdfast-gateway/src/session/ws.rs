@@ -38,7 +38,7 @@ const MAX_LINGER_FRAMES: usize = 1024;
 /// close answer (or the connection's end), bounded in time and count. Dropping a socket with
 /// unread input makes the kernel reset the connection, and the client would then lose the close
 /// frame (and its code: a rate-limited client would see 1006 and reconnect at once).
-async fn linger<S, E>(ws: &mut S)
+pub(crate) async fn linger<S, E>(ws: &mut S)
 where
     S: Stream<Item = Result<Message, E>> + Unpin,
 {
@@ -167,7 +167,7 @@ pub(super) async fn write_now<S: Sink<Message> + Unpin>(
 }
 
 /// Sends a close frame with `code`, bounded in time.
-pub(super) async fn close_with<S: Sink<Message> + Unpin>(ws: &mut S, code: CloseCode) {
+pub(crate) async fn close_with<S: Sink<Message> + Unpin>(ws: &mut S, code: CloseCode) {
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from_static(code.reason()),
@@ -175,28 +175,20 @@ pub(super) async fn close_with<S: Sink<Message> + Unpin>(ws: &mut S, code: Close
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
 }
 
-/// Whether a read error is (or wraps) tungstenite's message/frame size limit.
-pub(super) fn is_too_big(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if matches!(
-            err.downcast_ref::<tungstenite::Error>(),
-            Some(tungstenite::Error::Capacity(_))
-        ) {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// The close code for a WebSocket protocol violation by the client: 1007 for a text message
-/// that is not UTF-8, 1002 for any other broken frame (unmasked, reserved bits or opcodes,
-/// oversized or fragmented control frames).
-pub(super) fn violation(e: &(dyn std::error::Error + 'static)) -> Option<CloseCode> {
+/// The close code for a failed read, the one mapping of read errors for every WebSocket
+/// server of the gateway (the `/ws` sessions and the conformance echo server):
+/// - 1009 for a message or frame over the configured size (tungstenite's capacity error);
+/// - 1007 for a text message that is not UTF-8;
+/// - 1002 for any other broken frame (unmasked, reserved bits or opcodes, oversized or
+///   fragmented control frames, a continuation out of place);
+///
+/// and `None` when the connection itself failed (I/O error, reset): nothing can be sent then.
+/// The error chain is searched, so a tungstenite error wrapped by axum is found as well.
+pub(crate) fn read_close_code(e: &(dyn std::error::Error + 'static)) -> Option<CloseCode> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         match err.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => return Some(CloseCode::MessageTooBig),
             Some(tungstenite::Error::Utf8(_)) => return Some(CloseCode::InvalidPayload),
             Some(tungstenite::Error::Protocol(_)) => return Some(CloseCode::ProtocolError),
             _ => {}
@@ -267,15 +259,12 @@ where
                 msg = ws.next() => match msg {
                     None => break Ending::Lost,
                     Some(Err(e)) => {
-                        if is_too_big(&e) {
-                            break Ending::Close(CloseCode::MessageTooBig);
-                        }
                         // A broken frame still gets a close frame with its code, not a dropped
                         // connection the client would take for network trouble.
-                        if let Some(code) = violation(&e) {
-                            break Ending::Close(code);
+                        match read_close_code(&e) {
+                            Some(code) => break Ending::Close(code),
+                            None => break Ending::Lost,
                         }
-                        break Ending::Lost;
                     }
                     Some(Ok(Message::Text(text))) => {
                         // Boxed for the same reason (and in its own statement, see `run`): frame
