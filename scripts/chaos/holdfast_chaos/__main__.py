@@ -68,13 +68,13 @@ def fmt_row(r):
     rec = r["recovery_s"]
     rec = "-" if rec is None else ("never" if rec == float("inf") else f"{rec:.2f}")
     return (f"| {r['scenario']} | {r['acked']} | {r['delivered']} | {r['silent']} | {r['dup']} "
-            f"| {r['gaps_exact']}/{r['gaps_inexact']} | {r['reported']} | {r['withdrawn']} "
+            f"| {r['gaps_exact']}/{r['gaps_inexact']} | {r['reported']} | {r['rolled_back_acked']} "
             f"| {r['rejoins']} | {r['wrongful_4000']} | {rec} | "
             f"{'ok' if not failures(r) else 'FAIL'} |")
 
 
 HEADER = ("| scenario | acked | delivered | silent losses | duplicates | gaps exact/inexact "
-          "| reported lost | withdrawn | rejoins | wrongful 4000 | recovery s | result |\n"
+          "| in gaps (told) | acked then rolled back | rejoins | wrongful 4000 | recovery s | result |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -106,6 +106,7 @@ def main():
         print(fmt_row(row), flush=True)
         bad = failures(row)
         extra = {k: row[k] for k in ("published", "ooo", "jump", "epoch_live", "terminal",
+                                      "rolled_back", "resume_epoch",
                                       "closes", "errors", "seconds") if row[k]}
         print(f"    {extra} {row['info']}", flush=True)
         for b in bad:

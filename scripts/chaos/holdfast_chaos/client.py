@@ -12,10 +12,15 @@ the room's for this client). Anything else is a **silent loss**.
 """
 
 import asyncio
+import os
 import random
 import time
 
 from .wire import Closed, WebSocket, token
+
+# Self-check of the accounting: CHAOS_SELFCHECK_DROP=N makes every client ignore every Nth
+# event it receives; the suite must then report silent losses.
+SELFCHECK_DROP = int(os.environ.get("CHAOS_SELFCHECK_DROP", "0"))
 
 TERMINAL = {1000, 1002, 1007, 1008, 1009, 4000, 4006, 4007}
 ROOM_MESSAGES = ("event", "authority_changed", "state_set")
@@ -95,8 +100,10 @@ class Client:
         self.closes = {}
         self.stats = {"dup": 0, "ooo": 0, "jump": 0, "gaps_exact": 0, "gaps_inexact": 0,
                       "rejoins": 0, "wrongful_4000": 0, "retries": 0, "gave_up": 0,
-                      "epoch_live": 0, "errors": {}}
+                      "epoch_live": 0, "rolled_back": 0, "resume_epoch": 0,
+                      "errors": {}}
         self.gap_notes = []
+        self.seen_events = 0
         self.n = 0
         self.pending = None  # dict(key, id, copy=(epoch, seq))
         self.acked_event = asyncio.Event()
@@ -297,9 +304,11 @@ class Client:
         rs.op = None
         rb = f.get("rolled_back")
         if rb:
+            self.stats["rolled_back"] += 1
             rs.told.append((rb["epoch"], rb["from"], rb["to"], "rolled_back"))
             self.ledger.withdrawn.append((rs.room, rb["epoch"], rb["from"], rb["to"]))
         if f["epoch"] != sent_epoch:
+            self.stats["resume_epoch"] += 1
             base = rb["from"] - 1 if rb else sent_last
             rs.close_coverage(sent_epoch, min(sent_last, base))
             rs.coverage.append([f["epoch"], min(sent_last, base), None])
@@ -340,6 +349,9 @@ class Client:
         rs.last_seq = max(rs.last_seq, s)
         if f.get("type") == "event" and isinstance(f.get("data"), dict) and "k" in f["data"]:
             key = f["data"]["k"]
+            self.seen_events += 1
+            if SELFCHECK_DROP and self.seen_events % SELFCHECK_DROP == 0:
+                return
             seen = rs.received.get(key)
             if seen and any(not rs.told_of(pe, ps) for pe, ps, _ in seen):
                 self.stats["dup"] += 1

@@ -107,13 +107,16 @@ class Harness:
                "delivered": 0, "expected": 0, "reported": 0, "withdrawn": 0, "silent": 0,
                "dup": 0, "ooo": 0, "jump": 0, "gaps_exact": 0, "gaps_inexact": 0,
                "rejoins": 0, "wrongful_4000": 0, "terminal": 0, "stuck": 0,
-               "forks": len(led.forks), "epoch_live": 0, "closes": {}, "errors": {},
+               "forks": len(led.forks), "epoch_live": 0, "rolled_back": 0,
+               "resume_epoch": 0, "closes": {}, "errors": {},
                "recovery_s": None, "losses": [], "notes": list(self.notes),
                "info": list(self.info), "gap_notes": []}
+        row["rolled_back_acked"] = sum(
+            1 for p in acked.values() if led.is_withdrawn(p["room"], p["epoch"], p["seq"]))
         recovery = []
         for c in self.clients:
             for k in ("dup", "ooo", "jump", "gaps_exact", "gaps_inexact", "rejoins",
-                      "wrongful_4000", "epoch_live"):
+                      "wrongful_4000", "epoch_live", "rolled_back", "resume_epoch"):
                 row[k] += c.stats[k]
             for code, n in c.closes.items():
                 row["closes"][code] = row["closes"].get(code, 0) + n

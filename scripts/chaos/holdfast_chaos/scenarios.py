@@ -35,13 +35,14 @@ async def baseline(h, d):
 
 async def rolling_sigterm(h, d):
     await asyncio.sleep(d * 0.2)
-    for n in h.nodes:
+    for i, n in enumerate(h.nodes):
         status = await n.sigterm()
         if status != 0:
             h.notes.append(f"{n.name} exited {status} after SIGTERM")
+        if i == len(h.nodes) - 1:
+            h.heal()  # recovery: from the last node's exit
         await n.start()
         await asyncio.sleep(max(0.5, d * 0.15))
-    h.heal()
     await asyncio.sleep(d * 0.3)
 
 
@@ -50,9 +51,9 @@ async def kill9(h, d):
     victim = h.nodes[random.randrange(len(h.nodes))]
     h.info.append(f"killed {victim.name}")
     victim.kill9()
+    h.heal()  # recovery: from the kill (its clients move to the other nodes)
     await asyncio.sleep(0.5)
     await victim.start()
-    h.heal()
     await asyncio.sleep(d * 0.6)
 
 
@@ -150,14 +151,22 @@ class Session:
         self.h, self.node, self.user = h, node, user
         self.ws = None
         self.welcomed_at = None
+        self.started_at = None
         self.closed = None  # (code, t)
         self.task = None
 
     async def open(self, timeout=5.0):
         port = self.h.node_port(self.node)
+        self.started_at = time.monotonic()
         self.ws = await WebSocket.connect("127.0.0.1", port,
                                           f"/ws?token={token(SECRET, self.user)}")
-        w = await asyncio.wait_for(self.ws.recv(), timeout)
+        try:
+            w = await asyncio.wait_for(self.ws.recv(), timeout)
+        except Closed as c:
+            # Replaced before its welcome went out (a concurrent newer session won).
+            self.welcomed_at = time.monotonic()
+            self.closed = (c.code, self.welcomed_at)
+            return self
         if w.get("type") != "welcome":
             raise ConnectionError(str(w))
         self.welcomed_at = time.monotonic()
@@ -184,6 +193,9 @@ class Session:
             await self.ws.close(1000)
         if self.task:
             await asyncio.wait([self.task], timeout=2)
+            self.task.cancel()
+            return
+        if self.task:
             self.task.cancel()
 
 
@@ -217,8 +229,9 @@ async def late_claim_probe(h, slow, other, user, heal_after):
 async def user_race(h, d, iterations=100):
     """One user onto two nodes, `iterations` times: even rounds open one new session on the
     next node (it is the newest: the previous one must get 4000, it must not); odd rounds
-    open two at once on two nodes (exactly one survives; the other gets 4000). A session
-    closed before a newer one of the user was welcomed is a wrongful 4000."""
+    open two at once on two nodes (exactly one survives; the other gets 4000). A round whose
+    sessions were all closed before a newer connection of the user was even started lost its
+    newest session: a wrongful 4000 (a stale claim won)."""
     h.heal()
     sessions = []
     n = len(h.nodes)
@@ -243,16 +256,24 @@ async def user_race(h, d, iterations=100):
             await asyncio.sleep(0.005)
         if sum(1 for s in sessions[-1] if s.closed is None) > 1:
             both_alive += 1
+        # Give a stale claim time to show itself before the next round replaces the winner.
+        await asyncio.sleep(0.03)
     await asyncio.sleep(1.0)
     # Judge: a session closed before a newer session of the user was welcomed was wrongly
     # closed (the closes of a concurrent pair count against the pair).
     for r, group in enumerate(sessions):
-        later = [s.welcomed_at for g in sessions[r + 1:] for s in g]
+        later = [s.started_at for g in sessions[r + 1:] for s in g]
         successor = min(later) if later else None
         survivors = [s for s in group if s.closed is None or
                      (successor is not None and s.closed[1] >= successor)]
         if not survivors:
             wrongful += 1
+            if wrongful <= 3:
+                t0 = group[0].started_at
+                h.notes.append(f"race round {r}: " + ", ".join(
+                    f"n{s.node % n} opened {s.started_at - t0:+.3f}s closed "
+                    f"{s.closed[0]} at {s.closed[1] - t0:+.3f}s" for s in group)
+                    + (f"; successor opened {successor - t0:+.3f}s" if successor else ""))
         for s in group:
             if s.closed is not None and s.closed[0] != 4000:
                 h.notes.append(f"race round {r}: a session closed with {s.closed[0]}")
