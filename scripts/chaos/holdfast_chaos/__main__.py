@@ -106,7 +106,7 @@ def main():
         print(fmt_row(row), flush=True)
         bad = failures(row)
         extra = {k: row[k] for k in ("published", "ooo", "jump", "epoch_live", "terminal",
-                                      "rolled_back", "resume_epoch",
+                                      "rolled_back", "resume_epoch", "ack_before_copy",
                                       "closes", "errors", "seconds") if row[k]}
         print(f"    {extra} {row['info']}", flush=True)
         for b in bad:

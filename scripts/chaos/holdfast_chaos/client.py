@@ -101,7 +101,7 @@ class Client:
         self.stats = {"dup": 0, "ooo": 0, "jump": 0, "gaps_exact": 0, "gaps_inexact": 0,
                       "rejoins": 0, "wrongful_4000": 0, "retries": 0, "gave_up": 0,
                       "epoch_live": 0, "rolled_back": 0, "resume_epoch": 0,
-                      "errors": {}}
+                      "ack_before_copy": 0, "errors": {}}
         self.gap_notes = []
         self.seen_events = 0
         self.n = 0
@@ -109,6 +109,7 @@ class Client:
         self.acked_event = asyncio.Event()
         self.task = None
         self.connected_at = None
+        self.reconnect_after = 0.1
 
     # ---- connection loop -------------------------------------------------------------
     def start(self):
@@ -124,7 +125,10 @@ class Client:
                 if welcome.get("type") != "welcome":
                     ws.abort()
                     raise ConnectionError(str(welcome))
-            except (OSError, ConnectionError, asyncio.TimeoutError, Closed, ValueError):
+            except (OSError, ConnectionError, asyncio.TimeoutError, Closed, ValueError) as e:
+                if isinstance(e, Closed) and e.code == 4000:
+                    # Replaced before its welcome: no newer connection of this user exists.
+                    self.stats["wrongful_4000"] += 1
                 self.node += 1
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 1.0)
@@ -167,7 +171,8 @@ class Client:
             if time.monotonic() - self.connected_at > 2:
                 backoff = 0.05
             if code == 1001:
-                await asyncio.sleep(0.1 + random.random() * 0.2)
+                # The node drains: reconnect after its hint, plus jitter.
+                await asyncio.sleep(self.reconnect_after * (1 + random.random()))
             else:
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 1.0)
@@ -249,11 +254,18 @@ class Client:
             if p and f.get("id") == p["id"]:
                 rec = self.ledger.published[p["key"]]
                 rs = self.rooms[self.publish_room]
-                epoch, seq = p["copy"] if p["copy"] and p["copy"][1] == f.get("seq") else (
-                    rs.epoch, f.get("seq"))
+                if p["copy"] and p["copy"][1] == f.get("seq"):
+                    epoch, seq = p["copy"]
+                else:
+                    epoch, seq = rs.epoch, f.get("seq")
+                    if p["tries"] == 1:
+                        # PROTOCOL.md: an ack follows the publisher's own copy of the event.
+                        self.stats["ack_before_copy"] += 1
                 rec.update(acked=True, ack_t=time.monotonic(), epoch=epoch, seq=seq)
                 self.pending = None
                 self.acked_event.set()
+        elif t == "server_shutdown":
+            self.reconnect_after = min(f.get("reconnect_after_ms", 100), 5000) / 1000
         elif t == "joined":
             self.on_joined(f)
         elif t == "reconnected":

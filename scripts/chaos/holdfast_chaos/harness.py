@@ -108,7 +108,7 @@ class Harness:
                "dup": 0, "ooo": 0, "jump": 0, "gaps_exact": 0, "gaps_inexact": 0,
                "rejoins": 0, "wrongful_4000": 0, "terminal": 0, "stuck": 0,
                "forks": len(led.forks), "epoch_live": 0, "rolled_back": 0,
-               "resume_epoch": 0, "closes": {}, "errors": {},
+               "resume_epoch": 0, "ack_before_copy": 0, "closes": {}, "errors": {},
                "recovery_s": None, "losses": [], "notes": list(self.notes),
                "info": list(self.info), "gap_notes": []}
         row["rolled_back_acked"] = sum(
@@ -116,7 +116,8 @@ class Harness:
         recovery = []
         for c in self.clients:
             for k in ("dup", "ooo", "jump", "gaps_exact", "gaps_inexact", "rejoins",
-                      "wrongful_4000", "epoch_live", "rolled_back", "resume_epoch"):
+                      "wrongful_4000", "epoch_live", "rolled_back", "resume_epoch",
+                      "ack_before_copy"):
                 row[k] += c.stats[k]
             for code, n in c.closes.items():
                 row["closes"][code] = row["closes"].get(code, 0) + n

@@ -95,7 +95,7 @@ async def redis_debug_sleep(h, d):
 
 
 async def partition(h, d):
-    """Node 1 cut off from Redis (blackhole) for `min(10, d/3)` s (10 s in the long run)."""
+    """Node 1 cut off from Redis (blackhole): 10 s in runs of 30 s or more, else d/2 (≥ 3 s)."""
     secs = 10.0 if d >= 30 else max(3.0, d * 0.5)
     await asyncio.sleep(d * 0.2)
     h.proxies[1].set(BLACKHOLE)
