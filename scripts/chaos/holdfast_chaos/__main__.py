@@ -36,6 +36,7 @@ async def run_one(sc, args, root):
     workdir = os.path.join(root, sc.name)
     os.makedirs(workdir, exist_ok=True)
     h = Harness(args.bin, workdir, topology=sc.topology, nodes=args.nodes, fixed_ids=sc.fixed_ids)
+    h.race_rounds = args.race_rounds
     started = time.monotonic()
     try:
         await h.start()
@@ -45,11 +46,7 @@ async def run_one(sc, args, root):
         interval = (args.interval_ms if args.interval_ms is not None else 20) / 1000
         h.workload(subs, pubs, rooms=args.rooms, interval=interval)
         await h.ready_clients()
-        if sc.name == "user-race":
-            from .scenarios import user_race
-            await user_race(h, args.duration, iterations=args.race_rounds)
-        else:
-            await sc.fn(h, args.duration)
+        await sc.fn(h, args.duration)
         if not await h.settle():
             h.info.append("settle timed out")
         row = h.account(sc.name)

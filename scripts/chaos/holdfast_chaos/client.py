@@ -16,6 +16,7 @@ import os
 import random
 import time
 
+from .procs import SECRET
 from .wire import Closed, WebSocket, token
 
 # Self-check of the accounting: CHAOS_SELFCHECK_DROP=N makes every client ignore every Nth
@@ -388,5 +389,4 @@ class Client:
 
 
 def token_for(user):
-    from .procs import SECRET
     return token(SECRET, user)

@@ -22,6 +22,7 @@ class Harness:
         self.ledger = Ledger()
         self.notes = []  # findings of scenario-specific probes (each one fails the scenario)
         self.info = []  # scenario-specific figures that are not failures
+        self.race_rounds = 100
 
     async def start(self):
         await self.topology.start()

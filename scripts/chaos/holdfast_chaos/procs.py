@@ -10,7 +10,6 @@ cluster), and scenarios then drive them through the same `Harness`.
 
 import asyncio
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -226,7 +225,3 @@ class SingleRedis(Topology):
 
     def broker_url(self, proxy: FaultProxy) -> str:
         return f"redis://127.0.0.1:{proxy.port}/"
-
-
-def random_suffix() -> str:
-    return secrets.token_hex(3)

@@ -16,12 +16,11 @@ from .procs import SECRET
 
 
 class Scenario:
-    def __init__(self, name, fn, topology="single", fixed_ids=True, workload=True):
+    def __init__(self, name, fn, topology="single", fixed_ids=True):
         self.name = name
         self.fn = fn
         self.topology = topology
         self.fixed_ids = fixed_ids
-        self.workload = workload
 
 
 def redis_port(h):
@@ -105,6 +104,21 @@ async def partition(h, d):
     h.proxies[1].set(PASS)
     h.heal()
     await asyncio.sleep(max(d * 0.4, 3))
+    await probe
+
+
+async def partition_past_lease(h, d):
+    """Node 1 cut off from Redis for 18 s, past its 15 s liveness lease: the other nodes
+    turn its members away; when it reaches Redis again it closes its room sessions with 1011
+    and they resume."""
+    await asyncio.sleep(min(d * 0.2, 5))
+    h.proxies[1].set(BLACKHOLE)
+    probe = asyncio.ensure_future(late_claim_probe(h, slow=1, other=0, user="late-lease",
+                                                   heal_after=18.0))
+    await asyncio.sleep(18.0)
+    h.proxies[1].set(PASS)
+    h.heal()
+    await asyncio.sleep(max(d * 0.4, 4))
     await probe
 
 
@@ -226,13 +240,14 @@ async def late_claim_probe(h, slow, other, user, heal_after):
     await first.close()
 
 
-async def user_race(h, d, iterations=100):
+async def user_race(h, d):
     """One user onto two nodes, `iterations` times: even rounds open one new session on the
     next node (it is the newest: the previous one must get 4000, it must not); odd rounds
     open two at once on two nodes (exactly one survives; the other gets 4000). A round whose
     sessions were all closed before a newer connection of the user was even started lost its
     newest session: a wrongful 4000 (a stale claim won)."""
     h.heal()
+    iterations = h.race_rounds
     sessions = []
     n = len(h.nodes)
     wrongful = 0
@@ -301,6 +316,7 @@ SCENARIOS = [
     Scenario("redis-client-pause", redis_client_pause),
     Scenario("redis-debug-sleep", redis_debug_sleep),
     Scenario("partition-blackhole", partition),
+    Scenario("partition-past-lease", partition_past_lease),
     Scenario("proxy-reset", proxy_reset),
     Scenario("proxy-delay", proxy_delay),
     Scenario("late-claim", late_claim),
