@@ -28,6 +28,8 @@ def parse():
     ap.add_argument("--race-rounds", type=int, default=100)
     ap.add_argument("--workdir", default=None, help="logs and Redis files (default: target/chaos/<time>)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON to this file")
+    ap.add_argument("--known-bugs", action="store_true",
+                    help="also run the scenarios that fail today for a documented reason")
     ap.add_argument("--list", action="store_true")
     return ap.parse_args()
 
@@ -49,6 +51,7 @@ async def run_one(sc, args, root):
         await sc.fn(h, args.duration)
         if not await h.settle():
             h.info.append("settle timed out")
+        await h.check_history()
         row = h.account(sc.name)
     except Exception as e:  # the scenario itself broke: report it as a failure
         traceback.print_exc()
@@ -79,7 +82,7 @@ def main():
     args = parse()
     if args.list:
         for sc in SCENARIOS:
-            print(sc.name)
+            print(sc.name + (f"  (known bug: {sc.known_bug})" if sc.known_bug else ""))
         return 0
     repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(repo, "target"))
@@ -90,7 +93,11 @@ def main():
     root = args.workdir or os.path.join(target, "chaos", time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(root, exist_ok=True)
     only = [s for s in args.only.split(",") if s]
-    chosen = [sc for sc in SCENARIOS if not only or sc.name in only]
+    chosen = [sc for sc in SCENARIOS if sc.name in only or (
+        not only and (args.known_bugs or not sc.known_bug))]
+    for sc in SCENARIOS:
+        if sc.known_bug and sc not in chosen and not only:
+            print(f"chaos: skipping {sc.name} (known bug: {sc.known_bug}; --known-bugs runs it)")
     unknown = set(only) - {sc.name for sc in SCENARIOS}
     if unknown:
         print(f"chaos: unknown scenarios {sorted(unknown)}", file=sys.stderr)

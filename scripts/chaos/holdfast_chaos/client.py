@@ -63,6 +63,9 @@ class RoomState:
         self.coverage = []  # [epoch, lo (exclusive), hi (inclusive) or None]
         self.told = []  # (epoch, from, to, kind)
         self.received = {}  # key -> [(epoch, seq, t)]
+        # The client's view of the room's stream since its latest join: seq -> content, less
+        # what a `rolled_back` withdrew. It must agree with the room's history at the end.
+        self.view = {}
         self.op = None  # (id, kind, sent_epoch, sent_last) of the join/reconnect in flight
 
     def close_coverage(self, epoch, hi):
@@ -279,6 +282,7 @@ class Client:
                 rs.close_coverage(rs.epoch, rs.last_seq)
                 rs.token = None
                 rs.in_room = False
+                rs.view = {}
                 self.stats["rejoins"] += 1
                 await self.enter(rs)
         elif t == "error":
@@ -318,6 +322,8 @@ class Client:
         rb = f.get("rolled_back")
         if rb:
             self.stats["rolled_back"] += 1
+            for q in range(rb["from"], rb["to"] + 1):
+                rs.view.pop(q, None)
             rs.told.append((rb["epoch"], rb["from"], rb["to"], "rolled_back"))
             self.ledger.withdrawn.append((rs.room, rb["epoch"], rb["from"], rb["to"]))
         if f["epoch"] != sent_epoch:
@@ -374,6 +380,7 @@ class Client:
                 p["copy"] = (e, s)
         else:
             key = f"{f.get('type')}:{f.get('authority')}"
+        rs.view[s] = key
         self.ledger.position(rs.room, e, s, key)
 
     async def stop(self):

@@ -2,11 +2,13 @@
 subscribers and publishers, and the per-scenario accounting."""
 
 import asyncio
+import json
 import time
 
 from .client import Client, Ledger
 from .procs import Node, Topology
 from .proxy import FaultProxy
+from .wire import resp
 
 
 class Harness:
@@ -23,6 +25,8 @@ class Harness:
         self.notes = []  # findings of scenario-specific probes (each one fails the scenario)
         self.info = []  # scenario-specific figures that are not failures
         self.race_rounds = 100
+        self.rewritten = 0
+        self.rewritten_notes = []
 
     async def start(self):
         await self.topology.start()
@@ -92,6 +96,43 @@ class Harness:
                 return False
         return True
 
+    async def check_history(self):
+        """Compares every client's view of each room with the room's history in Redis (the
+        retained tail): a position the client holds with other contents than the room's was
+        rewritten without the client being told (a rollback it never heard of)."""
+        port = self.topology.history_port()
+        if port is None:
+            return
+        rooms = {rs.room for c in self.clients for rs in c.rooms.values()}
+        for room in sorted(rooms):
+            try:
+                raw = await resp(port, "HGET", f"holdfast:r:{{{room}}}:st", "s")
+                entries = await resp(port, "XRANGE", f"holdfast:r:{{{room}}}:s", "-", "+")
+            except (OSError, RuntimeError, asyncio.TimeoutError) as e:
+                self.info.append(f"history of {room} unreadable: {e!r}")
+                continue
+            if not raw:
+                continue
+            epoch = json.loads(raw).get("epoch")
+            history = {}
+            for entry_id, fields in entries:
+                f = json.loads(fields[1])
+                seq = int(entry_id.split("-")[0])
+                if f.get("type") == "event" and isinstance(f.get("data"), dict):
+                    history[seq] = f["data"].get("k")
+                else:
+                    history[seq] = f"{f.get('type')}:{f.get('authority')}"
+            for c in self.clients:
+                rs = c.rooms.get(room)
+                if rs is None or c.terminal is not None or rs.epoch != epoch:
+                    continue
+                for seq, key in history.items():
+                    mine = rs.view.get(seq)
+                    if mine is not None and mine != key:
+                        self.rewritten += 1
+                        if len(self.rewritten_notes) < 5:
+                            self.rewritten_notes.append((c.user, room, epoch, seq, mine, key))
+
     async def stop(self):
         await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
         for n in self.nodes:
@@ -111,7 +152,8 @@ class Harness:
                "forks": len(led.forks), "epoch_live": 0, "rolled_back": 0,
                "resume_epoch": 0, "ack_before_copy": 0, "closes": {}, "errors": {},
                "recovery_s": None, "losses": [], "notes": list(self.notes),
-               "info": list(self.info), "gap_notes": []}
+               "info": list(self.info), "gap_notes": [], "rewritten": self.rewritten}
+        row["notes"].extend(f"rewritten without notice: {n}" for n in self.rewritten_notes)
         row["rolled_back_acked"] = sum(
             1 for p in acked.values() if led.is_withdrawn(p["room"], p["epoch"], p["seq"]))
         recovery = []
@@ -170,7 +212,9 @@ def failures(row):
     for k, what in (("silent", "silent losses"), ("dup", "duplicates"),
                     ("forks", "positions with two contents"),
                     ("wrongful_4000", "sessions closed with 4000 by no newer connection"),
-                    ("stuck", "clients not caught up"), ("gaps_inexact", "inexact gaps")):
+                    ("stuck", "clients not caught up"), ("gaps_inexact", "inexact gaps"),
+                    ("rewritten", "positions a client holds with other contents than the "
+                                  "room's history")):
         if row[k]:
             out.append(f"{row[k]} {what}")
     if row["recovery_s"] == float("inf"):

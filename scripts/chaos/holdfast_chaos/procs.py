@@ -66,10 +66,10 @@ class Redis:
             self.proc.kill()
             self.proc.wait()
 
-    async def save_snapshot(self) -> str:
+    async def save_snapshot(self, name: str = "old.rdb") -> str:
         """SAVE now; returns a copy of the RDB (the 'old snapshot')."""
         await resp(self.port, "SAVE")
-        keep = os.path.join(self.dir, "old.rdb")
+        keep = os.path.join(self.dir, name)
         shutil.copyfile(os.path.join(self.dir, "dump.rdb"), keep)
         return keep
 
@@ -207,6 +207,11 @@ class Topology:
     def broker_url(self, proxy: FaultProxy) -> str:
         raise NotImplementedError
 
+    def history_port(self):
+        """A Redis port holding the rooms' keys (for the end-of-scenario history check), or
+        None where rooms are spread over shards."""
+        return None
+
 
 class SingleRedis(Topology):
     name = "single"
@@ -225,3 +230,6 @@ class SingleRedis(Topology):
 
     def broker_url(self, proxy: FaultProxy) -> str:
         return f"redis://127.0.0.1:{proxy.port}/"
+
+    def history_port(self):
+        return self.redis.port
