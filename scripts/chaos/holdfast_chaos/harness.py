@@ -26,6 +26,7 @@ class Harness:
         self.info = []  # scenario-specific figures that are not failures
         self.race_rounds = 100
         self.rewritten = 0
+        self.history_checked = 0
         self.rewritten_notes = []
 
     async def start(self):
@@ -128,6 +129,8 @@ class Harness:
                     continue
                 for seq, key in history.items():
                     mine = rs.view.get(seq)
+                    if mine is not None:
+                        self.history_checked += 1
                     if mine is not None and mine != key:
                         self.rewritten += 1
                         if len(self.rewritten_notes) < 5:
@@ -152,7 +155,8 @@ class Harness:
                "forks": len(led.forks), "epoch_live": 0, "rolled_back": 0,
                "resume_epoch": 0, "ack_before_copy": 0, "closes": {}, "errors": {},
                "recovery_s": None, "losses": [], "notes": list(self.notes),
-               "info": list(self.info), "gap_notes": [], "rewritten": self.rewritten}
+               "info": list(self.info) + [f"history positions checked {self.history_checked}"],
+               "gap_notes": [], "rewritten": self.rewritten}
         row["notes"].extend(f"rewritten without notice: {n}" for n in self.rewritten_notes)
         row["rolled_back_acked"] = sum(
             1 for p in acked.values() if led.is_withdrawn(p["room"], p["epoch"], p["seq"]))
