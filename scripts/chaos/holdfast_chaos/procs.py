@@ -22,6 +22,16 @@ from .wire import resp
 SECRET = "chaos-secret-chaos-secret-chaos-secret"
 
 
+def _die_with_parent() -> None:
+    """Child processes get SIGKILL when the harness dies (Linux), so none outlives a killed run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,7 +57,7 @@ class Redis:
                 "--appendonly", "no", "--enable-debug-command", "local",
                 "--protected-mode", "no",
             ],
-            stdout=log, stderr=log,
+            stdout=log, stderr=log, preexec_fn=_die_with_parent,
         )
 
     async def start(self) -> None:
@@ -128,7 +138,7 @@ class Node:
         log.flush()
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--listen", f"127.0.0.1:{self.port}"],
-            env=self.env(), stdout=log, stderr=log,
+            env=self.env(), stdout=log, stderr=log, preexec_fn=_die_with_parent,
         )
         if wait_ready:
             await self.wait_ready()
