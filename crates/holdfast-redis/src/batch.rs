@@ -17,10 +17,12 @@ use redis::Value as RValue;
 
 use crate::store::{lock, RedisRooms};
 
-/// A room's state as loaded: its version (`epoch:counter`, empty when it does not exist).
+/// A room's state as loaded: its version (`epoch:counter`, empty when it does not exist) and
+/// the run id of the Redis that wrote it.
 pub(crate) struct Loaded {
     version: String,
     state: Option<RoomState>,
+    run: Option<String>,
 }
 
 /// What one operation of a batch gave, before the commit's answer.
@@ -54,7 +56,8 @@ impl RedisRooms {
         pipe.cmd("HMGET")
             .arg(sh.room_key(room, "st"))
             .arg("v")
-            .arg("s");
+            .arg("s")
+            .arg("r");
         if !dedupe_of.is_empty() {
             pipe.cmd("HMGET").arg(sh.room_key(room, "d")).arg(dedupe_of);
         }
@@ -65,10 +68,10 @@ impl RedisRooms {
             tracing::warn!(error = %e, room, "loading a room from Redis failed");
             StoreError::Unavailable
         })?;
-        let (version, state): (Option<String>, Option<String>) = v
+        let (version, state, run): (Option<String>, Option<String>, Option<String>) = v
             .first()
             .and_then(|x| redis::from_redis_value(x).ok())
-            .unwrap_or((None, None));
+            .unwrap_or((None, None, None));
         let mut state = match state {
             Some(s) => Some(serde_json::from_str::<RoomState>(&s).map_err(|e| {
                 tracing::error!(error = %e, room, "unreadable room state in Redis");
@@ -91,6 +94,7 @@ impl RedisRooms {
         Ok(Loaded {
             version: version.unwrap_or_default(),
             state,
+            run,
         })
     }
 
@@ -117,6 +121,9 @@ impl RedisRooms {
         publishers.sort_unstable();
         publishers.dedup();
         let loaded = self.load(room, &publishers).await?;
+        // Another node may have started the new epoch for this run between the `rebase` answer
+        // and this load: the room is then this run's already, and one new epoch is enough.
+        let rebase_for = rebase_for.filter(|run| loaded.run.as_deref() != Some(*run));
         let opts = rules.options(room);
         let mut st = loaded.state;
         if let (Some(state), Some(_)) = (st.as_mut(), rebase_for) {

@@ -661,3 +661,166 @@ async fn a_node_whose_lease_lapsed_closes_its_room_sessions_so_they_resume() {
     .await;
     back.until("reconnected").await;
 }
+
+/// A TCP proxy to `upstream` that delivers every chunk `delay` after it was read, in order
+/// (a node with a slower link to Redis than the others).
+async fn latency_proxy(upstream: u16, delay: std::time::Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        delay: std::time::Duration,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(1024);
+        tokio::spawn(async move {
+            while let Some((at, data)) = rx.recv().await {
+                tokio::time::sleep_until(at + delay).await;
+                if to.write_all(&data).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((tokio::time::Instant::now(), buf[..n].to_vec()))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            tokio::spawn(pipe(dr, uw, delay));
+            tokio::spawn(pipe(ur, dw, delay));
+        }
+    });
+    port
+}
+
+/// Nodes that find the same room restored by another run of Redis (each first told `rebase`
+/// by the commit script) start one new epoch between them: a node that reloads the room after
+/// another already rebased it for this run does not start a second one. A second epoch
+/// starting one seq later would hide the first one's messages from every resume (its
+/// `rolled_back` and replay would count from the later base). Found by the chaos suite
+/// (`redis-old-snapshot`).
+#[tokio::test]
+async fn nodes_racing_on_a_restored_room_start_one_new_epoch() {
+    const ROOMS: usize = 8;
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    // n1 reaches Redis through a 20 ms link: told `rebase` together with n0, it reloads the
+    // room only after n0 committed the new epoch.
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let slow = latency_proxy(port.parse().unwrap(), std::time::Duration::from_millis(20)).await;
+    let cluster = holdfast_redis::connect(&format!("redis://127.0.0.1:{slow}/"), "t")
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let n1 = holdfast_gateway::Gateway::start_with(
+        config("n1"),
+        listener,
+        cluster.broker,
+        Some(cluster.store),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(|| async { http_status(n1.local_addr(), "/readyz").await == 200 }).await);
+    // One member per node in each room (a session closed for one room's new epoch must not
+    // keep the other rooms from committing).
+    let rooms: Vec<String> = (0..ROOMS).map(|i| format!("r{i}")).collect();
+    let mut members = Vec::new();
+    for r in &rooms {
+        let (mut a, _) = Client::connect(n0.local_addr(), &format!("a-{r}")).await;
+        let (mut b, _) = Client::connect(n1.local_addr(), &format!("b-{r}")).await;
+        a.join_room(r).await;
+        b.join_room(r).await;
+        members.push([a, b]);
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let state =
+        |raw: Option<String>| -> serde_json::Value { serde_json::from_str(&raw.unwrap()).unwrap() };
+    let mut before = Vec::new();
+    for r in &rooms {
+        let key = format!("t:r:{{{r}}}:st");
+        let s: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("s")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let s = state(s);
+        before.push((s["seq"].as_u64().unwrap(), s["epoch"].clone()));
+        // As if restored from a snapshot another run of Redis wrote.
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("r")
+            .arg("0000000000000000000000000000000000000000")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // Both nodes commit into every room at once: writes are held back until both loaded the
+    // room and sent their commit, so each is first told `rebase`.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for (r, m) in rooms.iter().zip(members.iter_mut()) {
+        for (i, c) in m.iter_mut().enumerate() {
+            c.send(json!({"type":"publish","room":r,"data":i,"id":"x"}))
+                .await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for (r, (seq0, epoch0)) in rooms.iter().zip(&before) {
+        let key = format!("t:r:{{{r}}}:st");
+        let mut s = serde_json::Value::Null;
+        for _ in 0..200 {
+            let raw: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("s")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            s = state(raw);
+            if s["seq"].as_u64().unwrap() >= seq0 + 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_ne!(&s["epoch"], epoch0, "{r}: a new epoch: {s}");
+        seen.push((r.clone(), s["base"].as_u64().unwrap_or(0), *seq0));
+    }
+    let rebased_twice: Vec<_> = seen.iter().filter(|(_, base, seq0)| base != seq0).collect();
+    assert!(
+        rebased_twice.is_empty(),
+        "the new epoch starts where the restored stream ended, once: {rebased_twice:?}"
+    );
+}

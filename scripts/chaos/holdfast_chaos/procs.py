@@ -1,0 +1,245 @@
+"""Real processes on 127.0.0.1: redis-server and `holdfast serve`, and the topologies that wire
+them (each node reaches Redis through its own fault proxy).
+
+A topology is chosen per scenario by name (`Topology.create`). Only `single` (one Redis) is
+implemented; `sentinel` and `cluster` are the hooks for Sentinel failover and Redis Cluster
+shard restarts: they must provide `start()`, `stop()`, `broker_url(proxy)`, `redis_ports()`
+and `proxy_targets()` (one upstream per node proxy, or several proxies per node for a
+cluster), and scenarios then drive them through the same `Harness`.
+"""
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+from .proxy import FaultProxy
+from .wire import resp
+
+SECRET = "chaos-secret-chaos-secret-chaos-secret"
+
+
+def _die_with_parent() -> None:
+    """Child processes get SIGKILL when the harness dies (Linux), so none outlives a killed run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Redis:
+    """One redis-server on a fixed port; restartable (with or without its data)."""
+
+    def __init__(self, workdir: str, name: str = "redis"):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+        self.name = name
+
+    def spawn(self) -> None:
+        log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--dbfilename", "dump.rdb", "--save", "",
+                "--appendonly", "no", "--enable-debug-command", "local",
+                "--protected-mode", "no",
+            ],
+            stdout=log, stderr=log, preexec_fn=_die_with_parent,
+        )
+
+    async def start(self) -> None:
+        self.spawn()
+        for _ in range(200):
+            try:
+                if await resp(self.port, "PING", timeout=0.5) == "PONG":
+                    return
+            except (OSError, RuntimeError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.025)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    async def save_snapshot(self, name: str = "old.rdb") -> str:
+        """SAVE now; returns a copy of the RDB (the 'old snapshot')."""
+        await resp(self.port, "SAVE")
+        keep = os.path.join(self.dir, name)
+        shutil.copyfile(os.path.join(self.dir, "dump.rdb"), keep)
+        return keep
+
+    async def restart(self, rdb=None) -> None:
+        """kill -9, then start again empty, or from `rdb`."""
+        self.kill()
+        dump = os.path.join(self.dir, "dump.rdb")
+        if os.path.exists(dump):
+            os.remove(dump)
+        if rdb:
+            shutil.copyfile(rdb, dump)
+        await self.start()
+
+
+class Node:
+    """One `holdfast serve` process reaching Redis through `proxy`."""
+
+    def __init__(self, bin_path: str, workdir: str, index: int, broker_url: str,
+                 fixed_id: bool = True):
+        self.bin = bin_path
+        self.index = index
+        self.name = f"n{index}"
+        self.port = free_port()
+        self.broker_url = broker_url
+        self.fixed_id = fixed_id
+        self.proc = None
+        self.log_path = os.path.join(workdir, f"{self.name}.log")
+        self.starts = 0
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env = {k: v for k, v in env.items() if not k.startswith("HOLDFAST_")}
+        env.update({
+            "HOLDFAST_AUTH__HMAC_SECRET": SECRET,
+            "HOLDFAST_ROOMS__JOIN": "open",
+            "HOLDFAST_BROKER__URL": self.broker_url,
+            "HOLDFAST_BROKER__CONNECT_TIMEOUT_SECS": "30",
+            "HOLDFAST_API__LISTEN": "",
+            "HOLDFAST_SERVER__SHUTDOWN_RECONNECT_AFTER_MS": "100",
+            "HOLDFAST_SERVER__DRAIN_TIMEOUT_SECS": "5",
+            "HOLDFAST_LIMITS__RATE_LIMIT_PER_SEC": "10000",
+            "HOLDFAST_LIMITS__RATE_LIMIT_BURST": "10000",
+            "HOLDFAST_LOG__LEVEL": os.environ.get("CHAOS_NODE_LOG", "info"),
+        })
+        if self.fixed_id:
+            env["HOLDFAST_SERVER__NODE_ID"] = self.name
+        return env
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    async def start(self, wait_ready: bool = True) -> None:
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(f"\n==== start {self.starts} at {time.time():.3f}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [self.bin, "serve", "--listen", f"127.0.0.1:{self.port}"],
+            env=self.env(), stdout=log, stderr=log, preexec_fn=_die_with_parent,
+        )
+        if wait_ready:
+            await self.wait_ready()
+
+    async def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"node {self.name} exited: see {self.log_path}")
+            if await http_status(self.port, "/readyz") == 200:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"node {self.name} not ready within {timeout}s")
+
+    async def sigterm(self, timeout: float = 15.0) -> int:
+        """SIGTERM (drain) and wait for the exit; returns the exit status."""
+        if not self.alive():
+            return -1
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            return -9
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def http_status(port: int, path: str) -> int:
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (OSError, asyncio.TimeoutError):
+        return 0
+    try:
+        w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        line = await asyncio.wait_for(r.readline(), 2.0)
+        parts = line.split()
+        return int(parts[1]) if len(parts) > 1 else 0
+    except (OSError, asyncio.TimeoutError, ValueError):
+        return 0
+    finally:
+        w.close()
+
+
+class Topology:
+    """The Redis side of a cluster of nodes. `create(name)` picks the implementation."""
+
+    name = "abstract"
+
+    @staticmethod
+    def create(name: str, workdir: str) -> "Topology":
+        if name == "single":
+            return SingleRedis(workdir)
+        if name in ("sentinel", "cluster"):
+            raise NotImplementedError(
+                f"topology {name!r}: to be added with the broker's Sentinel/Cluster support"
+            )
+        raise ValueError(f"unknown topology {name!r}")
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def proxy_target(self, node_index: int) -> int:
+        """The Redis port node `node_index`'s proxy forwards to."""
+        raise NotImplementedError
+
+    def broker_url(self, proxy: FaultProxy) -> str:
+        raise NotImplementedError
+
+    def history_port(self):
+        """A Redis port holding the rooms' keys (for the end-of-scenario history check), or
+        None where rooms are spread over shards."""
+        return None
+
+
+class SingleRedis(Topology):
+    name = "single"
+
+    def __init__(self, workdir: str):
+        self.redis = Redis(workdir)
+
+    async def start(self) -> None:
+        await self.redis.start()
+
+    def stop(self) -> None:
+        self.redis.kill()
+
+    def proxy_target(self, node_index: int) -> int:
+        return self.redis.port
+
+    def broker_url(self, proxy: FaultProxy) -> str:
+        return f"redis://127.0.0.1:{proxy.port}/"
+
+    def history_port(self):
+        return self.redis.port
