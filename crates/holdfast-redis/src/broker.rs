@@ -2,7 +2,7 @@
 //! to the owning node only. Also the server API's cluster operations: disconnecting a user on
 //! the node that owns it, locating a user, and the cluster view.
 //!
-//! The cluster view is the hash `P:nodes` (node id -> [`NodeStatus`] as JSON). Each node
+//! The cluster view is the hash `P:{g}:nodes` (node id -> [`NodeStatus`] as JSON). Each node
 //! rewrites its field every few seconds; a field older than [`NODE_STALE_MS`] is a node that
 //! died without saying so and is removed by the next reader. The hash itself expires when no
 //! node refreshes it for a minute.
@@ -23,7 +23,7 @@ pub const NODE_STALE_MS: u64 = 15_000;
 /// clock) the other nodes turn the node's members away.
 pub const LEASE_MS: u64 = NODE_STALE_MS;
 
-/// Lifetime of the whole `P:nodes` hash, refreshed by every heartbeat.
+/// Lifetime of the whole `P:{g}:nodes` hash, refreshed by every heartbeat.
 const NODES_TTL_MS: u64 = 60_000;
 
 /// Tells the node owning a user to close that session with `disconnected_by_server`. KEYS 1
@@ -47,10 +47,6 @@ impl RedisBroker {
             shared,
             disconnect: Script::new(DISCONNECT),
         }
-    }
-
-    fn nodes_key(&self) -> String {
-        format!("{}:nodes", self.shared.prefix)
     }
 }
 
@@ -196,7 +192,7 @@ impl Broker for RedisBroker {
             let Ok(json) = serde_json::to_string(status) else {
                 return;
             };
-            let key = self.nodes_key();
+            let key = self.shared.nodes_key();
             let lease = self
                 .shared
                 .ctx
@@ -230,7 +226,7 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let mut conn = self.shared.conn.clone();
             let r: redis::RedisResult<i64> = redis::cmd("HDEL")
-                .arg(self.nodes_key())
+                .arg(self.shared.nodes_key())
                 .arg(id)
                 .query_async(&mut conn)
                 .await;
@@ -242,7 +238,7 @@ impl Broker for RedisBroker {
 
     fn nodes(&self) -> BoxFuture<'_, Option<Vec<NodeStatus>>> {
         Box::pin(async move {
-            let key = self.nodes_key();
+            let key = self.shared.nodes_key();
             let mut conn = self.shared.conn.clone();
             let r: redis::RedisResult<Vec<(String, String)>> =
                 redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await;
