@@ -104,3 +104,136 @@ impl Drop for Redis {
         }
     }
 }
+
+/// A Redis Cluster of the test's own: `masters` `redis-server --cluster-enabled yes` on free
+/// ports of 127.0.0.1 (no replicas, no persistence), joined with `redis-cli --cluster create`.
+/// Killed on drop.
+pub struct RedisCluster {
+    /// The masters' ports.
+    pub ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts the servers, creates the cluster and waits until every node reports
+    /// `cluster_state:ok`.
+    pub fn start(masters: usize) -> RedisCluster {
+        let ports: Vec<u16> = (0..masters).map(|_| free_port()).collect();
+        let dir = std::env::temp_dir().join(format!(
+            "holdfast-redis-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut c = RedisCluster {
+            children: ports.iter().map(|_| None).collect(),
+            ports,
+            dir,
+        };
+        for i in 0..masters {
+            c.spawn(i);
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for p in &c.ports {
+            create.arg(format!("127.0.0.1:{p}"));
+        }
+        let status = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli is installed (scripts/test installs it)");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        c.wait_ok();
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let port = self.ports[i];
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-config-file",
+                &format!("nodes-{port}.conf"),
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        self.children[i] = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    /// Waits (up to 20 s) until every node reports `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        for _ in 0..400 {
+            let ok = self.ports.iter().all(|p| {
+                Command::new("redis-cli")
+                    .args(["-p", &p.to_string(), "cluster", "info"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            });
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the Redis Cluster did not become ok");
+    }
+
+    /// The URL naming every master as a seed node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Kills master `i` and starts it again on the same port with the same cluster identity
+    /// and slots, and no data (a shard master restarted without persistence).
+    pub fn restart(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn(i);
+        self.wait_ok();
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut() {
+            if let Some(mut c) = c.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
