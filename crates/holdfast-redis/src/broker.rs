@@ -12,7 +12,6 @@ use std::sync::{Arc, Weak};
 use axum::extract::ws::Utf8Bytes;
 use holdfast_gateway::broker::{Broker, NodeSink, NodeStatus};
 use holdfast_gateway::store::BoxFuture;
-use redis::Script;
 
 use crate::Shared;
 
@@ -26,26 +25,38 @@ pub const LEASE_MS: u64 = NODE_STALE_MS;
 /// Lifetime of the whole `P:{g}:nodes` hash, refreshed by every heartbeat.
 const NODES_TTL_MS: u64 = 60_000;
 
-/// Tells the node owning a user to close that session with `disconnected_by_server`. KEYS 1
-/// the user's ownership hash. ARGV 1 node channel prefix, 2 user. Returns the receivers.
-const DISCONNECT: &str = r"
-local o = redis.call('HMGET', KEYS[1], 'n', 's')
-if not o[1] or not o[2] then return 0 end
-return redis.call('PUBLISH', ARGV[1] .. o[1], 'disconnect ' .. o[2] .. ' ' .. ARGV[2])
-";
-
 /// The Redis implementation of the gateway's [`Broker`].
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    /// Compiled once (hashed for EVALSHA).
-    disconnect: Script,
 }
 
 impl RedisBroker {
     pub(crate) fn new(shared: Arc<Shared>) -> RedisBroker {
-        RedisBroker {
-            shared,
-            disconnect: Script::new(DISCONNECT),
+        RedisBroker { shared }
+    }
+}
+
+impl RedisBroker {
+    /// Publishes `msg(session)` on the channel of the node owning `user` (at most once);
+    /// whether a node received it. On a cluster the node channels are shard channels, so the
+    /// count of receivers is exact there too.
+    async fn to_owner(&self, user: &str, msg: impl FnOnce(&str) -> String) -> bool {
+        let shared = &self.shared;
+        let Some((node, session)) = self.locate_user(user).await else {
+            return false;
+        };
+        let mut conn = shared.conn.clone();
+        let r: redis::RedisResult<i64> = redis::cmd(shared.publish_command())
+            .arg(format!("{}{node}", shared.node_channel_prefix()))
+            .arg(msg(&session))
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Ok(n) => n > 0,
+            Err(_) => {
+                shared.metrics.errors.inc();
+                false
+            }
         }
     }
 }
@@ -120,24 +131,8 @@ impl Broker for RedisBroker {
         text: Utf8Bytes,
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let shared = &self.shared;
-            let mut conn = shared.conn.clone();
-            let r: redis::RedisResult<i64> = shared
-                .scripts
-                .direct
-                .key(shared.user_key(user))
-                .arg(shared.node_channel_prefix())
-                .arg(user)
-                .arg(text.as_str())
-                .invoke_async(&mut conn)
-                .await;
-            match r {
-                Ok(n) => n > 0,
-                Err(_) => {
-                    shared.metrics.errors.inc();
-                    false
-                }
-            }
+            let msg = format!("direct {} {user}{}", user.len(), text.as_str());
+            self.to_owner(user, |_| msg).await
         })
     }
 
@@ -147,22 +142,8 @@ impl Broker for RedisBroker {
 
     fn disconnect_user<'a>(&'a self, _from: &'a str, user: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let shared = &self.shared;
-            let mut conn = shared.conn.clone();
-            let r: redis::RedisResult<i64> = self
-                .disconnect
-                .key(shared.user_key(user))
-                .arg(shared.node_channel_prefix())
-                .arg(user)
-                .invoke_async(&mut conn)
-                .await;
-            match r {
-                Ok(n) => n > 0,
-                Err(_) => {
-                    shared.metrics.errors.inc();
-                    false
-                }
-            }
+            self.to_owner(user, |session| format!("disconnect {session} {user}"))
+                .await
         })
     }
 

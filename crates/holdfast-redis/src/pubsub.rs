@@ -248,7 +248,12 @@ impl PubSub {
     async fn subscribe_node(&mut self, channel: &str) -> redis::RedisResult<()> {
         match self {
             PubSub::Single(sink, _) => sink.subscribe(channel).await,
-            PubSub::Cluster(conn, _) => conn.subscribe(channel).await,
+            // Kicks come on the plain channel (published by the ownership script, broadcast
+            // to every shard), directed messages and disconnects on the shard channel.
+            PubSub::Cluster(conn, _) => {
+                conn.subscribe(channel).await?;
+                conn.ssubscribe(channel).await
+            }
         }
     }
 
