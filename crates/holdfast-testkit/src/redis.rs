@@ -11,8 +11,10 @@ pub struct Redis {
     /// The port it listens on (127.0.0.1), kept across [`Redis::restart`].
     pub port: u16,
     child: Option<Child>,
-    /// The directory of its snapshot, when it loads one at start.
+    /// The directory of its snapshot, when it loads one at start (and of its certificate).
     dir: Option<std::path::PathBuf>,
+    /// Whether it serves TLS only (`rediss://`).
+    tls: bool,
 }
 
 impl Redis {
@@ -22,6 +24,7 @@ impl Redis {
             port: free_port(),
             child: None,
             dir: None,
+            tls: false,
         };
         r.spawn();
         r
@@ -40,6 +43,27 @@ impl Redis {
             port,
             child: None,
             dir: Some(dir),
+            tls: false,
+        };
+        r.spawn();
+        r
+    }
+
+    /// A server that speaks TLS only, with this certificate and key (PEM); clients are not
+    /// asked for a certificate. Its URL is `rediss://`.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Redis {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("holdfast-redis-tls-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::fs::write(dir.join("cert.pem"), cert_pem).expect("write the certificate");
+        std::fs::write(dir.join("key.pem"), key_pem).expect("write the key");
+        let mut r = Redis {
+            port,
+            child: None,
+            dir: Some(dir),
+            tls: true,
         };
         r.spawn();
         r
@@ -47,16 +71,19 @@ impl Redis {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
+        if let (true, Some(dir)) = (self.tls, &self.dir) {
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(dir.join("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(dir.join("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("cert.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
         if let Some(dir) = &self.dir {
             cmd.arg("--dir").arg(dir);
         }
@@ -77,7 +104,8 @@ impl Redis {
 
     /// The URL to connect to it.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Kills the server (all data since the last snapshot is lost; everything without
