@@ -1,16 +1,18 @@
-//! Where Redis is and how commands reach it: one instance (`redis://`, `rediss://`) or a Redis
-//! Cluster (`redis+cluster://`, `rediss+cluster://`). Everything above this module uses one
+//! Where Redis is and how commands reach it: one instance (`redis://`, `rediss://`), a Redis
+//! Cluster (`redis+cluster://`, `rediss+cluster://`) or a master watched by Redis Sentinel
+//! (`redis+sentinel://`, `rediss+sentinel://`). Everything above this module uses one
 //! code path: a command or script touches keys of one hash tag, and [`Shared::query_groups`]
 //! sends groups of such commands (one pipeline on one instance, one pipeline per group on a
 //! cluster).
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::Shared;
 
@@ -22,6 +24,25 @@ pub enum Target {
     /// A Redis Cluster: one URL per seed node (`redis://` or `rediss://` each, with the
     /// credentials and parameters of the original URL).
     Cluster(Vec<String>),
+    /// A master watched by Redis Sentinel: the sentinels and the master's name; the master
+    /// is asked of the sentinels at start, on every reconnection and every second.
+    Sentinel(SentinelTarget),
+}
+
+/// `redis+sentinel://[user:pass@]host:port,host:port/<master>[/db]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelTarget {
+    /// The sentinels, `(host, port)`.
+    pub sentinels: Vec<(String, u16)>,
+    /// The master's name (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// The database on the master.
+    pub db: i64,
+    /// Credentials for the master (not for the sentinels).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// TLS to the sentinels and the master (`rediss+sentinel://`).
+    pub tls: bool,
 }
 
 impl Target {
@@ -67,10 +88,53 @@ impl Target {
                 }
                 Ok(Target::Cluster(nodes))
             }
-            _ => Err(
-                "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://"
-                    .to_owned(),
-            ),
+            "redis+sentinel" | "rediss+sentinel" => {
+                let (auth, rest) = match rest.rfind('@') {
+                    Some(at) => (&rest[..at], &rest[at + 1..]),
+                    None => ("", rest),
+                };
+                let (username, password) = match auth.split_once(':') {
+                    _ if auth.is_empty() => (None, None),
+                    Some((u, p)) => ((!u.is_empty()).then(|| u.to_owned()), Some(p.to_owned())),
+                    None => (Some(auth.to_owned()), None),
+                };
+                let (hosts, path) = rest
+                    .split_once('/')
+                    .ok_or_else(|| "a sentinel URL ends with /<master name>".to_owned())?;
+                let mut path = path.split('/');
+                let master = path.next().unwrap_or("").to_owned();
+                if master.is_empty() {
+                    return Err("a sentinel URL ends with /<master name>".to_owned());
+                }
+                let db = match path.next() {
+                    None | Some("") => 0,
+                    Some(d) => d
+                        .parse::<i64>()
+                        .map_err(|_| "the database after the master name is a number".to_owned())?,
+                };
+                let mut sentinels = Vec::new();
+                for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                    let (host, port) = h
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                        .ok_or_else(|| format!("`{h}` is not host:port"))?;
+                    sentinels.push((host, port));
+                }
+                if sentinels.is_empty() {
+                    return Err("a sentinel URL names at least one sentinel host:port".to_owned());
+                }
+                Ok(Target::Sentinel(SentinelTarget {
+                    sentinels,
+                    master,
+                    db,
+                    username,
+                    password,
+                    tls: scheme.starts_with("rediss"),
+                }))
+            }
+            _ => Err("must start with redis://, rediss://, redis+cluster://, \
+                 rediss+cluster://, redis+sentinel:// or rediss+sentinel://"
+                .to_owned()),
         }
     }
 
@@ -81,16 +145,31 @@ impl Target {
 }
 
 /// The command connection: reconnects by itself; cheap to clone.
-#[derive(Clone)]
 pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// The connection to the current master, and the slot holding the newest one (with its
+    /// address): a clone takes the newest.
+    Sentinel(ConnectionManager, Arc<RwLock<(String, ConnectionManager)>>),
+}
+
+impl Clone for Conn {
+    fn clone(&self) -> Conn {
+        match self {
+            Conn::Single(c) => Conn::Single(c.clone()),
+            Conn::Cluster(c) => Conn::Cluster(c.clone()),
+            Conn::Sentinel(_, slot) => {
+                let now = slot.read().unwrap_or_else(|e| e.into_inner()).1.clone();
+                Conn::Sentinel(now, slot.clone())
+            }
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Single(c) | Conn::Sentinel(c, _) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -102,14 +181,14 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Single(c) | Conn::Sentinel(c, _) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Single(c) => c.get_db(),
+            Conn::Single(c) | Conn::Sentinel(c, _) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -158,18 +237,66 @@ pub(crate) fn cluster_client(
     b.build()
 }
 
+/// A client for the master the sentinels name now (each sentinel tried in turn; the master
+/// must answer `ROLE` as a master).
+pub(crate) async fn sentinel_master(t: &SentinelTarget, tls: &Tls) -> RedisResult<redis::Client> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    let addrs = t.sentinels.iter().map(|(host, port)| {
+        if t.tls {
+            redis::ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host.clone(), *port)
+        }
+    });
+    let mut b = SentinelClientBuilder::new(addrs, t.master.clone(), SentinelServerType::Master)?
+        .set_client_to_redis_db(t.db);
+    if let Some(u) = &t.username {
+        b = b.set_client_to_redis_username(u.clone());
+    }
+    if let Some(p) = &t.password {
+        b = b.set_client_to_redis_password(p.clone());
+    }
+    if t.tls {
+        b = b
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        if tls.ca_pem.is_some() {
+            b = b
+                .set_client_to_redis_certificates(certs(tls))
+                .set_client_to_sentinel_certificates(certs(tls));
+        }
+    }
+    let mut client = b.build()?;
+    tokio::time::timeout(Duration::from_secs(3), client.async_get_client())
+        .await
+        .map_err(|_| RedisError::from((ErrorKind::IoError, "the sentinels did not answer")))?
+}
+
+async fn manager(client: redis::Client) -> RedisResult<ConnectionManager> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_millis(crate::RESPONSE_TIMEOUT_MS))
+        .set_number_of_retries(2)
+        .set_max_delay(1000);
+    client.get_connection_manager_with_config(cfg).await
+}
+
 /// Opens the command connection.
 pub(crate) async fn open(target: &Target, tls: &Tls) -> RedisResult<Conn> {
     match target {
-        Target::Single(url) => {
-            let client = single_client(url, tls)?;
-            let cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(Duration::from_secs(2))
-                .set_response_timeout(Duration::from_millis(crate::RESPONSE_TIMEOUT_MS))
-                .set_number_of_retries(2)
-                .set_max_delay(1000);
-            Ok(Conn::Single(
-                client.get_connection_manager_with_config(cfg).await?,
+        Target::Single(url) => Ok(Conn::Single(manager(single_client(url, tls)?).await?)),
+        Target::Sentinel(t) => {
+            let client = sentinel_master(t, tls).await?;
+            let addr = client.get_connection_info().addr.to_string();
+            let conn = manager(client).await?;
+            Ok(Conn::Sentinel(
+                conn.clone(),
+                Arc::new(RwLock::new((addr, conn))),
             ))
         }
         Target::Cluster(nodes) => {
@@ -191,7 +318,7 @@ impl Shared {
             return Vec::new();
         }
         match &self.conn {
-            Conn::Single(c) => {
+            Conn::Single(_) | Conn::Sentinel(..) => {
                 let mut all = redis::pipe();
                 let lens: Vec<usize> = groups
                     .iter()
@@ -204,7 +331,7 @@ impl Shared {
                         n
                     })
                     .collect();
-                let mut conn = c.clone();
+                let mut conn = self.conn.clone();
                 let r: Result<Vec<Value>, RedisError> = all.query_async(&mut conn).await;
                 match r {
                     Ok(values) => {
@@ -231,6 +358,37 @@ impl Shared {
                     .buffered(GROUPS_IN_FLIGHT)
                     .collect()
                     .await
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// With Sentinel: asks the sentinels for the master and, when it moved (a failover),
+    /// points the command connection at the new one. Nothing otherwise.
+    pub(crate) async fn follow_master(&self) {
+        let (Target::Sentinel(t), Conn::Sentinel(_, slot)) = (&self.target, &self.conn) else {
+            return;
+        };
+        let client = match sentinel_master(t, &self.tls).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "no master from the Redis sentinels");
+                return;
+            }
+        };
+        let addr = client.get_connection_info().addr.to_string();
+        let current = slot.read().unwrap_or_else(|e| e.into_inner()).0.clone();
+        if addr == current {
+            return;
+        }
+        match manager(client).await {
+            Ok(conn) => {
+                tracing::warn!(old = %current, new = %addr, master = %t.master, "the Redis master moved (Sentinel failover); following it");
+                *slot.write().unwrap_or_else(|e| e.into_inner()) = (addr, conn);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, new = %addr, "cannot connect to the new Redis master yet")
             }
         }
     }
@@ -263,5 +421,19 @@ mod tests {
         assert!(Target::parse("redis+cluster:///").is_err());
         assert!(Target::parse("redis+cluster://a:1/3").is_err());
         assert!(Target::parse("http://a").is_err());
+        assert_eq!(
+            Target::parse("redis+sentinel://:pw@s1:26379,s2:26380/mymaster/2"),
+            Ok(Target::Sentinel(super::SentinelTarget {
+                sentinels: vec![("s1".into(), 26379), ("s2".into(), 26380)],
+                master: "mymaster".into(),
+                db: 2,
+                username: None,
+                password: Some("pw".into()),
+                tls: false,
+            }))
+        );
+        assert!(Target::parse("redis+sentinel://s1:26379").is_err());
+        assert!(Target::parse("redis+sentinel://s1:26379/").is_err());
+        assert!(Target::parse("redis+sentinel://s1/m").is_err());
     }
 }

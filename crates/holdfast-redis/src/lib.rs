@@ -55,7 +55,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
 use tokio::sync::mpsc;
 
 pub use broker::RedisBroker;
-pub use conn::{Target, Tls};
+pub use conn::{SentinelTarget, Target, Tls};
 pub use store::RedisRooms;
 
 /// How long a command may wait for Redis's answer; a user ownership claim that reaches Redis
@@ -420,7 +420,10 @@ pub(crate) async fn health_task(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => shared.check_commands().await,
+            _ = tick.tick() => {
+                shared.follow_master().await;
+                shared.check_commands().await;
+            }
         }
     }
 }

@@ -237,6 +237,13 @@ impl PubSub {
                 let (sink, stream) = client.get_async_pubsub().await?.split();
                 Ok(PubSub::Single(sink, stream))
             }
+            crate::Target::Sentinel(t) => {
+                // Whoever is master now; the command connection follows too.
+                sh.follow_master().await;
+                let client = crate::conn::sentinel_master(t, &sh.tls).await?;
+                let (sink, stream) = client.get_async_pubsub().await?.split();
+                Ok(PubSub::Single(sink, stream))
+            }
             crate::Target::Cluster(nodes) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let client = crate::conn::cluster_client(nodes, &sh.tls, Some(tx))?;

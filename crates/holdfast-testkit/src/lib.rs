@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use client::{try_connect, Client, Ws};
-pub use redis::{Redis, RedisCluster};
+pub use redis::{Redis, RedisCluster, RedisSentinel};
 pub use stub::{HttpStub, StubReply, StubRequest};
 
 /// The secret test gateways sign tokens with.

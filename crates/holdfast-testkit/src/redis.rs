@@ -265,3 +265,171 @@ impl Drop for RedisCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A master, one replica and one sentinel (quorum 1) on free ports of 127.0.0.1, the master
+/// named `mymaster`; no persistence. Killed on drop.
+pub struct RedisSentinel {
+    /// The master's and the replica's ports (their roles swap on failover).
+    pub data_ports: [u16; 2],
+    /// The sentinel's port.
+    pub sentinel_port: u16,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+impl RedisSentinel {
+    /// Starts the master, the replica (waiting until it is in sync) and the sentinel (waiting
+    /// until it knows the replica).
+    pub fn start() -> RedisSentinel {
+        let data_ports = [free_port(), free_port()];
+        let sentinel_port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "holdfast-redis-sentinel-{}-{sentinel_port}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut s = RedisSentinel {
+            data_ports,
+            sentinel_port,
+            children: Vec::new(),
+            dir,
+        };
+        let data = |port: u16, replica_of: Option<u16>| {
+            let mut cmd = Command::new("redis-server");
+            cmd.args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]);
+            if let Some(m) = replica_of {
+                cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
+            }
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (scripts/test installs it)")
+        };
+        s.children.push(data(data_ports[0], None));
+        wait_port(data_ports[0]);
+        s.children.push(data(data_ports[1], Some(data_ports[0])));
+        wait_port(data_ports[1]);
+        wait_for("the replica to sync", || {
+            cli(data_ports[1], &["info", "replication"]).contains("master_link_status:up")
+        });
+        let conf = s.dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 4000\n",
+                s.dir.display(),
+                data_ports[0]
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        s.children.push(child);
+        wait_port(sentinel_port);
+        wait_for("the sentinel to know the replica", || {
+            cli(sentinel_port, &["sentinel", "replicas", "mymaster"])
+                .contains(&data_ports[1].to_string())
+        });
+        s
+    }
+
+    /// `redis+sentinel://127.0.0.1:<sentinel>/mymaster`.
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.sentinel_port)
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn master_port(&self) -> u16 {
+        cli(
+            self.sentinel_port,
+            &["sentinel", "get-master-addr-by-name", "mymaster"],
+        )
+        .lines()
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0)
+    }
+
+    /// Waits until the replica has everything the master wrote (`WAIT 1`).
+    pub fn sync(&self) {
+        let master = self.master_port();
+        let n = cli(master, &["wait", "1", "2000"]);
+        assert_eq!(n.trim(), "1", "the replica acknowledged the writes");
+    }
+
+    /// `SENTINEL FAILOVER mymaster`, then waits until the other server is master and the
+    /// old one follows it.
+    pub fn failover(&self) {
+        let old = self.master_port();
+        let new = if old == self.data_ports[0] {
+            self.data_ports[1]
+        } else {
+            self.data_ports[0]
+        };
+        let r = cli(self.sentinel_port, &["sentinel", "failover", "mymaster"]);
+        assert!(r.contains("OK"), "SENTINEL FAILOVER: {r}");
+        wait_for("the failover", || {
+            self.master_port() == new
+                && cli(new, &["role"]).starts_with("master")
+                && cli(old, &["role"]).starts_with("slave")
+        });
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -243,13 +243,16 @@ impl Config {
             "rediss://",
             "redis+cluster://",
             "rediss+cluster://",
+            "redis+sentinel://",
+            "rediss+sentinel://",
         ];
         if !(url.is_empty() || schemes.iter().any(|s| url.starts_with(s))) {
             return Err(ConfigError {
                 key: "broker.url",
                 message: "must start with redis://, rediss:// (TLS), redis+cluster:// or \
-                          rediss+cluster:// (Redis Cluster seed nodes host:port,host:port), or be \
-                          empty for the in-memory broker"
+                          rediss+cluster:// (Redis Cluster seed nodes host:port,host:port), \
+                          redis+sentinel:// or rediss+sentinel:// (sentinels \
+                          host:port,host:port/<master name>), or be empty for the in-memory broker"
                     .into(),
             });
         }
@@ -266,10 +269,27 @@ impl Config {
                 });
             }
         }
+        if url.contains("+sentinel://") {
+            let rest = url.split_once("://").map_or("", |(_, r)| r);
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            let named = rest.split_once('/').is_some_and(|(hosts, master)| {
+                !hosts.trim().is_empty() && !master.split('/').next().unwrap_or("").is_empty()
+            });
+            if !named {
+                return Err(ConfigError {
+                    key: "broker.url",
+                    message: "a sentinel URL names the sentinels and the master: \
+                              redis+sentinel://host:port,host:port/<master name>"
+                        .into(),
+                });
+            }
+        }
         if !self.broker.tls_ca_file.is_empty() && !url.starts_with("rediss") {
             return Err(ConfigError {
                 key: "broker.tls_ca_file",
-                message: "only applies to a rediss:// or rediss+cluster:// broker.url".into(),
+                message: "only applies to a rediss://, rediss+cluster:// or rediss+sentinel:// \
+                          broker.url"
+                    .into(),
             });
         }
         if self.broker.key_prefix.is_empty()

@@ -108,6 +108,8 @@ fn broker_urls_for_one_redis_tls_and_a_cluster() {
         "rediss://redis.example:6380/",
         "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
         "rediss+cluster://user:pw@10.0.0.1:7000/",
+        "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster",
+        "rediss+sentinel://:pw@10.0.0.1:26379/mymaster/0",
     ] {
         assert_eq!(with(ok, "", "holdfast"), Ok(()), "{ok}");
     }

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 pub use holdfast_testkit::{
-    eventually, free_port, http_status, token, Client, Redis, RedisCluster, SECRET, WAIT,
+    eventually, free_port, http_status, token, Client, Redis, RedisCluster, RedisSentinel, SECRET,
+    WAIT,
 };
 
 use holdfast_gateway::{Config, Gateway};
