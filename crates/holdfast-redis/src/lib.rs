@@ -1,6 +1,7 @@
 //! Redis broker and room store for Holdfast clusters.
 //!
-//! With `broker.url` set, every node of a cluster keeps its room state in one Redis: a room has
+//! With `broker.url` set, every node of a cluster keeps its room state in Redis (one instance,
+//! a Redis Cluster, or a master watched by Sentinel): a room has
 //! one stream (one `seq` per room across the cluster, its bounded history, and its members,
 //! authority, away state, reconnection token hashes and publish dedupe ids), so a member can
 //! resume on any node with replay, and a user's newest connection wins on any node.
@@ -18,19 +19,27 @@
 //! - `sweep`: refreshes the TTL of rooms used by this node.
 //! - `broker`: user ownership (single socket, directed messages).
 //!
-//! # Keys (prefix `P`, room `R`, user `U`)
-//! - `P:r:{R}:st` hash: `v` (version `epoch:counter`, compared and set by every commit), `s`
-//!   (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones) and
-//!   `r` (the run id of the Redis that wrote it: a state another run wrote was restored from
-//!   older data, and starts a new epoch before anything is appended);
-//!   `P:r:{R}:d` hash: publish dedupe windows by player; `P:r:{R}:s` stream: history, entry
-//!   id `<seq>-1`, trimmed to `reconnection.event_buffer_size`. All with a TTL refreshed while
-//!   the room is used.
-//! - `P:away` sorted set: room names by their earliest away deadline, read by every node's
-//!   sweep.
+//! - `conn`: where Redis is (one instance, TLS, Cluster, Sentinel) and the command
+//!   connection for each.
+//!
+//! # Keys (prefix `P`, room `R` in bucket `N` = [`bucket`], user `U`)
+//! The layout is the same on every kind of Redis; on a Cluster each hash tag is one slot, and
+//! every script touches keys of one tag only.
+//! - `P:{bN}:r:R:st` hash: `v` (version `epoch:counter`, compared and set by every commit),
+//!   `s` (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones)
+//!   and `r` (the run id of the Redis that wrote it: a state another run wrote was restored
+//!   from older data, and starts a new epoch before anything is appended);
+//!   `P:{bN}:r:R:d` hash: publish dedupe windows by player; `P:{bN}:r:R:s` stream: history,
+//!   entry id `<seq>-1`, trimmed to `reconnection.event_buffer_size`. All with a TTL
+//!   refreshed while the room is used.
+//! - `P:{bN}:away` sorted set: the bucket's rooms by their earliest away deadline;
+//!   `P:{bN}:rooms` set: the bucket's rooms; `P:{bN}:n:<start>` sorted set: the bucket's
+//!   rooms in which a node start placed members. All written by the room's commit.
 //! - `P:u:{U}` hash: the node and session owning the user, the claim's time on Redis's clock
 //!   (an older claim never displaces a newer one), and the ownership generation.
-//! - Channels: `P:ch:r:R` (room stream), `P:ch:n:<node>` (kicks and directed messages).
+//! - `P:{g}:nodes`, `P:{g}:leases`: the cluster view and the node liveness leases.
+//! - Channels: `P:{bN}:ch:R` (room stream; a shard channel on a Cluster), `P:ch:n:<node>`
+//!   (kicks and directed messages).
 //!
 //! Pub/sub is at most once: a node that sees a room's seq jump fetches the missing range from
 //! the history before delivering; when the range is gone (or the epoch changed because Redis

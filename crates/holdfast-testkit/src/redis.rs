@@ -139,47 +139,80 @@ impl Drop for Redis {
 pub struct RedisCluster {
     /// The masters' ports.
     pub ports: Vec<u16>,
+    /// Their cluster bus ports (chosen free, not port + 10000, which may be out of range).
+    bus_ports: Vec<u16>,
     children: Vec<Option<Child>>,
     dir: std::path::PathBuf,
 }
 
 impl RedisCluster {
     /// Starts the servers, creates the cluster and waits until every node reports
-    /// `cluster_state:ok`.
+    /// `cluster_state:ok`. A port taken by someone else meanwhile: tried again on others.
     pub fn start(masters: usize) -> RedisCluster {
-        let ports: Vec<u16> = (0..masters).map(|_| free_port()).collect();
+        let mut last = String::new();
+        for _ in 0..3 {
+            match RedisCluster::try_start(masters) {
+                Ok(c) => return c,
+                Err(e) => last = e,
+            }
+        }
+        panic!("no Redis Cluster: {last}");
+    }
+
+    fn try_start(masters: usize) -> Result<RedisCluster, String> {
+        // Distinct ports for the clients and the cluster bus.
+        let mut all: Vec<u16> = Vec::new();
+        while all.len() < masters * 2 {
+            let p = free_port();
+            if !all.contains(&p) {
+                all.push(p);
+            }
+        }
+        let bus_ports = all.split_off(masters);
+        let ports = all;
         let dir = std::env::temp_dir().join(format!(
             "holdfast-redis-cluster-{}-{}",
             std::process::id(),
             ports[0]
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut c = RedisCluster {
             children: ports.iter().map(|_| None).collect(),
+            bus_ports,
             ports,
             dir,
         };
         for i in 0..masters {
-            c.spawn(i);
+            c.try_spawn(i)?;
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         for p in &c.ports {
             create.arg(format!("127.0.0.1:{p}"));
         }
-        let status = create
+        let out = create
             .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .expect("redis-cli is installed (scripts/test installs it)");
-        assert!(status.success(), "redis-cli --cluster create failed");
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         c.wait_ok();
-        c
+        Ok(c)
     }
 
     fn spawn(&mut self, i: usize) {
+        if let Err(e) = self.try_spawn(i) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self, i: usize) -> Result<(), String> {
         let port = self.ports[i];
         let child = Command::new("redis-server")
             .args([
@@ -195,6 +228,8 @@ impl RedisCluster {
                 "yes",
                 "--cluster-node-timeout",
                 "2000",
+                "--cluster-port",
+                &self.bus_ports[i].to_string(),
                 "--cluster-config-file",
                 &format!("nodes-{port}.conf"),
             ])
@@ -206,12 +241,18 @@ impl RedisCluster {
             .expect("redis-server is installed (scripts/test installs it)");
         self.children[i] = Some(child);
         for _ in 0..200 {
+            let exited = self.children[i]
+                .as_mut()
+                .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return Err(format!("redis-server exited at start on port {port}"));
+            }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("redis-server did not start on port {port}");
+        Err(format!("redis-server did not start on port {port}"))
     }
 
     /// Waits (up to 20 s) until every node reports `cluster_state:ok`.
