@@ -288,13 +288,15 @@ impl RedisRooms {
         let ttl = (rc.window_secs * 2).max(3600);
         let sh = &self.shared;
         let mut inv = sh.scripts.commit.prepare_invoke();
+        let b = crate::bucket(room);
         inv.key(sh.room_key(room, "st"))
             .key(sh.room_key(room, "d"))
             .key(sh.room_key(room, "s"))
-            .key(sh.away_key());
+            .key(sh.away_key(b))
+            .key(sh.rooms_key(b));
         if st.is_some() {
             for n in &placing {
-                inv.key(sh.node_rooms_key(n));
+                inv.key(sh.node_rooms_key(b, n));
             }
         }
         inv.arg(&loaded.version)
@@ -314,7 +316,8 @@ impl RedisRooms {
                     .unwrap_or_default(),
             )
             .arg(rebase_for.unwrap_or(""))
-            .arg(base);
+            .arg(base)
+            .arg(sh.publish_command());
         dirty.sort();
         dirty.dedup();
         inv.arg(dirty.len());

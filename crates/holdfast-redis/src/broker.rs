@@ -2,7 +2,7 @@
 //! to the owning node only. Also the server API's cluster operations: disconnecting a user on
 //! the node that owns it, locating a user, and the cluster view.
 //!
-//! The cluster view is the hash `P:nodes` (node id -> [`NodeStatus`] as JSON). Each node
+//! The cluster view is the hash `P:{g}:nodes` (node id -> [`NodeStatus`] as JSON). Each node
 //! rewrites its field every few seconds; a field older than [`NODE_STALE_MS`] is a node that
 //! died without saying so and is removed by the next reader. The hash itself expires when no
 //! node refreshes it for a minute.
@@ -12,7 +12,6 @@ use std::sync::{Arc, Weak};
 use axum::extract::ws::Utf8Bytes;
 use holdfast_gateway::broker::{Broker, NodeSink, NodeStatus};
 use holdfast_gateway::store::BoxFuture;
-use redis::Script;
 
 use crate::Shared;
 
@@ -23,34 +22,42 @@ pub const NODE_STALE_MS: u64 = 15_000;
 /// clock) the other nodes turn the node's members away.
 pub const LEASE_MS: u64 = NODE_STALE_MS;
 
-/// Lifetime of the whole `P:nodes` hash, refreshed by every heartbeat.
+/// Lifetime of the whole `P:{g}:nodes` hash, refreshed by every heartbeat.
 const NODES_TTL_MS: u64 = 60_000;
-
-/// Tells the node owning a user to close that session with `disconnected_by_server`. KEYS 1
-/// the user's ownership hash. ARGV 1 node channel prefix, 2 user. Returns the receivers.
-const DISCONNECT: &str = r"
-local o = redis.call('HMGET', KEYS[1], 'n', 's')
-if not o[1] or not o[2] then return 0 end
-return redis.call('PUBLISH', ARGV[1] .. o[1], 'disconnect ' .. o[2] .. ' ' .. ARGV[2])
-";
 
 /// The Redis implementation of the gateway's [`Broker`].
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    /// Compiled once (hashed for EVALSHA).
-    disconnect: Script,
 }
 
 impl RedisBroker {
     pub(crate) fn new(shared: Arc<Shared>) -> RedisBroker {
-        RedisBroker {
-            shared,
-            disconnect: Script::new(DISCONNECT),
-        }
+        RedisBroker { shared }
     }
+}
 
-    fn nodes_key(&self) -> String {
-        format!("{}:nodes", self.shared.prefix)
+impl RedisBroker {
+    /// Publishes `msg(session)` on the channel of the node owning `user` (at most once);
+    /// whether a node received it. On a cluster the node channels are shard channels, so the
+    /// count of receivers is exact there too.
+    async fn to_owner(&self, user: &str, msg: impl FnOnce(&str) -> String) -> bool {
+        let shared = &self.shared;
+        let Some((node, session)) = self.locate_user(user).await else {
+            return false;
+        };
+        let mut conn = shared.conn.clone();
+        let r: redis::RedisResult<i64> = redis::cmd(shared.publish_command())
+            .arg(format!("{}{node}", shared.node_channel_prefix()))
+            .arg(msg(&session))
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Ok(n) => n > 0,
+            Err(_) => {
+                shared.metrics.errors.inc();
+                false
+            }
+        }
     }
 }
 
@@ -124,24 +131,8 @@ impl Broker for RedisBroker {
         text: Utf8Bytes,
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let shared = &self.shared;
-            let mut conn = shared.conn.clone();
-            let r: redis::RedisResult<i64> = shared
-                .scripts
-                .direct
-                .key(shared.user_key(user))
-                .arg(shared.node_channel_prefix())
-                .arg(user)
-                .arg(text.as_str())
-                .invoke_async(&mut conn)
-                .await;
-            match r {
-                Ok(n) => n > 0,
-                Err(_) => {
-                    shared.metrics.errors.inc();
-                    false
-                }
-            }
+            let msg = format!("direct {} {user}{}", user.len(), text.as_str());
+            self.to_owner(user, |_| msg).await
         })
     }
 
@@ -151,22 +142,8 @@ impl Broker for RedisBroker {
 
     fn disconnect_user<'a>(&'a self, _from: &'a str, user: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let shared = &self.shared;
-            let mut conn = shared.conn.clone();
-            let r: redis::RedisResult<i64> = self
-                .disconnect
-                .key(shared.user_key(user))
-                .arg(shared.node_channel_prefix())
-                .arg(user)
-                .invoke_async(&mut conn)
-                .await;
-            match r {
-                Ok(n) => n > 0,
-                Err(_) => {
-                    shared.metrics.errors.inc();
-                    false
-                }
-            }
+            self.to_owner(user, |session| format!("disconnect {session} {user}"))
+                .await
         })
     }
 
@@ -196,7 +173,7 @@ impl Broker for RedisBroker {
             let Ok(json) = serde_json::to_string(status) else {
                 return;
             };
-            let key = self.nodes_key();
+            let key = self.shared.nodes_key();
             let lease = self
                 .shared
                 .ctx
@@ -230,7 +207,7 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let mut conn = self.shared.conn.clone();
             let r: redis::RedisResult<i64> = redis::cmd("HDEL")
-                .arg(self.nodes_key())
+                .arg(self.shared.nodes_key())
                 .arg(id)
                 .query_async(&mut conn)
                 .await;
@@ -242,7 +219,7 @@ impl Broker for RedisBroker {
 
     fn nodes(&self) -> BoxFuture<'_, Option<Vec<NodeStatus>>> {
         Box::pin(async move {
-            let key = self.nodes_key();
+            let key = self.shared.nodes_key();
             let mut conn = self.shared.conn.clone();
             let r: redis::RedisResult<Vec<(String, String)>> =
                 redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await;

@@ -1,6 +1,7 @@
 //! Redis broker and room store for Holdfast clusters.
 //!
-//! With `broker.url` set, every node of a cluster keeps its room state in one Redis: a room has
+//! With `broker.url` set, every node of a cluster keeps its room state in Redis (one instance,
+//! a Redis Cluster, or a master watched by Sentinel): a room has
 //! one stream (one `seq` per room across the cluster, its bounded history, and its members,
 //! authority, away state, reconnection token hashes and publish dedupe ids), so a member can
 //! resume on any node with replay, and a user's newest connection wins on any node.
@@ -18,19 +19,27 @@
 //! - `sweep`: refreshes the TTL of rooms used by this node.
 //! - `broker`: user ownership (single socket, directed messages).
 //!
-//! # Keys (prefix `P`, room `R`, user `U`)
-//! - `P:r:{R}:st` hash: `v` (version `epoch:counter`, compared and set by every commit), `s`
-//!   (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones) and
-//!   `r` (the run id of the Redis that wrote it: a state another run wrote was restored from
-//!   older data, and starts a new epoch before anything is appended);
-//!   `P:r:{R}:d` hash: publish dedupe windows by player; `P:r:{R}:s` stream: history, entry
-//!   id `<seq>-1`, trimmed to `reconnection.event_buffer_size`. All with a TTL refreshed while
-//!   the room is used.
-//! - `P:away` sorted set: room names by their earliest away deadline, read by every node's
-//!   sweep.
+//! - `conn`: where Redis is (one instance, TLS, Cluster, Sentinel) and the command
+//!   connection for each.
+//!
+//! # Keys (prefix `P`, room `R` in bucket `N` = [`bucket`], user `U`)
+//! The layout is the same on every kind of Redis; on a Cluster each hash tag is one slot, and
+//! every script touches keys of one tag only.
+//! - `P:{bN}:r:R:st` hash: `v` (version `epoch:counter`, compared and set by every commit),
+//!   `s` (the room's state as JSON: members, authority, seq, epoch, token hashes, tombstones)
+//!   and `r` (the run id of the Redis that wrote it: a state another run wrote was restored
+//!   from older data, and starts a new epoch before anything is appended);
+//!   `P:{bN}:r:R:d` hash: publish dedupe windows by player; `P:{bN}:r:R:s` stream: history,
+//!   entry id `<seq>-1`, trimmed to `reconnection.event_buffer_size`. All with a TTL
+//!   refreshed while the room is used.
+//! - `P:{bN}:away` sorted set: the bucket's rooms by their earliest away deadline;
+//!   `P:{bN}:rooms` set: the bucket's rooms; `P:{bN}:n:<start>` sorted set: the bucket's
+//!   rooms in which a node start placed members. All written by the room's commit.
 //! - `P:u:{U}` hash: the node and session owning the user, the claim's time on Redis's clock
 //!   (an older claim never displaces a newer one), and the ownership generation.
-//! - Channels: `P:ch:r:R` (room stream), `P:ch:n:<node>` (kicks and directed messages).
+//! - `P:{g}:nodes`, `P:{g}:leases`: the cluster view and the node liveness leases.
+//! - Channels: `P:{bN}:ch:R` (room stream; a shard channel on a Cluster), `P:ch:n:<node>`
+//!   (kicks and directed messages).
 //!
 //! Pub/sub is at most once: a node that sees a room's seq jump fetches the missing range from
 //! the history before delivering; when the range is gone (or the epoch changed because Redis
@@ -39,6 +48,7 @@
 
 mod batch;
 mod broker;
+mod conn;
 mod pubsub;
 mod scripts;
 mod store;
@@ -51,10 +61,10 @@ use std::time::Duration;
 use holdfast_gateway::broker::NodeSink;
 use holdfast_gateway::store::StoreContext;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
 pub use broker::RedisBroker;
+pub use conn::{SentinelTarget, Target, Tls};
 pub use store::RedisRooms;
 
 /// How long a command may wait for Redis's answer; a user ownership claim that reaches Redis
@@ -169,10 +179,12 @@ pub(crate) enum SubCmd {
 
 /// State shared by the broker and the store of one node.
 pub(crate) struct Shared {
-    /// To open the pub/sub connection (again).
-    pub client: redis::Client,
+    /// Where Redis is, to open the pub/sub connection (again).
+    pub target: conn::Target,
+    /// TLS settings for `rediss://`.
+    pub tls: conn::Tls,
     /// The command connection; reconnects by itself. Cloning it is cheap.
-    pub conn: ConnectionManager,
+    pub conn: conn::Conn,
     /// Key prefix, so several clusters (or tests) can share one Redis.
     pub prefix: String,
     /// The scripts.
@@ -195,12 +207,41 @@ pub(crate) struct Shared {
     pub metrics: RedisMetrics,
 }
 
-impl Shared {
-    pub fn room_key(&self, room: &str, part: &str) -> String {
-        format!("{}:r:{{{room}}}:{part}", self.prefix)
+/// Rooms are spread over this many buckets; each bucket is one hash tag, so on a Redis Cluster
+/// a bucket's keys live on one shard and a room's commit (its own keys, and its bucket's away
+/// index, room index and node room sets) runs there. Part of the key layout: changing it
+/// moves every room.
+pub const BUCKETS: u16 = 256;
+
+/// The bucket of `room`: FNV-1a (32 bits) of its name, modulo [`BUCKETS`].
+pub fn bucket(room: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in room.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
     }
+    (h % u32::from(BUCKETS)) as u16
+}
+
+impl Shared {
+    /// The hash-tagged head of bucket `b`'s keys: `P:{bN}`.
+    pub fn bucket_head(&self, b: u16) -> String {
+        format!("{}:{{b{b}}}", self.prefix)
+    }
+    pub fn room_key(&self, room: &str, part: &str) -> String {
+        format!("{}:r:{room}:{part}", self.bucket_head(bucket(room)))
+    }
+    /// The room's channel; on a cluster a shard channel in the room's slot.
     pub fn room_channel(&self, room: &str) -> String {
-        format!("{}:ch:r:{room}", self.prefix)
+        format!("{}:ch:{room}", self.bucket_head(bucket(room)))
+    }
+    /// The room named by a room channel.
+    pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        let rest = channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{b")?;
+        let (_, rest) = rest.split_once('}')?;
+        rest.strip_prefix(":ch:")
     }
     pub fn node_channel_prefix(&self) -> String {
         format!("{}:ch:n:", self.prefix)
@@ -208,16 +249,34 @@ impl Shared {
     pub fn user_key(&self, user: &str) -> String {
         format!("{}:u:{{{user}}}", self.prefix)
     }
-    /// The rooms in which node `node` placed members (joins and resumes it committed).
-    pub fn node_rooms_key(&self, node: &str) -> String {
-        format!("{}:n:{{{node}}}:rooms", self.prefix)
+    /// The rooms of bucket `b` in which node start `lease` placed members (joins and resumes
+    /// it committed), by the time of the placement (ms, on the shard's clock).
+    pub fn node_rooms_key(&self, b: u16, lease: &str) -> String {
+        format!("{}:n:{lease}", self.bucket_head(b))
     }
-    /// The nodes' liveness leases: node id by lease deadline (ms, Redis's clock).
+    /// The rooms of bucket `b` (a set, for listing).
+    pub fn rooms_key(&self, b: u16) -> String {
+        format!("{}:rooms", self.bucket_head(b))
+    }
+    /// The rooms of bucket `b` by their earliest away deadline.
+    pub fn away_key(&self, b: u16) -> String {
+        format!("{}:away", self.bucket_head(b))
+    }
+    /// The nodes' liveness leases: node start by lease deadline (ms, Redis's clock).
     pub fn leases_key(&self) -> String {
-        format!("{}:leases", self.prefix)
+        format!("{}:{{g}}:leases", self.prefix)
     }
-    pub fn away_key(&self) -> String {
-        format!("{}:away", self.prefix)
+    /// The cluster view: node id -> status JSON.
+    pub fn nodes_key(&self) -> String {
+        format!("{}:{{g}}:nodes", self.prefix)
+    }
+    /// `SPUBLISH` (a shard channel) on a cluster, `PUBLISH` on one instance.
+    pub fn publish_command(&self) -> &'static str {
+        if self.target.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
     pub fn set_healthy(&self, up: bool) {
         self.healthy.store(up, Ordering::Release);
@@ -267,21 +326,46 @@ impl Shared {
     }
 }
 
+/// How one node reaches Redis.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `broker.url`: `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://`
+    /// (see [`Target::parse`]).
+    pub url: String,
+    /// `broker.key_prefix`.
+    pub prefix: String,
+    /// TLS settings for `rediss://`.
+    pub tls: Tls,
+}
+
+impl Options {
+    pub fn new(url: &str, prefix: &str) -> Options {
+        Options {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            tls: Tls::default(),
+        }
+    }
+}
+
 /// Opens a connection to Redis at `url` for one node. Fails when Redis cannot be reached now;
 /// see [`connect_with_retry`].
 pub async fn connect(url: &str, prefix: &str) -> Result<Cluster, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_millis(RESPONSE_TIMEOUT_MS))
-        .set_number_of_retries(2)
-        .set_max_delay(1000);
-    let conn = client.get_connection_manager_with_config(cfg).await?;
+    connect_with(&Options::new(url, prefix)).await
+}
+
+/// Like [`connect`], with every option.
+pub async fn connect_with(opts: &Options) -> Result<Cluster, redis::RedisError> {
+    let target = Target::parse(&opts.url).map_err(|e| {
+        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "broker.url", e))
+    })?;
+    let conn = conn::open(&target, &opts.tls).await?;
     let (sub_tx, sub_rx) = mpsc::channel(1024);
     let shared = Arc::new(Shared {
-        client,
+        target,
+        tls: opts.tls.clone(),
         conn,
-        prefix: prefix.to_owned(),
+        prefix: opts.prefix.clone(),
         scripts: scripts::Scripts::new(),
         healthy: AtomicBool::new(false),
         commands_ok: AtomicBool::new(true),
@@ -302,14 +386,14 @@ pub async fn connect(url: &str, prefix: &str) -> Result<Cluster, redis::RedisErr
 /// Connects, retrying with exponential backoff (100 ms doubling to 5 s) and a logged error
 /// naming the URL on each failure, for at most `give_up_after`.
 pub async fn connect_with_retry(
-    url: &str,
-    prefix: &str,
+    opts: &Options,
     give_up_after: Duration,
 ) -> Result<Cluster, redis::RedisError> {
+    let url = opts.url.as_str();
     let deadline = tokio::time::Instant::now() + give_up_after;
     let mut delay = Duration::from_millis(100);
     loop {
-        match connect(url, prefix).await {
+        match connect_with(opts).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 if tokio::time::Instant::now() + delay > deadline {
@@ -345,7 +429,10 @@ pub(crate) async fn health_task(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => shared.check_commands().await,
+            _ = tick.tick() => {
+                shared.follow_master().await;
+                shared.check_commands().await;
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use holdfast_gateway::auth::unix_now_ms;
 use holdfast_gateway::room::fanout::{Held, Next};
 use holdfast_gateway::room::presence::PresenceNote;
@@ -16,6 +16,13 @@ use tokio::sync::mpsc;
 
 use crate::store::RedisRooms;
 use crate::SubCmd;
+
+/// A room's version and writer, and the run id of the Redis holding it. KEYS 1 state hash.
+const ROOM_CHECK: &str = r"
+local st = redis.call('HMGET', KEYS[1], 'v', 'r')
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+return {st[1] or '', st[2] or '', run}
+";
 
 impl RedisRooms {
     /// Hands one pub/sub message (`seq epoch kick frame`) to the mirror.
@@ -98,16 +105,7 @@ impl RedisRooms {
             return;
         };
         self.fence_sessions().await;
-        let mut conn = self.shared.conn.clone();
-        let info: redis::RedisResult<String> = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await;
-        let run = info.ok().and_then(|i| {
-            i.lines()
-                .find_map(|l| l.strip_prefix("run_id:"))
-                .map(|r| r.trim().to_owned())
-        });
+        let check = redis::Script::new(ROOM_CHECK);
         for room in ctx.mirror.rooms() {
             let Some((epoch, delivered)) = ctx
                 .mirror
@@ -116,13 +114,16 @@ impl RedisRooms {
                 continue;
             };
             let mut conn = self.shared.conn.clone();
-            let version: redis::RedisResult<(Option<String>, Option<String>)> = redis::cmd("HMGET")
-                .arg(self.shared.room_key(&room, "st"))
-                .arg("v")
-                .arg("r")
-                .query_async(&mut conn)
+            // On a cluster, on the shard that holds the room (with that shard's run id).
+            let answer: redis::RedisResult<(String, String, String)> = check
+                .key(self.shared.room_key(&room, "st"))
+                .invoke_async(&mut conn)
                 .await;
-            let (version, writer) = version.unwrap_or((None, None));
+            // Unreadable: treated as lost, the members resume.
+            let (version, writer, run) = answer.unwrap_or_default();
+            let version = (!version.is_empty()).then_some(version);
+            let writer = (!writer.is_empty()).then_some(writer);
+            let run = (!run.is_empty()).then_some(run);
             let current = version.and_then(|v| v.split_once(':').map(|(e, _)| e.to_owned()));
             // Written by another run of Redis: restored from older data, so the stream may
             // have gone backwards. The next commit starts a new epoch; the members resume and
@@ -153,14 +154,22 @@ impl RedisRooms {
         };
         let sessions = sink.sessions();
         for chunk in sessions.chunks(512) {
-            let mut pipe = redis::pipe();
-            for (user, _) in chunk {
-                pipe.cmd("HGET").arg(self.shared.user_key(user)).arg("s");
-            }
-            let mut conn = self.shared.conn.clone();
-            let owners: redis::RedisResult<Vec<Option<String>>> = pipe.query_async(&mut conn).await;
-            let Ok(owners) = owners else { return };
+            // One group per user: on a cluster each user's key has its own hash tag.
+            let groups = chunk
+                .iter()
+                .map(|(user, _)| {
+                    let mut p = redis::pipe();
+                    p.cmd("HGET").arg(self.shared.user_key(user)).arg("s");
+                    p
+                })
+                .collect();
+            let owners = self.shared.query_groups(groups).await;
             for ((user, session), owner) in chunk.iter().zip(owners) {
+                let Some(owner) = owner else { continue };
+                let owner: Option<String> = owner
+                    .first()
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .flatten();
                 if owner.is_some_and(|o| *o != **session) {
                     sink.close_user(user, Some(session), CloseCode::Replaced);
                 }
@@ -197,24 +206,156 @@ impl RedisRooms {
     }
 }
 
+/// What the pub/sub connection brought.
+enum Incoming {
+    Message(String, Vec<u8>),
+    /// The connection (or, on a cluster, one shard's) was lost.
+    Lost,
+    Other,
+}
+
+/// The node's pub/sub connection: on one instance a RESP2 pub/sub connection; on a cluster a
+/// RESP3 cluster connection whose pushes arrive on a channel, with room channels subscribed as
+/// shard channels (`SSUBSCRIBE`) on the shard of their slot.
+enum PubSub {
+    Single(redis::aio::PubSubSink, redis::aio::PubSubStream),
+    Cluster(
+        redis::cluster_async::ClusterConnection,
+        mpsc::UnboundedReceiver<redis::PushInfo>,
+    ),
+}
+
+/// Room channels subscribed at once on a cluster, one command each (they hash to many slots).
+const SUBSCRIBES_IN_FLIGHT: usize = 32;
+
+impl PubSub {
+    async fn open(store: &RedisRooms) -> redis::RedisResult<PubSub> {
+        let sh = &store.shared;
+        match &sh.target {
+            crate::Target::Single(url) => {
+                let client = crate::conn::single_client(url, &sh.tls)?;
+                let (sink, stream) = client.get_async_pubsub().await?.split();
+                Ok(PubSub::Single(sink, stream))
+            }
+            crate::Target::Sentinel(t) => {
+                // Whoever is master now; the command connection follows too.
+                sh.follow_master().await;
+                let client = crate::conn::sentinel_master(t, &sh.tls).await?;
+                let (sink, stream) = client.get_async_pubsub().await?.split();
+                Ok(PubSub::Single(sink, stream))
+            }
+            crate::Target::Cluster(nodes) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let client = crate::conn::cluster_client(nodes, &sh.tls, Some(tx))?;
+                Ok(PubSub::Cluster(client.get_async_connection().await?, rx))
+            }
+        }
+    }
+
+    async fn subscribe_node(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            PubSub::Single(sink, _) => sink.subscribe(channel).await,
+            // Kicks come on the plain channel (published by the ownership script, broadcast
+            // to every shard), directed messages and disconnects on the shard channel.
+            PubSub::Cluster(conn, _) => {
+                conn.subscribe(channel).await?;
+                conn.ssubscribe(channel).await
+            }
+        }
+    }
+
+    async fn subscribe_rooms(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            PubSub::Single(sink, _) => {
+                if channels.is_empty() {
+                    Ok(())
+                } else {
+                    sink.subscribe(channels).await
+                }
+            }
+            PubSub::Cluster(conn, _) => {
+                let each: Vec<_> = channels
+                    .iter()
+                    .map(|c| {
+                        let (mut conn, c) = (conn.clone(), c.clone());
+                        async move { conn.ssubscribe(c).await }.boxed()
+                    })
+                    .collect();
+                let results: Vec<redis::RedisResult<()>> = futures_util::stream::iter(each)
+                    .buffer_unordered(SUBSCRIBES_IN_FLIGHT)
+                    .collect()
+                    .await;
+                results.into_iter().collect()
+            }
+        }
+    }
+
+    async fn unsubscribe_room(&mut self, channel: &str) {
+        let _ = match self {
+            PubSub::Single(sink, _) => sink.unsubscribe(channel).await,
+            PubSub::Cluster(conn, _) => conn.sunsubscribe(channel).await,
+        };
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        match self {
+            PubSub::Single(sink, _) => sink.ping::<redis::Value>().await.map(|_| ()),
+            // Every shard answers.
+            PubSub::Cluster(conn, _) => redis::cmd("PING")
+                .query_async::<redis::Value>(conn)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    async fn next(&mut self) -> Incoming {
+        match self {
+            PubSub::Single(_, stream) => match stream.next().await {
+                Some(msg) => Incoming::Message(
+                    msg.get_channel_name().to_owned(),
+                    msg.get_payload_bytes().to_vec(),
+                ),
+                None => Incoming::Lost,
+            },
+            PubSub::Cluster(_, rx) => match rx.recv().await {
+                None => Incoming::Lost,
+                Some(push) => match push.kind {
+                    redis::PushKind::Disconnection => Incoming::Lost,
+                    redis::PushKind::Message | redis::PushKind::SMessage => {
+                        let mut data = push.data.into_iter();
+                        let channel: Option<String> =
+                            data.next().and_then(|v| redis::from_redis_value(&v).ok());
+                        let payload: Option<Vec<u8>> =
+                            data.next().and_then(|v| redis::from_redis_value(&v).ok());
+                        match (channel, payload) {
+                            (Some(c), Some(p)) => Incoming::Message(c, p),
+                            _ => Incoming::Other,
+                        }
+                    }
+                    _ => Incoming::Other,
+                },
+            },
+        }
+    }
+}
+
 /// The pub/sub task of one node.
 pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver<SubCmd>) {
     let Some(ctx) = store.shared.ctx.get().cloned() else {
         return;
     };
     let node_channel = format!("{}{}", store.shared.node_channel_prefix(), ctx.node_id);
-    let room_prefix = format!("{}:ch:r:", store.shared.prefix);
     let mut delay = Duration::from_millis(100);
     let mut first = true;
     loop {
         let conn = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            c = tokio::time::timeout(Duration::from_secs(5), store.shared.client.get_async_pubsub()) => {
+            c = tokio::time::timeout(Duration::from_secs(5), PubSub::open(&store)) => {
                 c.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out"))))
             }
         };
-        let (mut sink, mut stream) = match conn {
-            Ok(c) => c.split(),
+        let mut ps = match conn {
+            Ok(c) => c,
             Err(e) => {
                 store.shared.set_healthy(false);
                 tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis pub/sub connection failed; retrying");
@@ -226,15 +367,17 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
                 continue;
             }
         };
-        let mut channels = vec![node_channel.clone()];
-        channels.extend(
-            ctx.mirror
-                .rooms()
-                .iter()
-                .map(|r| store.shared.room_channel(r)),
-        );
-        let subscribed =
-            tokio::time::timeout(Duration::from_secs(5), sink.subscribe(&channels)).await;
+        let channels: Vec<String> = ctx
+            .mirror
+            .rooms()
+            .iter()
+            .map(|r| store.shared.room_channel(r))
+            .collect();
+        let subscribed = tokio::time::timeout(Duration::from_secs(5), async {
+            ps.subscribe_node(&node_channel).await?;
+            ps.subscribe_rooms(&channels).await
+        })
+        .await;
         if !matches!(subscribed, Ok(Ok(()))) {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
@@ -258,8 +401,8 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
                 _ = ping.tick() => {
-                    let pong = tokio::time::timeout(Duration::from_millis(1500), sink.ping::<redis::Value>()).await;
-                    if !matches!(pong, Ok(Ok(_))) {
+                    let pong = tokio::time::timeout(Duration::from_millis(1500), ps.ping()).await;
+                    if !matches!(pong, Ok(Ok(()))) {
                         tracing::warn!("Redis pub/sub connection does not answer PING");
                         break;
                     }
@@ -267,12 +410,9 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
                 cmd = cmds.recv() => match cmd {
                     None => return,
                     Some(SubCmd::Subscribe(room, ack)) => {
+                        let channel = [store.shared.room_channel(&room)];
                         let ok = matches!(
-                            tokio::time::timeout(
-                                Duration::from_secs(5),
-                                sink.subscribe(store.shared.room_channel(&room)),
-                            )
-                            .await,
+                            tokio::time::timeout(Duration::from_secs(5), ps.subscribe_rooms(&channel)).await,
                             Ok(Ok(()))
                         );
                         let _ = ack.send(ok);
@@ -280,17 +420,20 @@ pub(crate) async fn pubsub_task(store: Arc<RedisRooms>, mut cmds: mpsc::Receiver
                     Some(SubCmd::Unsubscribe(room)) => {
                         // A view created again meanwhile keeps its subscription.
                         if ctx.mirror.get(&room).is_none() {
-                            let _ = sink.unsubscribe(store.shared.room_channel(&room)).await;
+                            ps.unsubscribe_room(&store.shared.room_channel(&room)).await;
                         }
                     }
                 },
-                msg = stream.next() => {
-                    let Some(msg) = msg else { break };
-                    let channel = msg.get_channel_name();
-                    let payload = String::from_utf8_lossy(msg.get_payload_bytes());
+                msg = ps.next() => {
+                    let (channel, payload) = match msg {
+                        Incoming::Message(c, p) => (c, p),
+                        Incoming::Lost => break,
+                        Incoming::Other => continue,
+                    };
+                    let payload = String::from_utf8_lossy(&payload);
                     if channel == node_channel {
                         store.on_node_message(&payload);
-                    } else if let Some(room) = channel.strip_prefix(&room_prefix) {
+                    } else if let Some(room) = store.shared.room_of_channel(&channel) {
                         match store.on_room_message(room, &payload) {
                             Next::Fetch(from, to) => store.fetch(room, from, to).await,
                             Next::Forked(seq) => {

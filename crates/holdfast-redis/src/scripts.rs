@@ -1,6 +1,6 @@
 //! The Lua scripts. Room operations share one generic script, `commit`: a compare-and-set of
 //! the room's state with the history append and the publication, decided entirely by the
-//! gateway's room rules. The user scripts implement single socket and directed messages.
+//! gateway's room rules. The user scripts implement single socket.
 
 use redis::Script;
 
@@ -9,7 +9,6 @@ pub struct Scripts {
     pub commit: Script,
     pub claim_user: Script,
     pub release_user: Script,
-    pub direct: Script,
 }
 
 impl Scripts {
@@ -18,7 +17,6 @@ impl Scripts {
             commit: Script::new(include_str!("lua/commit.lua")),
             claim_user: Script::new(include_str!("lua/claim_user.lua")),
             release_user: Script::new(include_str!("lua/release_user.lua")),
-            direct: Script::new(include_str!("lua/direct.lua")),
         }
     }
 }

@@ -39,6 +39,12 @@ struct RoomQueue {
     running: bool,
 }
 
+/// Most rooms one sweep of away deadlines returns.
+const MAX_DUE: usize = 100;
+
+/// Most bucket reads of one page of the room list.
+const LIST_STEPS: usize = 512;
+
 /// Most operations committed in one batch.
 const MAX_BATCH: usize = 128;
 
@@ -262,52 +268,95 @@ impl RoomBackend for RedisRooms {
         limit: usize,
     ) -> BoxFuture<'a, Result<RoomPage, StoreError>> {
         Box::pin(async move {
-            // Room keys are `P:r:{<room>}:st`; SCAN walks them in the server's order, and the
-            // cursor is SCAN's own. A page may hold fewer than `limit` names.
-            let head = format!("{}:r:{{", self.shared.prefix);
-            let mut conn = self.shared.conn.clone();
-            let mut cur: u64 = cursor.parse().unwrap_or(0);
+            // Each bucket has a set of its rooms; the cursor is `<bucket>:<SSCAN cursor>`. A
+            // page may hold fewer than `limit` names. A listed room whose keys expired is
+            // forgotten here.
+            let (mut b, mut cur) = cursor
+                .split_once(':')
+                .and_then(|(b, c)| Some((b.parse::<u16>().ok()?, c.parse::<u64>().ok()?)))
+                .unwrap_or((0, 0));
+            let sh = &self.shared;
+            let mut conn = sh.conn.clone();
             let mut names = Vec::new();
-            for _ in 0..64 {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            for _ in 0..LIST_STEPS {
+                if b >= crate::BUCKETS {
+                    break;
+                }
+                let key = sh.rooms_key(b);
+                let (next, found): (u64, Vec<String>) = redis::cmd("SSCAN")
+                    .arg(&key)
                     .arg(cur)
-                    .arg("MATCH")
-                    .arg(format!("{head}*}}:st"))
                     .arg("COUNT")
                     .arg(limit.max(10) * 4)
                     .query_async(&mut conn)
                     .await
                     .map_err(|_| StoreError::Unavailable)?;
-                names.extend(
-                    keys.iter()
-                        .filter_map(|k| k.strip_prefix(&head)?.strip_suffix("}:st"))
-                        .filter(|r| r.starts_with(prefix))
-                        .map(str::to_owned),
-                );
+                let found: Vec<String> = found
+                    .into_iter()
+                    .filter(|r| r.starts_with(prefix))
+                    .collect();
+                if !found.is_empty() {
+                    let mut pipe = redis::pipe();
+                    for r in &found {
+                        pipe.cmd("EXISTS").arg(sh.room_key(r, "st"));
+                    }
+                    let exists: Vec<bool> = pipe
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|_| StoreError::Unavailable)?;
+                    let (live, gone): (Vec<_>, Vec<_>) =
+                        found.into_iter().zip(exists).partition(|(_, e)| *e);
+                    if !gone.is_empty() {
+                        let gone: Vec<String> = gone.into_iter().map(|(r, _)| r).collect();
+                        let _: redis::RedisResult<i64> = redis::cmd("SREM")
+                            .arg(&key)
+                            .arg(gone)
+                            .query_async(&mut conn)
+                            .await;
+                    }
+                    names.extend(live.into_iter().map(|(r, _)| r));
+                }
                 cur = next;
-                if cur == 0 || names.len() >= limit {
+                if cur == 0 {
+                    b += 1;
+                }
+                if names.len() >= limit {
                     break;
                 }
             }
             names.sort();
-            let next = (cur != 0).then(|| cur.to_string());
+            let next = (b < crate::BUCKETS).then(|| format!("{b}:{cur}"));
             Ok((names, next))
         })
     }
 
     fn due(&self, now: u64) -> BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let mut conn = self.shared.conn.clone();
-            let due: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGEBYSCORE")
-                .arg(self.shared.away_key())
-                .arg("-inf")
-                .arg(now)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(100)
-                .query_async(&mut conn)
-                .await;
-            due.unwrap_or_default()
+            let groups = (0..crate::BUCKETS)
+                .map(|b| {
+                    let mut p = redis::pipe();
+                    p.cmd("ZRANGEBYSCORE")
+                        .arg(self.shared.away_key(b))
+                        .arg("-inf")
+                        .arg(now)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(MAX_DUE);
+                    p
+                })
+                .collect();
+            let mut due = Vec::new();
+            for v in self.shared.query_groups(groups).await.into_iter().flatten() {
+                for x in v {
+                    let rooms: Vec<String> = redis::from_redis_value(&x).unwrap_or_default();
+                    due.extend(rooms);
+                }
+                if due.len() >= MAX_DUE {
+                    break;
+                }
+            }
+            due.truncate(MAX_DUE);
+            due
         })
     }
 }

@@ -2,12 +2,12 @@
 //! used here. (Away members are expired by the gateway's sweep, through the room rules.)
 //!
 //! Also the node liveness sweep: every start of a node refreshes a lease with its heartbeat
-//! (`P:leases`, `<node_id>-<start>` by deadline on Redis's clock). A start whose lease passed
-//! died without draining (a crash, `kill -9`, a partition longer than the lease, or a restart
-//! under the same node id): any other node applies [`Op::NodeGone`] to every room in its room
-//! set (`P:n:{start}:rooms`, filled by the commits of its joins and resumes), so its members
-//! turn away through the room rules, can resume within the window and expire after it. The
-//! same task keeps the node's room gauges.
+//! (`P:{g}:leases`, `<node_id>-<start>` by deadline on Redis's clock). A start whose lease
+//! passed died without draining (a crash, `kill -9`, a partition longer than the lease, or a
+//! restart under the same node id): any other node applies [`Op::NodeGone`] to every room in
+//! its room sets (`P:{bN}:n:<start>`, one per bucket, filled by the commits of its joins and
+//! resumes), so its members turn away through the room rules, can resume within the window and
+//! expire after it. The same task keeps the node's room gauges.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,16 +25,56 @@ const LEASE_SWEEP: Duration = Duration::from_secs(1);
 const MAX_GONE_NODES: isize = 16;
 const MAX_ROOMS_PER_NODE: usize = 1000;
 
-/// Forgets a dead node's handled rooms, and the node once none is left, unless its lease was
-/// refreshed meanwhile (it came back). KEYS 1 leases, 2 the node's room set. ARGV 1 node,
-/// 2 now (ms, Redis's clock); then the handled rooms.
-const FORGET: &str = r"
+/// Forgets a dead node's handled rooms of one bucket, except those placed again after its
+/// lease passed (it came back). KEYS 1 the node's room set of the bucket. ARGV 1 the lease's
+/// deadline (ms); then the handled rooms. Returns the rooms left.
+const FORGET_ROOMS: &str = r"
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) <= tonumber(ARGV[1]) then redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return redis.call('ZCARD', KEYS[1])
+";
+
+/// Forgets a dead node once none of its rooms is left, unless its lease was refreshed
+/// meanwhile. KEYS 1 leases. ARGV 1 node, 2 now (ms, Redis's clock).
+const FORGET_NODE: &str = r"
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if s and tonumber(s) > tonumber(ARGV[2]) then return 0 end
-for i = 3, #ARGV do redis.call('SREM', KEYS[2], ARGV[i]) end
-if redis.call('SCARD', KEYS[2]) == 0 then redis.call('ZREM', KEYS[1], ARGV[1]) end
+redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 ";
+
+/// One pipeline per bucket, each from `f`.
+fn per_bucket(f: impl Fn(u16, &mut redis::Pipeline)) -> Vec<redis::Pipeline> {
+    (0..crate::BUCKETS)
+        .map(|b| {
+            let mut p = redis::pipe();
+            f(b, &mut p);
+            p
+        })
+        .collect()
+}
+
+/// Each bucket's rooms in `key_of(bucket)` (a sorted set); `None` when a read failed.
+async fn rooms_by_bucket(
+    store: &RedisRooms,
+    key_of: impl Fn(u16) -> String,
+) -> Option<Vec<Vec<String>>> {
+    let groups = per_bucket(|b, p| {
+        p.cmd("ZRANGE").arg(key_of(b)).arg(0).arg(-1);
+    });
+    store
+        .shared
+        .query_groups(groups)
+        .await
+        .into_iter()
+        .map(|v| {
+            let v = v?;
+            redis::from_redis_value(v.first()?).ok()
+        })
+        .collect()
+}
 
 /// Refreshes the TTL of the rooms with local members every 30 s until the node drains, and
 /// drops from this node's room set the rooms it has no member in any more.
@@ -50,44 +90,42 @@ pub(crate) async fn sweep_task(store: Arc<RedisRooms>) {
             _ = tick.tick() => {}
         }
         let ttl = (ctx.config.reconnection.window_secs * 2).max(3600);
-        let mine = store.shared.node_rooms_key(&ctx.lease);
-        let mut conn = store.shared.conn.clone();
-        // Read the set before the mirror: a room joined meanwhile is in the mirror.
-        let listed: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&mine)
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
+        let sh = &store.shared;
+        // Read the sets before the mirror: a room joined meanwhile is in the mirror.
+        let listed = rooms_by_bucket(&store, |b| sh.node_rooms_key(b, &ctx.lease)).await;
         let rooms = ctx.mirror.rooms();
-        let unused: Vec<&String> = listed
-            .iter()
-            .filter(|r| !rooms.iter().any(|l| &**l == r.as_str()))
-            .collect();
-        for chunk in unused.chunks(256) {
-            let _: redis::RedisResult<i64> = redis::cmd("SREM")
-                .arg(&mine)
-                .arg(chunk)
-                .query_async(&mut conn)
-                .await;
-        }
-        if !rooms.is_empty() {
-            let _: redis::RedisResult<i64> = redis::cmd("EXPIRE")
-                .arg(&mine)
-                .arg(ttl)
-                .query_async(&mut conn)
-                .await;
-        }
-        for chunk in rooms.chunks(256) {
-            let mut pipe = redis::pipe();
-            for r in chunk {
-                for part in ["st", "d", "s"] {
-                    pipe.cmd("EXPIRE")
-                        .arg(store.shared.room_key(r, part))
-                        .arg(ttl)
-                        .ignore();
+        let mut groups = Vec::new();
+        if let Some(listed) = listed {
+            for (b, listed) in (0u16..).zip(listed) {
+                if listed.is_empty() {
+                    continue;
                 }
+                let unused: Vec<&String> = listed
+                    .iter()
+                    .filter(|r| !rooms.iter().any(|l| &**l == r.as_str()))
+                    .collect();
+                let key = sh.node_rooms_key(b, &ctx.lease);
+                let mut p = redis::pipe();
+                for chunk in unused.chunks(256) {
+                    p.cmd("ZREM").arg(&key).arg(chunk);
+                }
+                p.cmd("EXPIRE").arg(&key).arg(ttl);
+                groups.push(p);
             }
-            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        }
+        // The keys of the rooms with local members, a pipeline per bucket.
+        let mut by_bucket: std::collections::BTreeMap<u16, redis::Pipeline> = Default::default();
+        for r in rooms.iter() {
+            let p = by_bucket
+                .entry(crate::bucket(r))
+                .or_insert_with(redis::pipe);
+            for part in ["st", "d", "s"] {
+                p.cmd("EXPIRE").arg(sh.room_key(r, part)).arg(ttl);
+            }
+        }
+        groups.extend(by_bucket.into_values());
+        for chunk in groups.chunks(64) {
+            let _ = sh.query_groups(chunk.to_vec()).await;
         }
     }
 }
@@ -113,7 +151,8 @@ pub(crate) async fn lease_task(store: Arc<RedisRooms>) {
     let Some(ctx) = store.shared.ctx.get().cloned() else {
         return;
     };
-    let forget = Script::new(FORGET);
+    let forget_rooms = Script::new(FORGET_ROOMS);
+    let forget_node = Script::new(FORGET_NODE);
     let me = ctx.lease.clone();
     let mut tick = tokio::time::interval(LEASE_SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,10 +187,11 @@ pub(crate) async fn lease_task(store: Arc<RedisRooms>) {
             }
             _ => {}
         }
-        let gone: Vec<String> = match redis::cmd("ZRANGEBYSCORE")
+        let gone: Vec<(String, f64)> = match redis::cmd("ZRANGEBYSCORE")
             .arg(sh.leases_key())
             .arg("-inf")
             .arg(now)
+            .arg("WITHSCORES")
             .arg("LIMIT")
             .arg(0)
             .arg(MAX_GONE_NODES)
@@ -161,39 +201,54 @@ pub(crate) async fn lease_task(store: Arc<RedisRooms>) {
             Ok(g) => g,
             Err(_) => continue,
         };
-        for node in gone.into_iter().filter(|n| **n != *me) {
-            let key = sh.node_rooms_key(&node);
-            let mut rooms: Vec<String> = match redis::cmd("SMEMBERS")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => continue,
+        for (node, deadline) in gone.into_iter().filter(|(n, _)| **n != *me) {
+            let Some(listed) = rooms_by_bucket(&store, |b| sh.node_rooms_key(b, &node)).await
+            else {
+                continue;
             };
-            rooms.truncate(MAX_ROOMS_PER_NODE);
             let op = Op::NodeGone {
                 node: node.clone(),
                 now: holdfast_gateway::auth::unix_now_ms(),
             };
-            let mut handled = Vec::with_capacity(rooms.len());
-            for room in rooms {
-                match store.apply_room(&room, &op).await {
-                    Ok(_) | Err(StoreError::Refused(_)) => handled.push(room),
-                    Err(_) => {}
+            let mut budget = MAX_ROOMS_PER_NODE;
+            let mut left = 0usize;
+            let mut turned = 0usize;
+            for (b, rooms) in (0u16..).zip(listed) {
+                if rooms.is_empty() {
+                    continue;
                 }
+                let take = rooms.len().min(budget);
+                budget -= take;
+                let mut handled = Vec::with_capacity(take);
+                for room in rooms.into_iter().take(take) {
+                    match store.apply_room(&room, &op).await {
+                        Ok(_) | Err(StoreError::Refused(_)) => handled.push(room),
+                        Err(_) => {}
+                    }
+                }
+                turned += handled.len();
+                let mut inv = forget_rooms.prepare_invoke();
+                inv.key(sh.node_rooms_key(b, &node)).arg(deadline as u64);
+                for r in &handled {
+                    inv.arg(r);
+                }
+                let remaining: redis::RedisResult<i64> = inv.invoke_async(&mut conn).await;
+                // Rooms not handled (failed, or past the budget) stay for the next sweep.
+                left += remaining.map_or(1, |n| n.max(0) as usize);
             }
             tracing::info!(
                 node,
-                rooms = handled.len(),
+                rooms = turned,
                 "a node's liveness lease passed; its members turned away"
             );
-            let mut inv = forget.prepare_invoke();
-            inv.key(sh.leases_key()).key(&key).arg(&node).arg(now);
-            for r in &handled {
-                inv.arg(r);
+            if left == 0 {
+                let _: redis::RedisResult<i64> = forget_node
+                    .key(sh.leases_key())
+                    .arg(&node)
+                    .arg(now)
+                    .invoke_async(&mut conn)
+                    .await;
             }
-            let _: redis::RedisResult<i64> = inv.invoke_async(&mut conn).await;
         }
     }
 }

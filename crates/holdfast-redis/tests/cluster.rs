@@ -253,8 +253,7 @@ async fn unreachable_redis_at_start_is_a_clear_error_after_retries() {
     let port = free_port();
     let started = std::time::Instant::now();
     let r = holdfast_redis::connect_with_retry(
-        &format!("redis://127.0.0.1:{port}/"),
-        "t",
+        &holdfast_redis::Options::new(&format!("redis://127.0.0.1:{port}/"), "t"),
         std::time::Duration::from_millis(700),
     )
     .await;
@@ -630,7 +629,7 @@ async fn a_node_whose_lease_lapsed_closes_its_room_sessions_so_they_resume() {
     let mut lease = None;
     for _ in 0..100 {
         let all: Vec<String> = redis::cmd("ZRANGE")
-            .arg("t:leases")
+            .arg("t:{g}:leases")
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
@@ -646,7 +645,7 @@ async fn a_node_whose_lease_lapsed_closes_its_room_sessions_so_they_resume() {
     // Seen alive at least once by the node's own sweep.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let _: () = redis::cmd("ZADD")
-        .arg("t:leases")
+        .arg("t:{g}:leases")
         .arg(1)
         .arg(&lease)
         .query_async(&mut conn)

@@ -1,5 +1,5 @@
-//! The room contract suite: every case runs on the memory backend and on a real Redis (two
-//! nodes), and must behave the same on both.
+//! The room contract suite: every case runs on the memory backend, on a real Redis (two
+//! nodes) and on a real 3-master Redis Cluster (two nodes), and must behave the same on all.
 #![allow(clippy::unwrap_used)]
 
 #[path = "contract/cases.rs"]
@@ -19,6 +19,12 @@ macro_rules! contract {
             $(#[tokio::test]
             async fn $name() {
                 super::cases::$name(super::harness::Backend::Redis).await
+            })*
+        }
+        mod redis_cluster {
+            $(#[tokio::test]
+            async fn $name() {
+                super::cases::$name(super::harness::Backend::RedisCluster).await
             })*
         }
     };

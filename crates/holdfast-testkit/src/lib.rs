@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 
 pub use client::{try_connect, Client, Ws};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
-pub use redis::Redis;
+pub use redis::{Redis, RedisCluster, RedisSentinel};
 pub use stub::{HttpStub, StubReply, StubRequest};
 
 /// The secret test gateways sign tokens with.

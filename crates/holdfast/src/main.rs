@@ -333,8 +333,20 @@ fn serve(mut cfg: Config) -> ExitCode {
             let url = cfg.broker.url.clone();
             let shown = holdfast_redis::redact_url(&url);
             let wait = Duration::from_secs(cfg.broker.connect_timeout_secs);
+            let mut opts = holdfast_redis::Options::new(&url, &cfg.broker.key_prefix);
+            if !cfg.broker.tls_ca_file.is_empty() {
+                match std::fs::read(&cfg.broker.tls_ca_file) {
+                    Ok(pem) => opts.tls.ca_pem = Some(pem),
+                    Err(e) => {
+                        return fail(&format!(
+                            "broker.tls_ca_file: cannot read {}: {e}",
+                            cfg.broker.tls_ca_file
+                        ))
+                    }
+                }
+            }
             let cluster = tokio::select! {
-                c = holdfast_redis::connect_with_retry(&url, &cfg.broker.key_prefix, wait) => c,
+                c = holdfast_redis::connect_with_retry(&opts, wait) => c,
                 _ = &mut shutdown => return ExitCode::SUCCESS,
             };
             let cluster = match cluster {

@@ -247,17 +247,69 @@ impl Config {
         }
         self.validate_auth()?;
         let url = &self.broker.url;
-        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
+        let schemes = [
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "rediss+cluster://",
+            "redis+sentinel://",
+            "rediss+sentinel://",
+        ];
+        if !(url.is_empty() || schemes.iter().any(|s| url.starts_with(s))) {
             return Err(ConfigError {
                 key: "broker.url",
-                message: "must start with redis:// (or be empty for the in-memory broker)".into(),
+                message: "must start with redis://, rediss:// (TLS), redis+cluster:// or \
+                          rediss+cluster:// (Redis Cluster seed nodes host:port,host:port), \
+                          redis+sentinel:// or rediss+sentinel:// (sentinels \
+                          host:port,host:port/<master name>), or be empty for the in-memory broker"
+                    .into(),
             });
         }
-        if self.broker.key_prefix.is_empty() || self.broker.key_prefix.contains(char::is_whitespace)
+        if url.contains("+cluster://") {
+            let hosts = url
+                .split_once("://")
+                .map(|(_, r)| r.rsplit_once('@').map_or(r, |(_, h)| h))
+                .and_then(|r| r.split(['/', '?']).next())
+                .unwrap_or("");
+            if hosts.split(',').all(|h| h.trim().is_empty()) {
+                return Err(ConfigError {
+                    key: "broker.url",
+                    message: "a cluster URL names at least one seed node host:port".into(),
+                });
+            }
+        }
+        if url.contains("+sentinel://") {
+            let rest = url.split_once("://").map_or("", |(_, r)| r);
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            let named = rest.split_once('/').is_some_and(|(hosts, master)| {
+                !hosts.trim().is_empty() && !master.split('/').next().unwrap_or("").is_empty()
+            });
+            if !named {
+                return Err(ConfigError {
+                    key: "broker.url",
+                    message: "a sentinel URL names the sentinels and the master: \
+                              redis+sentinel://host:port,host:port/<master name>"
+                        .into(),
+                });
+            }
+        }
+        if !self.broker.tls_ca_file.is_empty() && !url.starts_with("rediss") {
+            return Err(ConfigError {
+                key: "broker.tls_ca_file",
+                message: "only applies to a rediss://, rediss+cluster:// or rediss+sentinel:// \
+                          broker.url"
+                    .into(),
+            });
+        }
+        if self.broker.key_prefix.is_empty()
+            || self
+                .broker
+                .key_prefix
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
         {
             return Err(ConfigError {
                 key: "broker.key_prefix",
-                message: "must be non-empty without spaces".into(),
+                message: "must be non-empty without spaces or braces".into(),
             });
         }
         if self

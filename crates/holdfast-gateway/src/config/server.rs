@@ -80,8 +80,14 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// Redis URL (`redis://host:port/db`). Empty: the embedded in-memory broker (one node).
+    /// Redis URL. `redis://[user:pass@]host:port[/db]` for one instance, `rediss://...` for one
+    /// instance over TLS, `redis+cluster://[user:pass@]host:port,host:port` (or
+    /// `rediss+cluster://`) for a Redis Cluster given by one or more seed nodes. Empty: the
+    /// embedded in-memory broker (one node).
     pub url: String,
+    /// A PEM file of CA certificates to trust for `rediss://` besides the system's (a private
+    /// CA or a self-signed server certificate). Empty: the system's roots only.
+    pub tls_ca_file: String,
     /// Prefix of every Redis key and channel, so several clusters can share one Redis.
     pub key_prefix: String,
     /// How long `serve` keeps retrying an unreachable Redis at start before giving up.
@@ -92,6 +98,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             url: String::new(),
+            tls_ca_file: String::new(),
             key_prefix: "holdfast".into(),
             connect_timeout_secs: 60,
         }

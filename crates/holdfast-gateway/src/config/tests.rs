@@ -92,3 +92,37 @@ fn listen_proxies_and_tls_are_checked() {
     c.server.tls.cert = "/etc/cert.pem".into();
     assert_eq!(c.validate().expect_err("invalid").key, "server.tls");
 }
+
+#[test]
+fn broker_urls_for_one_redis_tls_and_a_cluster() {
+    let with = |url: &str, ca: &str, prefix: &str| {
+        let mut c = Config::default();
+        c.auth.hmac_secret = "a-secret-long-enough-for-the-test".into();
+        c.broker.url = url.into();
+        c.broker.tls_ca_file = ca.into();
+        c.broker.key_prefix = prefix.into();
+        c.validate().map_err(|e| e.key)
+    };
+    for ok in [
+        "redis://127.0.0.1:6379/0",
+        "rediss://redis.example:6380/",
+        "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+        "rediss+cluster://user:pw@10.0.0.1:7000/",
+        "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster",
+        "rediss+sentinel://:pw@10.0.0.1:26379/mymaster/0",
+    ] {
+        assert_eq!(with(ok, "", "holdfast"), Ok(()), "{ok}");
+    }
+    assert_eq!(with("rediss://h:1/", "/etc/ca.pem", "holdfast"), Ok(()));
+    assert_eq!(with("http://h:1", "", "holdfast"), Err("broker.url"));
+    assert_eq!(with("redis+cluster://", "", "holdfast"), Err("broker.url"));
+    assert_eq!(
+        with("redis+cluster://u:p@/0", "", "holdfast"),
+        Err("broker.url")
+    );
+    assert_eq!(
+        with("redis://h:1/", "/etc/ca.pem", "holdfast"),
+        Err("broker.tls_ca_file")
+    );
+    assert_eq!(with("redis://h:1/", "", "hf{x}"), Err("broker.key_prefix"));
+}

@@ -3,15 +3,19 @@
 -- emitted messages appended to the history and published, in one atomic step. No room rule
 -- lives here; frames arrive already serialised.
 --
+-- Every key is in the room's bucket (one hash tag), so on a Redis Cluster the script runs on
+-- the shard of the room's slot and the channel is a shard channel of that slot.
 -- KEYS 1 state hash (`v` version, `s` state, `r` run id of the Redis that wrote it), 2 dedupe
--- hash, 3 history stream, 4 away index; then the room sets of the nodes that place members in
--- the room with this commit (the room is added to each, so the node's liveness sweep finds it).
+-- hash, 3 history stream, 4 the bucket's away index, 5 the bucket's room set; then the
+-- bucket's room sets of the nodes that place members in the room with this commit (the room
+-- is added to each with the time of the placement, so the node's liveness sweep finds it).
 -- ARGV 1 expected version ('' when the room must not exist), 2 new version, 3 new state
 -- ('' drops the room), 4 key TTL (s), 5 history length, 6 channel, 7 room name,
 -- 8 next away deadline (ms, '' for none), 9 replay from, 10 replay to (0 for none), 11 epoch,
 -- 12 the presence note ('' for none; published with seq 0, never kept), 13 the run id the
 -- state was rebased for ('' when not rebased), 14 the seq the new epoch took over at,
--- 15 number of dedupe changes; then that many (player, window JSON or '' to delete) pairs;
+-- 15 the publish command (`PUBLISH`, or `SPUBLISH` on a cluster), 16 number of dedupe
+-- changes; then that many (player, window JSON or '' to delete) pairs;
 -- then the emitted messages as (seq, frame) pairs.
 --
 -- A state written by another run of Redis was restored from a snapshot, an append-only file
@@ -42,11 +46,11 @@ if to > 0 then
 end
 
 if ARGV[12] ~= '' then
-  redis.call('PUBLISH', ARGV[6], '0 ' .. ARGV[11] .. ' - ' .. ARGV[12])
+  redis.call(ARGV[15], ARGV[6], '0 ' .. ARGV[11] .. ' - ' .. ARGV[12])
 end
 
-local n = tonumber(ARGV[15])
-local i = 16
+local n = tonumber(ARGV[16])
+local i = 17
 for _ = 1, n do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[2], ARGV[i])
@@ -60,13 +64,14 @@ local cap = tonumber(ARGV[5])
 while i + 1 <= #ARGV do
   local seq, f = ARGV[i], ARGV[i + 1]
   redis.call('XADD', KEYS[3], 'MAXLEN', cap, seq .. '-1', 'f', f)
-  redis.call('PUBLISH', ARGV[6], seq .. ' ' .. ARGV[11] .. ' - ' .. f)
+  redis.call(ARGV[15], ARGV[6], seq .. ' ' .. ARGV[11] .. ' - ' .. f)
   i = i + 2
 end
 
 if ARGV[3] == '' then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   redis.call('ZREM', KEYS[4], ARGV[7])
+  redis.call('SREM', KEYS[5], ARGV[7])
   return out
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'r', run)
@@ -77,8 +82,13 @@ if ARGV[8] == '' then
 else
   redis.call('ZADD', KEYS[4], tonumber(ARGV[8]), ARGV[7])
 end
-for k = 5, #KEYS do
-  redis.call('SADD', KEYS[k], ARGV[7])
-  redis.call('EXPIRE', KEYS[k], ttl)
+redis.call('SADD', KEYS[5], ARGV[7])
+if #KEYS > 5 then
+  local t = redis.call('TIME')
+  local placed = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for k = 6, #KEYS do
+    redis.call('ZADD', KEYS[k], placed, ARGV[7])
+    redis.call('EXPIRE', KEYS[k], ttl)
+  end
 end
 return out

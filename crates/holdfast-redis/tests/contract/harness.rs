@@ -13,7 +13,7 @@ use holdfast_gateway::room::{Membership, Resume, RoomService};
 use holdfast_gateway::store::{MemoryRooms, RoomBackend, StoreContext};
 use holdfast_gateway::Config;
 use holdfast_protocol::{CloseCode, ErrorCode};
-use holdfast_testkit::Redis;
+use holdfast_testkit::{Redis, RedisCluster};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Backend {
     Memory,
     Redis,
+    /// A 3-master Redis Cluster, two nodes on it.
+    RedisCluster,
 }
 
 /// One or two nodes over one backend.
@@ -30,7 +32,7 @@ pub struct Env {
     metrics: Arc<Metrics>,
     next: AtomicU64,
     shutdown: CancellationToken,
-    _redis: Option<Redis>,
+    _redis: Option<Box<dyn std::any::Any + Send + Sync>>,
     pub config: Config,
 }
 
@@ -64,17 +66,24 @@ impl Env {
                 let b: Arc<dyn RoomBackend> = Arc::new(MemoryRooms::new());
                 (vec![RoomService::new(b, ctx(0))], None)
             }
-            Backend::Redis => {
-                let redis = Redis::start();
+            Backend::Redis | Backend::RedisCluster => {
+                let (url, server): (String, Box<dyn std::any::Any + Send + Sync>) =
+                    if backend == Backend::Redis {
+                        let redis = Redis::start();
+                        (redis.url(), Box::new(redis))
+                    } else {
+                        let cluster = RedisCluster::start(3);
+                        (cluster.url(), Box::new(cluster))
+                    };
                 let mut nodes = Vec::new();
                 for i in 0..2 {
-                    let c = holdfast_redis::connect(&redis.url(), "hf").await.unwrap();
+                    let c = holdfast_redis::connect(&url, "hf").await.unwrap();
                     let b: Arc<dyn RoomBackend> = c.store;
                     nodes.push(RoomService::new(b, ctx(i)));
                 }
                 // The pub/sub connections come up in the background.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                (nodes, Some(redis))
+                (nodes, Some(server))
             }
         };
         // Presence changes go out on a timer, as the gateway's presence loop does.
