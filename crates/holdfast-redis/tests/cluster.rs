@@ -758,7 +758,16 @@ async fn nodes_racing_on_a_restored_room_start_one_new_epoch() {
         |raw: Option<String>| -> serde_json::Value { serde_json::from_str(&raw.unwrap()).unwrap() };
     let mut before = Vec::new();
     for r in &rooms {
-        let key = format!("t:r:{{{r}}}:st");
+        // The room's state key, wherever its bucket put it.
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("t:*:r:{r}:st"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let [key] = keys.as_slice() else {
+            panic!("one state key for {r}: {keys:?}")
+        };
+        let key = key.clone();
         let s: Option<String> = redis::cmd("HGET")
             .arg(&key)
             .arg("s")
@@ -799,7 +808,16 @@ async fn nodes_racing_on_a_restored_room_start_one_new_epoch() {
         .unwrap();
     let mut seen = Vec::new();
     for (r, (seq0, epoch0)) in rooms.iter().zip(&before) {
-        let key = format!("t:r:{{{r}}}:st");
+        // The room's state key, wherever its bucket put it.
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("t:*:r:{r}:st"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let [key] = keys.as_slice() else {
+            panic!("one state key for {r}: {keys:?}")
+        };
+        let key = key.clone();
         let mut s = serde_json::Value::Null;
         for _ in 0..200 {
             let raw: Option<String> = redis::cmd("HGET")

@@ -455,7 +455,13 @@ impl RedisSentinel {
         } else {
             self.data_ports[0]
         };
-        let r = cli(self.sentinel_port, &["sentinel", "failover", "mymaster"]);
+        // The sentinel may not yet rate the replica fit to promote (it refreshes what it knows
+        // of the replica every few seconds): ask again while it says so.
+        let mut r = String::new();
+        wait_for("a replica the sentinel can promote", || {
+            r = cli(self.sentinel_port, &["sentinel", "failover", "mymaster"]);
+            !r.contains("NOGOODSLAVE")
+        });
         assert!(r.contains("OK"), "SENTINEL FAILOVER: {r}");
         wait_for("the failover", || {
             self.master_port() == new
