@@ -30,6 +30,53 @@ pub struct RedisBroker {
     shared: Arc<Shared>,
 }
 
+/// Claims `user` for `session` of node `from` at `at` (ms, Redis's clock) with the fenced
+/// ownership script, and remembers the claim's time for the session unless a newer session
+/// owns the user. Returns the script's answer (see `lua/claim_user.lua`).
+pub(crate) async fn claim(
+    shared: &Shared,
+    from: &str,
+    user: &str,
+    session: &str,
+    at: u64,
+) -> Option<i64> {
+    let mut conn = shared.conn.clone();
+    let r: redis::RedisResult<i64> = shared
+        .scripts
+        .claim_user
+        .key(shared.user_key(user))
+        .arg(from)
+        .arg(session)
+        .arg(shared.node_channel_prefix())
+        .arg(user)
+        .arg(at)
+        .arg(shared.redis_now_ms() + crate::RESPONSE_TIMEOUT_MS)
+        .invoke_async(&mut conn)
+        .await;
+    if !matches!(r, Ok(-2)) {
+        // Applied, or not known to be (a timeout, a late arrival): the session is live here
+        // and its claim time is what a later check compares ownership records with.
+        shared
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session.to_owned(), at);
+    }
+    match r {
+        Ok(-1) => tracing::warn!(
+            user,
+            "user ownership claim reached Redis too late; not applied"
+        ),
+        Ok(-2) => tracing::info!(user, "a newer session owns the user; this one is replaced"),
+        Ok(_) => {}
+        Err(ref e) => {
+            shared.metrics.errors.inc();
+            tracing::warn!(error = %e, "could not record user ownership in Redis");
+        }
+    }
+    r.ok()
+}
+
 impl RedisBroker {
     pub(crate) fn new(shared: Arc<Shared>) -> RedisBroker {
         RedisBroker { shared }
@@ -74,40 +121,19 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let shared = &self.shared;
-            let mut conn = shared.conn.clone();
             // On Redis's clock, so claims from different nodes compare.
             let at = shared.redis_now_ms();
-            let r: redis::RedisResult<i64> = shared
-                .scripts
-                .claim_user
-                .key(shared.user_key(user))
-                .arg(from)
-                .arg(session)
-                .arg(shared.node_channel_prefix())
-                .arg(user)
-                .arg(at)
-                .arg(at + crate::RESPONSE_TIMEOUT_MS)
-                .invoke_async(&mut conn)
-                .await;
-            match r {
-                Ok(-1) => tracing::warn!(
-                    user,
-                    "user ownership claim reached Redis too late; not applied"
-                ),
-                Ok(-2) => {
-                    tracing::info!(user, "a newer session owns the user; this one is replaced")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    shared.metrics.errors.inc();
-                    tracing::warn!(error = %e, "could not record user ownership in Redis");
-                }
-            }
+            claim(shared, from, user, session, at).await;
         })
     }
 
     fn release_user(&self, _from: &str, user: &str, session: &str) {
         let shared = self.shared.clone();
+        shared
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(session);
         let (user, session) = (user.to_owned(), session.to_owned());
         tokio::spawn(async move {
             let mut conn = shared.conn.clone();

@@ -205,6 +205,11 @@ pub(crate) struct Shared {
     pub sub_rx: Mutex<Option<mpsc::Receiver<SubCmd>>>,
     /// Redis metrics.
     pub metrics: RedisMetrics,
+    /// session id → its ownership claim's time (ms, on Redis's clock), for this node's live
+    /// sessions that claimed their user (bounded by them: removed at release). After a pub/sub
+    /// reconnect an ownership record older than a local session's claim (Redis came back
+    /// with older data) is claimed again instead of closing the newer session.
+    pub claimed: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Rooms are spread over this many buckets; each bucket is one hash tag, so on a Redis Cluster
@@ -375,6 +380,7 @@ pub async fn connect_with(opts: &Options) -> Result<Cluster, redis::RedisError> 
         sub_tx,
         sub_rx: Mutex::new(Some(sub_rx)),
         metrics: RedisMetrics::new(),
+        claimed: Mutex::default(),
     });
     shared.check_commands().await;
     Ok(Cluster {

@@ -153,25 +153,66 @@ impl RedisRooms {
             return;
         };
         let sessions = sink.sessions();
+        let Some(node_id) = self.shared.ctx.get().map(|c| c.node_id.clone()) else {
+            return;
+        };
         for chunk in sessions.chunks(512) {
             // One group per user: on a cluster each user's key has its own hash tag.
             let groups = chunk
                 .iter()
                 .map(|(user, _)| {
                     let mut p = redis::pipe();
-                    p.cmd("HGET").arg(self.shared.user_key(user)).arg("s");
+                    p.cmd("HMGET")
+                        .arg(self.shared.user_key(user))
+                        .arg("s")
+                        .arg("t");
                     p
                 })
                 .collect();
             let owners = self.shared.query_groups(groups).await;
             for ((user, session), owner) in chunk.iter().zip(owners) {
+                // Not answered: nothing is known; the next reconnect checks again.
                 let Some(owner) = owner else { continue };
-                let owner: Option<String> = owner
+                let fields: Vec<Option<String>> = owner
                     .first()
                     .and_then(|v| redis::from_redis_value(v).ok())
-                    .flatten();
-                if owner.is_some_and(|o| *o != **session) {
-                    sink.close_user(user, Some(session), CloseCode::Replaced);
+                    .unwrap_or_default();
+                let owner = fields.first().cloned().flatten();
+                let owner_at = fields
+                    .get(1)
+                    .cloned()
+                    .flatten()
+                    .and_then(|t| t.parse::<u64>().ok());
+                if owner.as_deref() == Some(&**session) {
+                    continue;
+                }
+                let ours = self
+                    .shared
+                    .claimed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&**session)
+                    .copied();
+                match (owner, ours) {
+                    // The record names an older claim than this live session's, or none: Redis
+                    // came back with older data (or lost the record). The session is the newest
+                    // this node knows of; claim again with its own claim time (the script
+                    // still lets a newer claim from elsewhere win).
+                    (None, Some(at)) => {
+                        crate::broker::claim(&self.shared, &node_id, user, session, at).await;
+                    }
+                    (Some(_), Some(at)) if owner_at.is_some_and(|t| t < at) => {
+                        tracing::info!(
+                            user = %user,
+                            "the user's ownership record is older than its live session here \
+                             (Redis came back with older data); claiming it again"
+                        );
+                        crate::broker::claim(&self.shared, &node_id, user, session, at).await;
+                    }
+                    (Some(_), _) => {
+                        sink.close_user(user, Some(session), CloseCode::Replaced);
+                    }
+                    (None, None) => {}
                 }
             }
         }

@@ -841,3 +841,79 @@ async fn nodes_racing_on_a_restored_room_start_one_new_epoch() {
         "the new epoch starts where the restored stream ended, once: {rebased_twice:?}"
     );
 }
+
+/// Redis came back with an ownership record older than a live session's claim (restored from
+/// a snapshot taken before the user moved here): after the pub/sub reconnect, the node claims
+/// the user again for its session instead of closing it with 4000, a code that tells the
+/// client never to reconnect. Found by the chaos suite (`redis-old-snapshot-after-reconnect`).
+#[tokio::test]
+async fn a_restored_older_ownership_record_does_not_close_the_newer_session() {
+    let redis = Redis::start();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut u, welcome) = Client::connect(n0.local_addr(), "u").await;
+    let session = welcome["session_id"].as_str().unwrap().to_owned();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (secs, _): (String, String) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let earlier = secs.parse::<u64>().unwrap() * 1000 - 60_000;
+    // As restored: the user's session of a minute ago, on another node.
+    let _: () = redis::cmd("HSET")
+        .arg("t:u:{u}")
+        .arg("n")
+        .arg("n9")
+        .arg("s")
+        .arg("n9-x-1")
+        .arg("t")
+        .arg(earlier)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The node's pub/sub connection drops and comes back, as after a Redis restart.
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let owned = eventually(|| {
+        let client = client.clone();
+        let session = session.clone();
+        async move {
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let owner: Option<String> = redis::cmd("HGET")
+                .arg("t:u:{u}")
+                .arg("s")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            owner.as_deref() == Some(session.as_str())
+        }
+    })
+    .await;
+    assert!(owned, "the live session owns the user again");
+    u.send(json!({"type":"ping","id":"still-here"})).await;
+    assert_eq!(u.until("pong").await["id"], "still-here");
+
+    // A record newer than the session still closes it (a kick that was lost).
+    let later = secs.parse::<u64>().unwrap() * 1000 + 60_000;
+    let _: () = redis::cmd("HSET")
+        .arg("t:u:{u}")
+        .arg("n")
+        .arg("n9")
+        .arg("s")
+        .arg("n9-x-2")
+        .arg("t")
+        .arg(later)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(u.expect_close().await, 4000);
+}

@@ -341,13 +341,6 @@ async def user_race(h, d):
     await asyncio.sleep(max(0.0, d - 1))
 
 
-OWNERSHIP_RESTORED = (
-    "Redis back from a snapshot older than a user's current session: after the pub/sub "
-    "reconnect the node closes every local session that the (restored, older) ownership "
-    "record does not name, with 4000"
-)
-
-
 SCENARIOS = [
     Scenario("baseline", baseline),
     Scenario("rolling-sigterm", rolling_sigterm),
@@ -355,9 +348,8 @@ SCENARIOS = [
     Scenario("kill9-random-id", kill9, fixed_ids=False),
     Scenario("redis-restart-empty", redis_restart),
     Scenario("redis-old-snapshot", redis_old_snapshot),
-    Scenario("redis-old-snapshot-after-reconnect", redis_old_snapshot_after_reconnect,
-             known_bug=OWNERSHIP_RESTORED),
-    Scenario("redis-two-old-snapshots", redis_two_old_snapshots, known_bug=OWNERSHIP_RESTORED),
+    Scenario("redis-old-snapshot-after-reconnect", redis_old_snapshot_after_reconnect),
+    Scenario("redis-two-old-snapshots", redis_two_old_snapshots),
     Scenario("redis-client-pause", redis_client_pause),
     Scenario("redis-debug-sleep", redis_debug_sleep),
     Scenario("partition-blackhole", partition),
