@@ -1,11 +1,12 @@
 """Real processes on 127.0.0.1: redis-server and `holdfast serve`, and the topologies that wire
 them (each node reaches Redis through its own fault proxy).
 
-A topology is chosen per scenario by name (`Topology.create`). Only `single` (one Redis) is
-implemented; `sentinel` and `cluster` are the hooks for Sentinel failover and Redis Cluster
-shard restarts: they must provide `start()`, `stop()`, `broker_url(proxy)`, `redis_ports()`
-and `proxy_targets()` (one upstream per node proxy, or several proxies per node for a
-cluster), and scenarios then drive them through the same `Harness`.
+A topology is chosen per scenario by name (`Topology.create`): `single` (one Redis, each node
+through its own fault proxy), `sentinel` (a master, a replica and a sentinel; nodes find the
+master through the sentinel) and `cluster` (a 3-master Redis Cluster; nodes follow the
+cluster's redirections). With `sentinel` and `cluster` the nodes reach Redis directly (the
+addresses come from Redis itself), so their faults are Redis's own: a failover, a shard
+master restarted without its data.
 """
 
 import asyncio
@@ -198,10 +199,10 @@ class Topology:
     def create(name: str, workdir: str) -> "Topology":
         if name == "single":
             return SingleRedis(workdir)
-        if name in ("sentinel", "cluster"):
-            raise NotImplementedError(
-                f"topology {name!r}: to be added with the broker's Sentinel/Cluster support"
-            )
+        if name == "sentinel":
+            return SentinelRedis(workdir)
+        if name == "cluster":
+            return ClusterRedis(workdir)
         raise ValueError(f"unknown topology {name!r}")
 
     async def start(self) -> None:
@@ -243,3 +244,177 @@ class SingleRedis(Topology):
 
     def history_port(self):
         return self.redis.port
+
+
+class ClusterMember(Redis):
+    """A Redis Cluster master: the same process with the cluster's settings and its own
+    `nodes.conf`, so a restart keeps its identity and slots (and, without persistence, loses
+    its data)."""
+
+    def __init__(self, workdir: str, name: str):
+        super().__init__(workdir, name)
+        self.bus_port = free_port()
+
+    def spawn(self) -> None:
+        log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--appendonly", "no",
+                "--protected-mode", "no", "--cluster-enabled", "yes",
+                "--cluster-node-timeout", "2000", "--cluster-port", str(self.bus_port),
+                "--cluster-config-file", "nodes.conf",
+            ],
+            stdout=log, stderr=log, preexec_fn=_die_with_parent,
+        )
+
+
+class ClusterRedis(Topology):
+    """Three masters, no replicas, created with `redis-cli --cluster create`."""
+
+    name = "cluster"
+
+    def __init__(self, workdir: str):
+        self.members = [ClusterMember(workdir, f"shard{i}") for i in range(3)]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(m.start() for m in self.members))
+        out = subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *[f"127.0.0.1:{m.port}" for m in self.members],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create: {out.stdout}{out.stderr}")
+        await self.wait_ok()
+
+    async def wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ok = True
+            for m in self.members:
+                try:
+                    info = await resp(m.port, "CLUSTER", "INFO", timeout=1.0)
+                except (OSError, RuntimeError, asyncio.TimeoutError):
+                    info = ""
+                ok = ok and "cluster_state:ok" in (info or "")
+            if ok:
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not become ok")
+
+    async def shard_of(self, room: str) -> int:
+        """The index of the master holding `room`'s keys: rooms are in 256 buckets by FNV-1a of
+        the name, a bucket's keys under the hash tag `{bN}` (docs/OPERATIONS.md, key layout)."""
+        h = 0x811C9DC5
+        for b in room.encode():
+            h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+        slot = await resp(self.members[0].port, "CLUSTER", "KEYSLOT", "{b%d}" % (h % 256))
+        for i, m in enumerate(self.members):
+            if await resp(m.port, "CLUSTER", "COUNTKEYSINSLOT", slot) > 0:
+                return i
+        raise RuntimeError(f"no shard holds keys of room {room!r} (slot {slot})")
+
+    async def restart_shard(self, i: int) -> None:
+        """kill -9 of master `i`, started again with its identity and slots and no data."""
+        await self.members[i].restart()
+        await self.wait_ok()
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.kill()
+
+    def proxy_target(self, node_index: int) -> int:
+        return self.members[0].port
+
+    def broker_url(self, proxy: FaultProxy) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{m.port}" for m in self.members)
+
+
+class SentinelRedis(Topology):
+    """A master, its replica and one sentinel (quorum 1) watching `mymaster`."""
+
+    name = "sentinel"
+
+    def __init__(self, workdir: str):
+        self.master = Redis(workdir, "master")
+        self.replica = Redis(workdir, "replica")
+        self.dir = os.path.join(workdir, "sentinel")
+        os.makedirs(self.dir, exist_ok=True)
+        self.sentinel_port = free_port()
+        self.sentinel = None
+
+    async def start(self) -> None:
+        await self.master.start()
+        await self.replica.start()
+        await resp(self.replica.port, "REPLICAOF", "127.0.0.1", self.master.port)
+        await self._until("the replica in sync", self._in_sync)
+        conf = os.path.join(self.dir, "sentinel.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"port {self.sentinel_port}\nbind 127.0.0.1\nprotected-mode no\n"
+                f"dir {self.dir}\n"
+                f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1\n"
+                "sentinel down-after-milliseconds mymaster 2000\n"
+                "sentinel failover-timeout mymaster 10000\n"
+            )
+        log = open(os.path.join(self.dir, "sentinel.log"), "ab")
+        self.sentinel = subprocess.Popen(
+            ["redis-server", conf, "--sentinel"],
+            stdout=log, stderr=log, preexec_fn=_die_with_parent,
+        )
+        await self._until("the sentinel to know the replica", self._sentinel_sees_replica)
+
+    async def _in_sync(self) -> bool:
+        info = await resp(self.replica.port, "INFO", "replication")
+        return "master_link_status:up" in (info or "")
+
+    async def _sentinel_sees_replica(self) -> bool:
+        replicas = await resp(self.sentinel_port, "SENTINEL", "REPLICAS", "mymaster")
+        return bool(replicas)
+
+    async def _until(self, what: str, check, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if await check():
+                    return
+            except (OSError, RuntimeError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    async def master_port(self) -> int:
+        addr = await resp(self.sentinel_port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+        return int(addr[1]) if addr else 0
+
+    async def failover(self) -> None:
+        """`SENTINEL FAILOVER` (asked again while no replica is fit to promote yet), then waits
+        until the sentinel names the other server and it is a master."""
+        old = await self.master_port()
+        new = self.replica.port if old == self.master.port else self.master.port
+
+        async def asked() -> bool:
+            return await resp(self.sentinel_port, "SENTINEL", "FAILOVER", "mymaster") == "OK"
+
+        await self._until("the sentinel to accept the failover", asked)
+
+        async def moved() -> bool:
+            role = await resp(new, "ROLE")
+            return await self.master_port() == new and bool(role) and role[0] == "master"
+
+        await self._until("the failover", moved)
+
+    def stop(self) -> None:
+        if self.sentinel and self.sentinel.poll() is None:
+            self.sentinel.kill()
+            self.sentinel.wait()
+        self.master.kill()
+        self.replica.kill()
+
+    def proxy_target(self, node_index: int) -> int:
+        return self.master.port
+
+    def broker_url(self, proxy: FaultProxy) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/mymaster"

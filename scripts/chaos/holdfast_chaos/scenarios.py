@@ -341,6 +341,28 @@ async def user_race(h, d):
     await asyncio.sleep(max(0.0, d - 1))
 
 
+async def sentinel_failover(h, d):
+    """The sentinel promotes the replica; the nodes follow it (asynchronous replication: what
+    the replica had not received comes back as an exact `rolled_back`)."""
+    await asyncio.sleep(d * 0.3)
+    await h.topology.failover()
+    h.heal()  # recovery: from the failover's end
+    await asyncio.sleep(d * 0.6)
+
+
+async def cluster_shard_restart(h, d):
+    """One of three shard masters is killed and comes back without its data (same identity
+    and slots): rooms on it lose their stream, rooms on the other shards carry on."""
+    await asyncio.sleep(d * 0.3)
+    # The shard of one of the workload's rooms, so that a room does lose its stream.
+    room = sorted({rs.room for c in h.clients for rs in c.rooms.values()})[0]
+    shard = await h.topology.shard_of(room)
+    h.info.append(f"restarted shard {shard} (room {room})")
+    await h.topology.restart_shard(shard)
+    h.heal()
+    await asyncio.sleep(d * 0.6)
+
+
 SCENARIOS = [
     Scenario("baseline", baseline),
     Scenario("rolling-sigterm", rolling_sigterm),
@@ -358,7 +380,6 @@ SCENARIOS = [
     Scenario("proxy-delay", proxy_delay),
     Scenario("late-claim", late_claim),
     Scenario("user-race", user_race),
-    # Hooks, once the broker speaks Sentinel and Redis Cluster:
-    # Scenario("sentinel-failover", sentinel_failover, topology="sentinel"),
-    # Scenario("cluster-shard-restart", cluster_shard_restart, topology="cluster"),
+    Scenario("sentinel-failover", sentinel_failover, topology="sentinel"),
+    Scenario("cluster-shard-restart", cluster_shard_restart, topology="cluster"),
 ]
