@@ -11,6 +11,7 @@ master restarted without its data.
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,9 +35,18 @@ def _die_with_parent() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768 and up): a port the kernel handed out
+    would be free now but could be taken by one of the many outgoing connections before the
+    process that is to listen on it starts (or restarts, after a kill)."""
+    for _ in range(1000):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 class Redis:

@@ -89,7 +89,9 @@ async def redis_two_old_snapshots(h, d):
     await asyncio.sleep(max(d * 0.3, 2.5))
     await r.restart(s2)
     h.heal()
-    await asyncio.sleep(d * 0.3)
+    # Long enough after the fault for every client to resume or rejoin and see new events,
+    # however short the run.
+    await asyncio.sleep(max(d * 0.3, 2.5))
 
 
 async def redis_old_snapshot_after_reconnect(h, d):
@@ -104,7 +106,7 @@ async def redis_old_snapshot_after_reconnect(h, d):
     await h.nodes[1].start()
     await r.restart(rdb)
     h.heal()
-    await asyncio.sleep(d * 0.4)
+    await asyncio.sleep(max(d * 0.4, 2.5))
 
 
 async def redis_client_pause(h, d):
