@@ -365,6 +365,14 @@ async def cluster_shard_restart(h, d):
     await asyncio.sleep(d * 0.6)
 
 
+RESUME_AFTER_LEASE_LAPSE = (
+    "about one run in three: the restarted node finds its liveness lease missing from the "
+    "restored data and closes its sessions; one client's next resume is answered "
+    "`reconnection_token_invalid` in the current epoch and its rejoin never completes (the "
+    "client is not caught up when the run settles)"
+)
+
+
 SCENARIOS = [
     Scenario("baseline", baseline),
     Scenario("rolling-sigterm", rolling_sigterm),
@@ -372,7 +380,8 @@ SCENARIOS = [
     Scenario("kill9-random-id", kill9, fixed_ids=False),
     Scenario("redis-restart-empty", redis_restart),
     Scenario("redis-old-snapshot", redis_old_snapshot),
-    Scenario("redis-old-snapshot-after-reconnect", redis_old_snapshot_after_reconnect),
+    Scenario("redis-old-snapshot-after-reconnect", redis_old_snapshot_after_reconnect,
+             known_bug=RESUME_AFTER_LEASE_LAPSE),
     Scenario("redis-two-old-snapshots", redis_two_old_snapshots),
     Scenario("redis-client-pause", redis_client_pause),
     Scenario("redis-debug-sleep", redis_debug_sleep),
