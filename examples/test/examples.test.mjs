@@ -72,7 +72,9 @@ describe("examples/chat in headless Chromium", { timeout: 120_000 }, () => {
     // Bob's network fails; alice goes on; bob comes back and misses nothing.
     await bob.evaluate(() => window.chat.client.dropConnection());
     await bob.context().setOffline(true);
-    await alice.waitForSelector('#members li[data-user="bob"][data-status="away"]', { timeout: 20_000 });
+    // The gateway sees the drop from the close frame, or, when the emulated outage swallowed
+    // it, from the missed pong (ping every 10 s, pong deadline 20 s): up to 30 s.
+    await alice.waitForSelector('#members li[data-user="bob"][data-status="away"]', { timeout: 45_000 });
     for (const t of ["while you were away 1", "while you were away 2"]) {
       await alice.fill("#text", t);
       await alice.click("#say");
