@@ -367,9 +367,9 @@ async def cluster_shard_restart(h, d):
 
 RESUME_AFTER_LEASE_LAPSE = (
     "about one run in three: the restarted node finds its liveness lease missing from the "
-    "restored data and closes its sessions; one client's next resume is answered "
-    "`reconnection_token_invalid` in the current epoch and its rejoin never completes (the "
-    "client is not caught up when the run settles)"
+    "restored data and closes its sessions; one resume is then answered "
+    "`reconnection_token_invalid` (PROTOCOL.md promises `reconnection_failed` after a "
+    "rollback) and one client is not caught up when the run settles; nothing is lost silently"
 )
 
 
