@@ -506,17 +506,7 @@ async fn a_late_ownership_claim_never_evicts_a_newer_session() {
     // Redis's clock, so every claim n0 makes now is older).
     let (secs, _): (String, String) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
     let later = secs.parse::<u64>().unwrap() * 1000 + 60_000;
-    let _: () = redis::cmd("HSET")
-        .arg("t:u:{u}")
-        .arg("n")
-        .arg("n9")
-        .arg("s")
-        .arg("n9-x-1")
-        .arg("t")
-        .arg(later)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    set_owner(&mut conn, "n9-x-1", later).await;
     let (mut old, _) = Client::connect(n0.local_addr(), "u").await;
     assert_eq!(
         old.expect_close().await,
@@ -857,25 +847,9 @@ async fn a_restored_older_ownership_record_does_not_close_the_newer_session() {
     let (secs, _): (String, String) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
     let earlier = secs.parse::<u64>().unwrap() * 1000 - 60_000;
     // As restored: the user's session of a minute ago, on another node.
-    let _: () = redis::cmd("HSET")
-        .arg("t:u:{u}")
-        .arg("n")
-        .arg("n9")
-        .arg("s")
-        .arg("n9-x-1")
-        .arg("t")
-        .arg(earlier)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    set_owner(&mut conn, "n9-x-1", earlier).await;
     // The node's pub/sub connection drops and comes back, as after a Redis restart.
-    let _: () = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    drop_pubsub(&mut conn).await;
     let owned = eventually(|| {
         let client = client.clone();
         let session = session.clone();
@@ -897,23 +871,34 @@ async fn a_restored_older_ownership_record_does_not_close_the_newer_session() {
 
     // A record newer than the session still closes it (a kick that was lost).
     let later = secs.parse::<u64>().unwrap() * 1000 + 60_000;
+    set_owner(&mut conn, "n9-x-2", later).await;
+    drop_pubsub(&mut conn).await;
+    assert_eq!(u.expect_close().await, 4000);
+}
+
+/// Writes user `u`'s ownership record as if session `session` of node `n9` claimed it at `at`
+/// (ms, Redis's clock).
+async fn set_owner(conn: &mut redis::aio::MultiplexedConnection, session: &str, at: u64) {
     let _: () = redis::cmd("HSET")
         .arg("t:u:{u}")
         .arg("n")
         .arg("n9")
         .arg("s")
-        .arg("n9-x-2")
+        .arg(session)
         .arg("t")
-        .arg(later)
-        .query_async(&mut conn)
+        .arg(at)
+        .query_async(conn)
         .await
         .unwrap();
+}
+
+/// Drops every pub/sub connection, as a Redis restart does; the nodes reconnect.
+async fn drop_pubsub(conn: &mut redis::aio::MultiplexedConnection) {
     let _: () = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
         .arg("pubsub")
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .unwrap();
-    assert_eq!(u.expect_close().await, 4000);
 }

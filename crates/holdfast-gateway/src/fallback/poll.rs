@@ -166,20 +166,10 @@ pub async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let claims = match check_request(&node, q.token.as_deref(), &headers).await {
-        Ok(c) => c,
-        Err(r) => return refused(&node, r),
+    let fs = match owned_session(&node, &q, &headers).await {
+        Ok(fs) => fs,
+        Err(r) => return r,
     };
-    let Some(fs) = q
-        .session
-        .as_deref()
-        .and_then(|s| node.inner.fallback.get(s))
-    else {
-        return Refusal(StatusCode::NOT_FOUND, "unknown_session").into_response();
-    };
-    if *fs.user != *claims.sub {
-        return refused(&node, Refusal(StatusCode::UNAUTHORIZED, "auth_failed"));
-    }
     let limits = &node.config().limits;
     if let Err(r) = check_content_length(&headers, limits.max_message_bytes) {
         return r.into_response();
@@ -211,6 +201,31 @@ pub async fn send(
     StatusCode::ACCEPTED.into_response()
 }
 
+/// The fallback session a send or an end names, once the request's token is checked and
+/// names the session's user: 401 (with the auth log) for a bad token or another user's
+/// session, 404 for an unknown session.
+async fn owned_session(
+    node: &Node,
+    q: &PollQuery,
+    headers: &HeaderMap,
+) -> Result<std::sync::Arc<FallbackSession>, Response> {
+    let claims = check_request(node, q.token.as_deref(), headers)
+        .await
+        .map_err(|r| refused(node, r))?;
+    let fs = q
+        .session
+        .as_deref()
+        .and_then(|s| node.inner.fallback.get(s))
+        .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, "unknown_session").into_response())?;
+    if *fs.user != *claims.sub {
+        return Err(refused(
+            node,
+            Refusal(StatusCode::UNAUTHORIZED, "auth_failed"),
+        ));
+    }
+    Ok(fs)
+}
+
 /// `DELETE /sse?session=<id>` and `DELETE /poll?session=<id>`: the client ends its session at
 /// once, as a WebSocket client closing with 1000 does (its memberships turn away and may be
 /// resumed within the reconnection window). 204 when it ended, 404 when it did not exist.
@@ -219,20 +234,10 @@ pub async fn end(
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match check_request(&node, q.token.as_deref(), &headers).await {
-        Ok(c) => c,
-        Err(r) => return refused(&node, r),
+    let fs = match owned_session(&node, &q, &headers).await {
+        Ok(fs) => fs,
+        Err(r) => return r,
     };
-    let Some(fs) = q
-        .session
-        .as_deref()
-        .and_then(|s| node.inner.fallback.get(s))
-    else {
-        return Refusal(StatusCode::NOT_FOUND, "unknown_session").into_response();
-    };
-    if *fs.user != *claims.sub {
-        return refused(&node, Refusal(StatusCode::UNAUTHORIZED, "auth_failed"));
-    }
     fs.handle.close(CloseCode::Normal);
     StatusCode::NO_CONTENT.into_response()
 }
