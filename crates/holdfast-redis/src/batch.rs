@@ -98,6 +98,23 @@ impl RedisRooms {
         })
     }
 
+    /// The run id of the Redis holding `room` (on a cluster, the room's shard).
+    async fn current_run(&self, room: &str) -> Result<String, StoreError> {
+        let mut conn = self.shared.conn.clone();
+        let r: redis::RedisResult<(String, String, String)> = self
+            .shared
+            .scripts
+            .room_check
+            .key(self.shared.room_key(room, "st"))
+            .invoke_async(&mut conn)
+            .await;
+        r.map(|(_, _, run)| run).map_err(|e| {
+            self.shared.metrics.errors.inc();
+            tracing::warn!(error = %e, room, "reading Redis's run id failed");
+            StoreError::Unavailable
+        })
+    }
+
     /// One load → rules → commit attempt for a batch of operations on one room. On a conflict
     /// or a rebase nothing was applied: the caller retries the whole batch. `rebase_for`: the
     /// run id of the Redis that must see this room start a new epoch (see
@@ -243,7 +260,20 @@ impl RedisRooms {
                 .collect()
         };
         if !changed {
-            // Nothing changed (refusals, a repeated claim, a duplicate publish, a read).
+            // Nothing changed (refusals, a repeated claim, a duplicate publish, a read). A
+            // refusal may come from a state restored from older data that no commit has
+            // noticed yet (a resume whose token was issued after the snapshot): it is given
+            // only once the state is known to be this Redis run's; otherwise the batch goes
+            // again on a new epoch, as a commit would have made it.
+            let refused = steps.iter().any(Result::is_err);
+            if refused && rebase_for.is_none() {
+                if let Some(written_by) = loaded.run.as_deref() {
+                    let run = self.current_run(room).await?;
+                    if !run.is_empty() && run != written_by {
+                        return Ok(Attempt::Rebase(run));
+                    }
+                }
+            }
             return Ok(Attempt::Done(finish(steps, &[])));
         }
         // The replay ranges of the batch's resumes, as far as the stream held them before.

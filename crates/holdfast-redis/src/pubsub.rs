@@ -17,13 +17,6 @@ use tokio::sync::mpsc;
 use crate::store::RedisRooms;
 use crate::SubCmd;
 
-/// A room's version and writer, and the run id of the Redis holding it. KEYS 1 state hash.
-const ROOM_CHECK: &str = r"
-local st = redis.call('HMGET', KEYS[1], 'v', 'r')
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
-return {st[1] or '', st[2] or '', run}
-";
-
 impl RedisRooms {
     /// Hands one pub/sub message (`seq epoch kick frame`) to the mirror.
     fn on_room_message(&self, room: &str, payload: &str) -> Next {
@@ -105,17 +98,19 @@ impl RedisRooms {
             return;
         };
         self.fence_sessions().await;
-        let check = redis::Script::new(ROOM_CHECK);
         for room in ctx.mirror.rooms() {
             let Some((epoch, delivered)) = ctx
                 .mirror
-                .with(&room, |v| (v.epoch().map(str::to_owned), v.delivered()))
+                .with(&room, |v| (v.epoch().map(str::to_owned), v.position()))
             else {
                 continue;
             };
             let mut conn = self.shared.conn.clone();
             // On a cluster, on the shard that holds the room (with that shard's run id).
-            let answer: redis::RedisResult<(String, String, String)> = check
+            let answer: redis::RedisResult<(String, String, String)> = self
+                .shared
+                .scripts
+                .room_check
                 .key(self.shared.room_key(&room, "st"))
                 .invoke_async(&mut conn)
                 .await;

@@ -479,6 +479,70 @@ async fn redis_back_with_older_data_starts_a_new_epoch_and_reports_the_rollback(
     }
 }
 
+/// Redis came back with older data and no commit has noticed it yet: a resume whose token was
+/// issued after the snapshot is refused with `reconnection_failed` (the membership's token was
+/// lost with the rollback: join again), never `reconnection_token_invalid`, even though the
+/// refusal itself changes nothing. Found by the chaos suite.
+#[tokio::test]
+async fn a_resume_refused_on_restored_data_says_the_membership_was_rolled_back() {
+    let mut redis = Redis::start_with_snapshots();
+    let n0 = node(&redis, config("n0")).await;
+    let (mut u, _) = Client::connect(n0.local_addr(), "u").await;
+    let j = u.join_room("r").await;
+    let e1 = j["epoch"].as_str().unwrap().to_owned();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+    // After the snapshot: the member resumes on a new connection (its token rotates), then
+    // goes away.
+    drop(u);
+    let (mut u2, _) = Client::connect(n0.local_addr(), "u").await;
+    u2.send(
+        json!({"type":"reconnect","room":"r","player_id":j["player_id"],
+        "token":j["reconnection_token"],"last_sequence":0,"epoch":e1}),
+    )
+    .await;
+    let r = u2.expect("reconnected").await;
+    let rotated = r["reconnection_token"].as_str().unwrap().to_owned();
+    drop(u2);
+    // Wait until the member is away in Redis (the session's end was committed).
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t:*:r:r:st")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let [key] = keys.as_slice() else {
+        panic!("one state key: {keys:?}")
+    };
+    let mut away = false;
+    for _ in 0..200 {
+        let s: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg("s")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_str(&s.unwrap()).unwrap();
+        if s["members"][0]["away_until"].is_u64() {
+            away = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(away, "the member went away");
+    redis.restart();
+    let (mut back, _) = Client::connect(n0.local_addr(), "u").await;
+    back.send(
+        json!({"type":"reconnect","room":"r","player_id":j["player_id"],
+        "token":rotated,"last_sequence":0,"epoch":e1}),
+    )
+    .await;
+    let f = back.until("reconnection_failed").await;
+    assert_eq!(f["code"], "reconnection_failed", "{f}");
+    let joined = back.join_room("r").await;
+    assert_ne!(joined["epoch"], e1, "the restored room went on in a new epoch");
+}
+
 /// A node restarted with the same `server.node_id` never hands out a session id it used
 /// before: rooms and kicks name sessions by id.
 #[tokio::test]

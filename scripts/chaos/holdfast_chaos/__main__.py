@@ -51,6 +51,7 @@ async def run_one(sc, args, root):
         await sc.fn(h, args.duration)
         if not await h.settle():
             h.info.append("settle timed out")
+            h.info.extend(f"waiting: {w}" for w in h.describe_waiting())
         await h.check_history()
         row = h.account(sc.name)
     except Exception as e:  # the scenario itself broke: report it as a failure

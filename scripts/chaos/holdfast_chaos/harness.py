@@ -84,6 +84,21 @@ class Harness:
             await asyncio.sleep(0.1)
         return False
 
+    def describe_waiting(self):
+        """Who holds the settle up, and where each of them stands (for the report)."""
+        out = []
+        for c in self.clients:
+            p = c.pending if c.publish_room and c.terminal is None else None
+            if self.caught_up(c) and p is None:
+                continue
+            rooms = ", ".join(
+                f"{rs.room}: in_room={rs.in_room} op={rs.op} epoch={rs.epoch} last={rs.last_seq}"
+                for rs in c.rooms.values())
+            out.append(f"{c.user} on node {c.node % len(self.nodes)} connected={c.ws is not None} "
+                       f"pending={p and (p['key'], p['tries'])} [{rooms}] "
+                       f"closes={c.closes} errors={c.stats['errors']}")
+        return out
+
     def caught_up(self, c):
         if c.terminal is not None:
             return True
@@ -203,6 +218,7 @@ class Harness:
             if led.heal_t is not None and c.terminal is None:
                 if first_after is None:
                     recovery.append(float("inf"))
+                    row["info"].append(f"nothing received after the fault: {c.user}")
                 else:
                     recovery.append(first_after - led.heal_t)
         if recovery:

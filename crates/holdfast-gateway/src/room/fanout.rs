@@ -103,6 +103,15 @@ impl LocalRoom {
         self.delivered
     }
 
+    /// Where this view stands in the stream: the last seq delivered here or, before the first
+    /// arrival since subscribing (or since the epoch changed), the earliest position a local
+    /// member was placed at. Whatever came after it and was missed (published while the
+    /// subscription was down) is fetched from there; with no local member, nothing is owed.
+    pub fn position(&self) -> Option<u64> {
+        self.delivered
+            .or_else(|| self.subs.iter().map(|s| s.after).min())
+    }
+
     /// Closes every local member (their stream was lost or has a hole): they resume and are
     /// told exactly what they missed.
     pub fn fail_all(&mut self) {
@@ -525,18 +534,29 @@ impl Mirror {
         }
     }
 
-    /// Queues `reply` to `session` once the message `seq` was delivered here (at once when it
-    /// was, or when `seq` is 0).
-    pub fn reply_at(&self, room: &str, seq: u64, session: &Arc<SessionHandle>, reply: Utf8Bytes) {
+    /// Queues `reply` to `session` once the message `at` (epoch, seq) was delivered here (at
+    /// once when it was, or when its seq is 0).
+    pub fn reply_at(
+        &self,
+        room: &str,
+        at: (&str, u64),
+        session: &Arc<SessionHandle>,
+        reply: Utf8Bytes,
+    ) {
+        let (epoch, seq) = at;
         if let Some(view) = self.get(room) {
             let mut v = lock(&view);
             // Already delivered here, or before this member's own position (its reply
-            // covered it): at once.
-            let placed_after = v
-                .subs
-                .iter()
-                .any(|s| Arc::ptr_eq(&s.session, session) && s.after >= seq);
-            if seq > 0 && !placed_after && v.delivered.is_none_or(|d| d < seq) {
+            // covered it): at once. Positions of another epoch than the view's are not
+            // comparable (the view has not seen the new epoch yet, after a rollback): the
+            // reply waits for the message itself, whose arrival moves the view to its epoch.
+            let same_epoch = v.epoch.as_deref() == Some(epoch);
+            let placed_after = same_epoch
+                && v.subs
+                    .iter()
+                    .any(|s| Arc::ptr_eq(&s.session, session) && s.after >= seq);
+            let delivered = same_epoch && v.delivered.is_some_and(|d| d >= seq);
+            if seq > 0 && !placed_after && !delivered {
                 v.acks.push((seq, session.clone(), reply));
                 return;
             }

@@ -265,7 +265,7 @@ impl RoomService {
         if duplicate {
             self.metrics.dedupe_hits.inc();
         }
-        self.ack_at(m, session, id, seq, Some(seq));
+        self.ack_at(m, session, id, (&a.epoch, seq), Some(seq));
         Ok(())
     }
 
@@ -309,14 +309,14 @@ impl RoomService {
         Ok(())
     }
 
-    /// Queues the `ack` of frame `id` once the room message `at` was delivered to `session`
-    /// (at once when `at` is 0).
+    /// Queues the `ack` of frame `id` once the room message `at` (epoch, seq) was delivered to
+    /// `session` (at once when its seq is 0).
     fn ack_at(
         &self,
         m: &Membership,
         session: &Arc<SessionHandle>,
         id: Option<String>,
-        at: u64,
+        at: (&str, u64),
         seq: Option<u64>,
     ) {
         if let Some(id) = id {
@@ -333,7 +333,7 @@ impl RoomService {
         a: &Applied,
     ) {
         let at = if a.emitted > 0 { a.seq } else { 0 };
-        self.ack_at(m, session, id, at, None);
+        self.ack_at(m, session, id, (&a.epoch, at), None);
     }
 
     /// The session ended: the member turns away for the reconnection window (or leaves when
@@ -531,7 +531,7 @@ impl RoomService {
         let Outcome::StateSet { seq } = a.outcome else {
             return Err(unexpected());
         };
-        self.ack_at(m, session, id, seq, Some(seq));
+        self.ack_at(m, session, id, (&a.epoch, seq), Some(seq));
         Ok(())
     }
 
