@@ -365,14 +365,6 @@ async def cluster_shard_restart(h, d):
     await asyncio.sleep(d * 0.6)
 
 
-RESUME_AFTER_LEASE_LAPSE = (
-    "about one run in three: the restarted node finds its liveness lease missing from the "
-    "restored data and closes its sessions; one resume is then answered "
-    "`reconnection_token_invalid` (PROTOCOL.md promises `reconnection_failed` after a "
-    "rollback) and one client is not caught up when the run settles; nothing is lost silently"
-)
-
-
 SCENARIOS = [
     Scenario("baseline", baseline),
     Scenario("rolling-sigterm", rolling_sigterm),
@@ -380,8 +372,7 @@ SCENARIOS = [
     Scenario("kill9-random-id", kill9, fixed_ids=False),
     Scenario("redis-restart-empty", redis_restart),
     Scenario("redis-old-snapshot", redis_old_snapshot),
-    Scenario("redis-old-snapshot-after-reconnect", redis_old_snapshot_after_reconnect,
-             known_bug=RESUME_AFTER_LEASE_LAPSE),
+    Scenario("redis-old-snapshot-after-reconnect", redis_old_snapshot_after_reconnect),
     Scenario("redis-two-old-snapshots", redis_two_old_snapshots),
     Scenario("redis-client-pause", redis_client_pause),
     Scenario("redis-debug-sleep", redis_debug_sleep),
