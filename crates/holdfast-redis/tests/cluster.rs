@@ -540,7 +540,10 @@ async fn a_resume_refused_on_restored_data_says_the_membership_was_rolled_back()
     let f = back.until("reconnection_failed").await;
     assert_eq!(f["code"], "reconnection_failed", "{f}");
     let joined = back.join_room("r").await;
-    assert_ne!(joined["epoch"], e1, "the restored room went on in a new epoch");
+    assert_ne!(
+        joined["epoch"], e1,
+        "the restored room went on in a new epoch"
+    );
 }
 
 /// A node restarted with the same `server.node_id` never hands out a session id it used
