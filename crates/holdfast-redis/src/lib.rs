@@ -76,6 +76,75 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The bound of each health `PING`.
 const PING_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Measurements of Redis's clock taken at start (see [`ClockSync`]).
+const CLOCK_SAMPLES_AT_START: usize = 5;
+/// Age past which the offset sample in use is replaced whatever its precision (clocks drift).
+const CLOCK_SAMPLE_MAX_AGE_US: i64 = 60_000_000;
+
+/// Redis's clock minus this host's, from the most precise recent `TIME` measurement. A sample
+/// replaces the one in use only with a round trip as short, or once that one is a minute old:
+/// a measurement delayed by a busy host would otherwise move the clock by half its delay, and
+/// claim times from two nodes would no longer order two connections of one user made a few
+/// milliseconds apart.
+#[derive(Debug, Default)]
+pub(crate) struct ClockSync {
+    /// Redis's clock minus this host's (µs).
+    offset_us: AtomicI64,
+    /// The sample in use: its round trip and when it was taken (µs, this host's clock).
+    best: Mutex<Option<(i64, i64)>>,
+}
+
+impl ClockSync {
+    /// Takes one measurement: Redis answered `redis_us` between `before` and `after` (this
+    /// host's clock, µs).
+    pub(crate) fn sample(&self, redis_us: i64, before: i64, after: i64) {
+        let rtt = after - before;
+        let mut best = self.best.lock().unwrap_or_else(|e| e.into_inner());
+        let replace = match *best {
+            None => true,
+            Some((b, at)) => rtt <= b || after - at > CLOCK_SAMPLE_MAX_AGE_US,
+        };
+        if replace {
+            *best = Some((rtt, after));
+            self.offset_us
+                .store(redis_us - (before + after) / 2, Ordering::Relaxed);
+        }
+    }
+
+    /// Redis's time (ms) when this host's clock reads `local_us`.
+    pub(crate) fn now_ms(&self, local_us: i64) -> u64 {
+        ((local_us + self.offset_us.load(Ordering::Relaxed)).max(0) / 1000) as u64
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::ClockSync;
+
+    #[test]
+    fn the_most_precise_recent_sample_sets_the_clock() {
+        let c = ClockSync::default();
+        // Redis 5 ms ahead; answered within 200 µs.
+        c.sample(1_000_005_100, 1_000_000_000, 1_000_000_200);
+        assert_eq!(c.now_ms(2_000_000_000), 2_000_005);
+        // A slow answer (a busy host: 80 ms) does not move it...
+        c.sample(1_001_005_000, 1_000_920_000, 1_001_000_000);
+        assert_eq!(c.now_ms(2_000_000_000), 2_000_005);
+        // ...a sample as precise does...
+        c.sample(1_002_007_100, 1_002_000_000, 1_002_000_200);
+        assert_eq!(c.now_ms(2_000_000_000), 2_000_007);
+        // ...and after a minute any sample does (the clocks may have drifted).
+        c.sample(1_070_009_000, 1_070_000_000, 1_070_010_000);
+        assert_eq!(c.now_ms(2_000_000_000), 2_000_004);
+    }
+}
+
+/// Now on this host's clock, in µs since the Unix epoch.
+fn unix_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
 
 /// The Redis side of one node.
 pub struct Cluster {
@@ -193,8 +262,8 @@ pub(crate) struct Shared {
     pub healthy: AtomicBool,
     /// Whether the command connection answered its last `PING`.
     pub commands_ok: AtomicBool,
-    /// Redis's clock minus this host's (ms), measured with `TIME`.
-    pub clock_offset_ms: AtomicI64,
+    /// Redis's clock as this node measured it with `TIME`.
+    clock: ClockSync,
     /// The node's context, set at attach.
     pub ctx: OnceLock<StoreContext>,
     /// The node, for kicks and directed messages, set at attach.
@@ -296,13 +365,12 @@ impl Shared {
     }
     /// Now on Redis's clock (ms), as last measured.
     pub fn redis_now_ms(&self) -> u64 {
-        let local = holdfast_gateway::auth::unix_now_ms() as i64;
-        (local + self.clock_offset_ms.load(Ordering::Relaxed)).max(0) as u64
+        self.clock.now_ms(unix_now_us())
     }
     /// Checks the command connection with a bounded `PING` and measures the clock offset.
     async fn check_commands(&self) {
         let mut conn = self.conn.clone();
-        let before = holdfast_gateway::auth::unix_now_ms() as i64;
+        let before = unix_now_us();
         let r = tokio::time::timeout(
             PING_TIMEOUT,
             redis::pipe()
@@ -312,13 +380,11 @@ impl Shared {
                 .query_async::<((String, String),)>(&mut conn),
         )
         .await;
-        let after = holdfast_gateway::auth::unix_now_ms() as i64;
+        let after = unix_now_us();
         let ok = match r {
             Ok(Ok(((secs, micros),))) => {
                 if let (Ok(s), Ok(us)) = (secs.parse::<i64>(), micros.parse::<i64>()) {
-                    let redis_ms = s * 1000 + us / 1000;
-                    self.clock_offset_ms
-                        .store(redis_ms - (before + after) / 2, Ordering::Relaxed);
+                    self.clock.sample(s * 1_000_000 + us, before, after);
                 }
                 true
             }
@@ -374,7 +440,7 @@ pub async fn connect_with(opts: &Options) -> Result<Cluster, redis::RedisError> 
         scripts: scripts::Scripts::new(),
         healthy: AtomicBool::new(false),
         commands_ok: AtomicBool::new(true),
-        clock_offset_ms: AtomicI64::new(0),
+        clock: ClockSync::default(),
         ctx: OnceLock::new(),
         sink: OnceLock::new(),
         sub_tx,
@@ -382,7 +448,10 @@ pub async fn connect_with(opts: &Options) -> Result<Cluster, redis::RedisError> 
         metrics: RedisMetrics::new(),
         claimed: Mutex::default(),
     });
-    shared.check_commands().await;
+    // A few samples, so the first claim times already rest on the most precise of them.
+    for _ in 0..CLOCK_SAMPLES_AT_START {
+        shared.check_commands().await;
+    }
     Ok(Cluster {
         broker: Arc::new(RedisBroker::new(shared.clone())),
         store: Arc::new(RedisRooms::new(shared)),
