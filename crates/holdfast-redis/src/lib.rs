@@ -54,7 +54,7 @@ mod scripts;
 mod store;
 mod sweep;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ pub(crate) struct ClockSync {
     offset_us: AtomicI64,
     /// The sample in use: its round trip and when it was taken (µs, this host's clock).
     best: Mutex<Option<(i64, i64)>>,
+    /// The latest time answered (ms): answers never go backwards.
+    issued: AtomicU64,
 }
 
 impl ClockSync {
@@ -111,9 +113,11 @@ impl ClockSync {
         }
     }
 
-    /// Redis's time (ms) when this host's clock reads `local_us`.
+    /// Redis's time (ms) when this host's clock reads `local_us`, never less than an earlier
+    /// answer (a better sample may move the offset back).
     pub(crate) fn now_ms(&self, local_us: i64) -> u64 {
-        ((local_us + self.offset_us.load(Ordering::Relaxed)).max(0) / 1000) as u64
+        let t = ((local_us + self.offset_us.load(Ordering::Relaxed)).max(0) / 1000) as u64;
+        self.issued.fetch_max(t, Ordering::AcqRel).max(t)
     }
 }
 
@@ -129,13 +133,17 @@ mod clock_tests {
         assert_eq!(c.now_ms(2_000_000_000), 2_000_005);
         // A slow answer (a busy host: 80 ms) does not move it...
         c.sample(1_001_005_000, 1_000_920_000, 1_001_000_000);
-        assert_eq!(c.now_ms(2_000_000_000), 2_000_005);
+        assert_eq!(c.now_ms(2_000_100_000), 2_000_105);
         // ...a sample as precise does...
         c.sample(1_002_007_100, 1_002_000_000, 1_002_000_200);
-        assert_eq!(c.now_ms(2_000_000_000), 2_000_007);
+        assert_eq!(c.now_ms(2_000_200_000), 2_000_207);
         // ...and after a minute any sample does (the clocks may have drifted).
         c.sample(1_070_009_000, 1_070_000_000, 1_070_010_000);
-        assert_eq!(c.now_ms(2_000_000_000), 2_000_004);
+        assert_eq!(c.now_ms(2_000_300_000), 2_000_304);
+        // An offset moved back never makes a later answer smaller than an earlier one.
+        c.sample(1_140_000_100, 1_140_000_000, 1_140_000_200);
+        assert_eq!(c.now_ms(2_000_300_500), 2_000_304);
+        assert_eq!(c.now_ms(2_000_310_000), 2_000_310);
     }
 }
 
@@ -363,7 +371,8 @@ impl Shared {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire) && self.commands_ok.load(Ordering::Acquire)
     }
-    /// Now on Redis's clock (ms), as last measured.
+    /// Now on Redis's clock (ms), as last measured; never less than an earlier answer, so a
+    /// better measurement cannot make a later claim of this node look older than an earlier one.
     pub fn redis_now_ms(&self) -> u64 {
         self.clock.now_ms(unix_now_us())
     }
