@@ -272,7 +272,7 @@ trait JoinExt {
 impl JoinExt for Client {
     async fn join_room(&mut self, room: &str) -> serde_json::Value {
         self.send(json!({"type":"join","room":room})).await;
-        self.expect("joined").await
+        self.expect_reply("joined").await
     }
 }
 

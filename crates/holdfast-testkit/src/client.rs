@@ -104,6 +104,18 @@ impl Client {
         v
     }
 
+    /// The next frame other than `presence` (flushed on the node's tick, so it may come
+    /// before a reply), which must have this `type`.
+    pub async fn expect_reply(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] != "presence" {
+                assert_eq!(v["type"], ty, "expected `{ty}`, got {v}");
+                return v;
+            }
+        }
+    }
+
     /// Skips frames until one of type `ty`.
     pub async fn until(&mut self, ty: &str) -> Value {
         for _ in 0..10_000 {
@@ -173,7 +185,7 @@ impl Client {
     /// Joins `room` and returns the `joined` frame.
     pub async fn join(&mut self, room: &str) -> Value {
         self.send(json!({"type":"join","room":room})).await;
-        self.expect("joined").await
+        self.expect_reply("joined").await
     }
 
     /// Closes with 1000.
