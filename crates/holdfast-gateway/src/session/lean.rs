@@ -768,6 +768,7 @@ mod tests {
     fn the_socket_is_small() {
         let size = std::mem::size_of::<LeanSocket<crate::upgrade::SessionIo>>();
         eprintln!("LeanSocket<SessionIo>: {size} B");
-        assert!(size <= 256, "{size} B");
+        // Measured at 128 bytes (376 with tungstenite's context inside).
+        assert!(size <= 160, "{size} B");
     }
 }
