@@ -7,9 +7,10 @@
 //! straight from it. Only what is left over is kept per connection, in a buffer allocated while
 //! it is not empty: the bytes of a frame not yet complete, the frames that followed the one a
 //! message was returned for, and the fragments of a message not yet complete. A frame whose
-//! rest is larger than the scratch buffer is read directly into that buffer, at most
-//! [`DIRECT_CHUNK`] bytes at a time, so nothing is allocated on the strength of a length field
-//! beyond that bound.
+//! rest is larger than the scratch buffer is read directly into that buffer, each read taking
+//! at most as many bytes as the frame already has there (at least [`SCRATCH`], at most
+//! [`DIRECT_CHUNK`]): the buffer grows with what arrived, never on the strength of a length
+//! field.
 //!
 //! Every check is made as early as the bytes allow: the reserved bits, the opcode, the mask
 //! bit, the fragmentation of control frames and the order of data frames on a frame's first
@@ -210,6 +211,11 @@ impl Reader {
     pub(crate) fn feed(&mut self, input: &mut [u8]) -> Result<Option<Message>, WsError> {
         if let Some(p) = self.pending.as_deref_mut() {
             if !p.unparsed().is_empty() {
+                // What was parsed goes first, so the buffer holds only what is not.
+                if p.start > 0 {
+                    p.buf.drain(..p.start);
+                    p.start = 0;
+                }
                 p.buf.extend_from_slice(input);
                 return self.next_buffered();
             }
@@ -264,8 +270,12 @@ impl Reader {
             p.buf.drain(..p.start);
             p.start = 0;
         }
+        // At most as much room as the frame's bytes already there (and at least the scratch
+        // buffer's size): what the connection holds grows with what arrived, not with what
+        // the length field announced.
         let old = p.buf.len();
-        p.buf.resize(old + need.min(DIRECT_CHUNK), 0);
+        let room = need.min(DIRECT_CHUNK).min(old.max(SCRATCH));
+        p.buf.resize(old + room, 0);
         let polled = read(p.buf.get_mut(old..).unwrap_or_default());
         let n = match &polled {
             std::task::Poll::Ready(Ok(n)) => *n,

@@ -258,3 +258,70 @@ fn close_codes_that_may_be_echoed() {
         assert!(!close_code_allowed(c), "{c}");
     }
 }
+
+#[test]
+fn a_stream_that_never_ends_on_a_frame_boundary_holds_only_the_unparsed_bytes() {
+    let mut reader = Reader::new(LIMITS, Vec::new());
+    let mut input = Vec::new();
+    for n in 0..2_000u32 {
+        input.extend(frame(0x81, n.to_string().as_bytes()));
+    }
+    let mut got = 0;
+    for piece in input.chunks(37) {
+        let mut piece = piece.to_vec();
+        let mut next = reader.feed(&mut piece);
+        while let Some(m) = next.unwrap() {
+            assert_eq!(m, Message::Text(got.to_string().into()));
+            got += 1;
+            next = reader.next_buffered();
+        }
+        assert!(reader.held() <= 128, "{} B held", reader.held());
+    }
+    assert_eq!(got, 2_000);
+}
+
+#[test]
+fn a_large_frame_grows_the_buffer_with_what_arrived() {
+    let limits = Limits {
+        max_message: 1 << 20,
+        max_frame: 1 << 20,
+    };
+    let mut reader = Reader::new(limits, Vec::new());
+    let payload: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+    let f = frame(0x82, &payload);
+    let mut head = f[..100].to_vec();
+    assert_eq!(reader.feed(&mut head).unwrap(), None);
+    let mut at = 100;
+    let mut got = None;
+    while got.is_none() {
+        let polled = reader.read_direct(|buf| {
+            let n = buf.len().min(1000).min(f.len() - at);
+            buf[..n].copy_from_slice(&f[at..at + n]);
+            std::task::Poll::Ready(Ok(n))
+        });
+        let n = match polled {
+            Some(std::task::Poll::Ready(Ok(n))) => n,
+            // The rest fits the scratch buffer: read as usual.
+            None => {
+                let n = (f.len() - at).min(1000);
+                let mut piece = f[at..at + n].to_vec();
+                got = reader.feed(&mut piece).unwrap();
+                n
+            }
+            other => panic!("{other:?}"),
+        };
+        at += n;
+        // Proportional to what arrived (the vector doubles its capacity), not to the 200 KB
+        // the length field announced.
+        assert!(
+            reader.held() <= 4 * at + 2 * SCRATCH,
+            "{} B for {at}",
+            reader.held()
+        );
+        if got.is_none() {
+            got = reader.next_buffered().unwrap();
+        }
+    }
+    assert_eq!(got, Some(Message::Binary(payload.into())));
+    assert_eq!(reader.held(), 0);
+}
