@@ -1,5 +1,5 @@
 //! The WebSocket read side of `/ws`: arbitrary bytes as a client's TCP stream (after the
-//! handshake), read by the gateway's own socket (the `/ws` settings, tungstenite's reader, the
+//! handshake), read by the gateway's own socket (the `/ws` settings, its own frame reader, the
 //! read-error close codes and the closing linger) through the conformance echo. The first byte
 //! sets the pipe's capacity, so frames arrive in pieces of every size. The session must not
 //! panic, and must end once the client's stream has ended.

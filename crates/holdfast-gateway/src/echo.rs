@@ -4,7 +4,7 @@
 //! It is not part of a node: no authentication, no rooms, no protocol. What it shares with
 //! `/ws` is everything below the session: the handshake ([`crate::upgrade`]), the WebSocket
 //! settings ([`crate::upgrade::websocket_config`], with only the size limits as parameters),
-//! the lean socket (tungstenite's read side and the gateway's own data-frame writer), the
+//! the lean socket (the gateway's own framing, reading and writing), the
 //! mapping of read errors to close codes (1002, 1007, 1009) and the closing sequence (close
 //! frame, then a bounded linger for the client's answer). Each text and binary message is sent
 //! back as it came; pings are answered by the socket.
@@ -85,7 +85,6 @@ async fn upgrade(State(limits): State<EchoLimits>, handshake: Handshake) -> Resp
     let config = websocket_config(limits.max_message_bytes, limits.max_write_bytes());
     handshake.accept(
         config,
-        limits.max_write_bytes(),
         |task| {
             tokio::spawn(task);
         },
@@ -102,7 +101,7 @@ pub async fn echo_stream<T: AsyncRead + AsyncWrite + Unpin>(
     limits: EchoLimits,
 ) {
     let config = websocket_config(limits.max_message_bytes, limits.max_write_bytes());
-    run(lean_socket(io, early, config, limits.max_write_bytes()).await).await;
+    run(lean_socket(io, early, config)).await;
 }
 
 async fn run<T: AsyncRead + AsyncWrite + Unpin>(mut ws: LeanSocket<T>) {

@@ -185,7 +185,6 @@ async fn ws_upgrade(
     // finish between the 101 response and the session being tracked.
     upgrade.accept(
         config,
-        max_write,
         move |task| {
             tracker.spawn(task);
         },

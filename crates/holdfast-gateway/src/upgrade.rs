@@ -21,10 +21,8 @@ use futures_util::FutureExt;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::WebSocketStream;
-use tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::session::{LeanIo, LeanSocket};
+use crate::session::{LeanSocket, SocketConfig};
 use crate::tls::MaybeTls;
 
 /// The stream a session runs on: the accepted connection itself, or (should hyper ever hand
@@ -108,8 +106,7 @@ impl Handshake {
     /// (the node's tracker), so the session is tracked from the moment the answer exists.
     pub(crate) fn accept<F, Fut>(
         self,
-        config: WebSocketConfig,
-        max_out: usize,
+        config: SocketConfig,
         spawn: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>),
         session: F,
         protocol: Option<&'static str>,
@@ -123,7 +120,7 @@ impl Handshake {
         // session. `then` keeps them in one enum, so the session task holds only the session's
         // state, not the upgrade's as well; the upgrade is boxed (and freed when it ends), so
         // the task's allocation is sized for the session, not for the larger upgrade state.
-        let task = Box::pin(socket(self.on_upgrade, config, max_out))
+        let task = Box::pin(socket(self.on_upgrade, config))
             .then(move |socket| OptionFuture::from(socket.map(session)))
             .map(|_| ());
         spawn(Box::pin(task));
@@ -147,56 +144,38 @@ impl Handshake {
 
 /// The WebSocket settings of every WebSocket server of the gateway (the `/ws` sessions, and the
 /// conformance echo server, which may only pass other limits): inbound messages and frames up
-/// to `max_message_bytes` (larger ones fail the read with a capacity error, closed with 1009),
-/// and at most `max_write_bytes` waiting to be written.
-pub(crate) fn websocket_config(
-    max_message_bytes: usize,
-    max_write_bytes: usize,
-) -> WebSocketConfig {
-    WebSocketConfig::default()
-        // Small: it is allocated for every connection, idle or not, and grows on demand for a
-        // larger frame. Client frames are mostly a few hundred bytes.
-        .read_buffer_size(512)
-        // tungstenite writes only control frames, straight through to the session's
-        // coalescing buffer (see `session::lean`), so it keeps no output buffer of its own.
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_write_bytes)
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
+/// to `max_message_bytes` (larger ones fail the read with [`crate::session`]'s size error,
+/// closed with 1009), and at most `max_write_bytes` waiting to be written. The socket holds no
+/// read or write buffer while idle (see `session::lean`), so there is no buffer size to set.
+pub(crate) fn websocket_config(max_message_bytes: usize, max_write_bytes: usize) -> SocketConfig {
+    SocketConfig {
+        max_message: max_message_bytes,
+        max_frame: max_message_bytes,
+        max_write: max_write_bytes,
+    }
 }
 
 /// A server WebSocket over `io`, once the handshake is answered: `early` holds the bytes the
-/// client sent past its request, already read by the HTTP layer.
-pub(crate) async fn lean_socket<T: AsyncRead + AsyncWrite + Unpin>(
+/// client sent past its request, already read by the HTTP layer (they are parsed first).
+pub(crate) fn lean_socket<T: AsyncRead + AsyncWrite + Unpin>(
     io: T,
     early: Vec<u8>,
-    config: WebSocketConfig,
-    max_out: usize,
+    config: SocketConfig,
 ) -> LeanSocket<T> {
-    let io = LeanIo::new(io, max_out);
-    let ws = if early.is_empty() {
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-    } else {
-        WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await
-    };
-    LeanSocket::new(ws)
+    LeanSocket::new(io, early, config)
 }
 
 /// The session's socket, once hyper hands over the connection.
-async fn socket(
-    on_upgrade: OnUpgrade,
-    config: WebSocketConfig,
-    max_out: usize,
-) -> Option<SessionSocket> {
+async fn socket(on_upgrade: OnUpgrade, config: SocketConfig) -> Option<SessionSocket> {
     let upgraded = on_upgrade.await.ok()?;
     let socket = match upgraded.downcast::<TokioIo<MaybeTls>>() {
         Ok(parts) => {
             let io = SessionIo::Direct(parts.io.into_inner());
-            lean_socket(io, parts.read_buf.to_vec(), config, max_out).await
+            lean_socket(io, parts.read_buf.to_vec(), config)
         }
         Err(upgraded) => {
             let io = SessionIo::Wrapped(TokioIo::new(upgraded));
-            lean_socket(io, Vec::new(), config, max_out).await
+            lean_socket(io, Vec::new(), config)
         }
     };
     Some(socket)

@@ -3,7 +3,9 @@
 //! - [`core`]: the transport-neutral [`Session`]: frame handling, the rooms of a session, and
 //!   its cleanup. The WebSocket loop and the fallback transports drive the same core.
 //! - [`ws`]: the WebSocket loop, generic over a sink/stream of frames.
-//! - [`lean`]: the WebSocket connection it runs on, with no write buffer while idle.
+//! - [`lean`]: the WebSocket connection it runs on, with no buffer while idle.
+//! - [`frame`]: the gateway's own RFC 6455 framing (server side): the frame reader and the
+//!   connection's error type, with its close codes.
 //! - [`auth`]: in-band authentication and its timeout.
 //! - [`heartbeat`]: ping/pong as a deadline state machine.
 //! - [`ratelimit`]: the inbound token bucket.
@@ -12,6 +14,7 @@
 mod auth;
 mod budget;
 mod core;
+mod frame;
 mod heartbeat;
 mod lean;
 mod ratelimit;
@@ -22,5 +25,5 @@ mod tests;
 
 pub(crate) use self::budget::UserBudgets;
 pub(crate) use self::core::Session;
-pub(crate) use self::lean::{LeanIo, LeanSocket};
+pub(crate) use self::lean::{LeanSocket, SocketConfig};
 pub(crate) use self::ws::{close_with, linger, read_close_code, run};

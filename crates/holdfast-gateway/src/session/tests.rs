@@ -385,32 +385,28 @@ async fn too_many_frames_before_auth_is_a_policy_violation() {
 
 #[test]
 fn an_oversized_frame_is_recognised_through_the_error_chain() {
-    use tungstenite::error::CapacityError;
-    let too_long = || {
-        tungstenite::Error::Capacity(CapacityError::MessageTooLong {
-            size: 2,
-            max_size: 1,
-        })
-    };
+    use super::frame::WsError;
     use super::ws::read_close_code;
     use holdfast_protocol::CloseCode;
-    assert_eq!(read_close_code(&too_long()), Some(CloseCode::MessageTooBig));
     assert_eq!(
-        read_close_code(&axum::Error::new(too_long())),
+        read_close_code(&WsError::TooBig(1)),
         Some(CloseCode::MessageTooBig)
     );
     assert_eq!(
-        read_close_code(&tungstenite::Error::Utf8("x".into())),
+        read_close_code(&axum::Error::new(WsError::TooBig(1))),
+        Some(CloseCode::MessageTooBig)
+    );
+    assert_eq!(
+        read_close_code(&WsError::Utf8),
         Some(CloseCode::InvalidPayload)
     );
     assert_eq!(
-        read_close_code(&axum::Error::new(tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::UnmaskedFrameFromClient
-        ))),
+        read_close_code(&axum::Error::new(WsError::Protocol("unmasked"))),
         Some(CloseCode::ProtocolError)
     );
+    assert_eq!(read_close_code(&axum::Error::new(WsError::Closed)), None);
     assert_eq!(
-        read_close_code(&axum::Error::new(tungstenite::Error::ConnectionClosed)),
+        read_close_code(&WsError::Io(io::ErrorKind::ConnectionReset.into())),
         None
     );
     assert_eq!(

@@ -18,6 +18,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::auth::authenticate;
 use super::core::Session;
+use super::frame::WsError;
 use super::heartbeat::{Beat, Heartbeat};
 use crate::auth::Claims;
 use crate::logs;
@@ -176,22 +177,16 @@ pub(crate) async fn close_with<S: Sink<Message> + Unpin>(ws: &mut S, code: Close
 }
 
 /// The close code for a failed read, the one mapping of read errors for every WebSocket
-/// server of the gateway (the `/ws` sessions and the conformance echo server):
-/// - 1009 for a message or frame over the configured size (tungstenite's capacity error);
-/// - 1007 for a text message that is not UTF-8;
-/// - 1002 for any other broken frame (unmasked, reserved bits or opcodes, oversized or
-///   fragmented control frames, a continuation out of place);
-///
-/// and `None` when the connection itself failed (I/O error, reset): nothing can be sent then.
-/// The error chain is searched, so a tungstenite error wrapped by axum is found as well.
+/// server of the gateway (the `/ws` sessions and the conformance echo server): the socket's
+/// own error ([`WsError::close_code`]: 1009 for a message or frame over the configured size,
+/// 1007 for a text message that is not UTF-8, 1002 for any other broken frame), and `None`
+/// when the connection itself failed (I/O error, reset): nothing can be sent then. The error
+/// chain is searched, so an error wrapped by another is found as well.
 pub(crate) fn read_close_code(e: &(dyn std::error::Error + 'static)) -> Option<CloseCode> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        match err.downcast_ref::<tungstenite::Error>() {
-            Some(tungstenite::Error::Capacity(_)) => return Some(CloseCode::MessageTooBig),
-            Some(tungstenite::Error::Utf8(_)) => return Some(CloseCode::InvalidPayload),
-            Some(tungstenite::Error::Protocol(_)) => return Some(CloseCode::ProtocolError),
-            _ => {}
+        if let Some(e) = err.downcast_ref::<WsError>() {
+            return e.close_code();
         }
         cur = err.source();
     }
