@@ -2,6 +2,7 @@
 //! SHA-256 (hex) is stored, in the room's state; presented tokens are compared in constant time.
 
 use rand::RngCore;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -12,14 +13,41 @@ pub fn new_token() -> String {
     hex::encode(bytes)
 }
 
-/// The stored form of a token: its SHA-256, hex encoded.
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// The stored form of a token: its SHA-256. 32 bytes in memory (a room keeps one or two per
+/// member); 64 hex digits when serialised, as the cluster store keeps it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
 }
 
-/// Compares two stored forms in constant time (for equal lengths).
-pub fn hashes_match(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+impl Serialize for TokenHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.as_bytes(), &mut bytes)
+            .map_err(|_| serde::de::Error::custom("a token hash is 64 hex digits"))?;
+        Ok(TokenHash(bytes))
+    }
+}
+
+/// The stored form of a token: its SHA-256.
+pub fn hash_token(token: &str) -> TokenHash {
+    TokenHash(Sha256::digest(token.as_bytes()).into())
+}
+
+/// Compares two stored forms in constant time.
+pub fn hashes_match(a: &TokenHash, b: &TokenHash) -> bool {
+    bool::from(a.0.ct_eq(&b.0))
 }
 
 /// A random stream epoch: 8 hex digits, new for every incarnation of a room's stream.
@@ -31,6 +59,7 @@ pub fn random_epoch() -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -40,6 +69,16 @@ mod tests {
         let h = hash_token(&t);
         assert!(hashes_match(&hash_token(&t), &h));
         assert!(!hashes_match(&hash_token(&new_token()), &h));
-        assert!(!hashes_match("", &h));
+    }
+
+    #[test]
+    fn a_token_hash_is_stored_as_64_hex_digits() {
+        let h = hash_token("t");
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json.len(), 66, "{json}");
+        let back: TokenHash = serde_json::from_str(&json).unwrap();
+        assert!(hashes_match(&back, &h));
+        assert!(serde_json::from_str::<TokenHash>("\"abc\"").is_err());
+        assert!(serde_json::from_str::<TokenHash>(&format!("\"{}\"", "z".repeat(64))).is_err());
     }
 }

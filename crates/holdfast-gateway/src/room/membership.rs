@@ -8,11 +8,12 @@ use super::options::PresenceMode;
 use super::rules::{err, Outcome, Rules, Who};
 use super::state::{MemberRecord, RoomState};
 use super::RoomError;
+use crate::tokens::TokenHash;
 
 pub(super) fn join(
     st: &mut RoomState,
     who: &Who,
-    token: Option<String>,
+    token: Option<TokenHash>,
     rules: &Rules,
 ) -> Result<Outcome, RoomError> {
     if let Some(i) = st.members.iter().position(|m| m.on(&who.session)) {
@@ -88,7 +89,7 @@ pub(super) fn remove(st: &mut RoomState, i: usize) {
     let m = st.members.remove(i);
     st.dedupe.remove(&m.player);
     st.dedupe_dirty.push(m.player.clone());
-    st.note_presence_of(m.player.clone(), m.user, PresenceStatus::Left);
+    st.note_presence_of(m.player.clone(), m.user.to_string(), PresenceStatus::Left);
     st.succeed(&m.player);
     if let Some(token) = m.token {
         st.bury(m.player, token);

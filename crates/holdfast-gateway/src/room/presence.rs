@@ -49,7 +49,7 @@ impl RoomState {
     pub fn note_presence(&mut self, idx: usize, status: PresenceStatus) {
         let (player_id, user_id) = (
             self.members[idx].player.clone(),
-            self.members[idx].user.clone(),
+            self.members[idx].user.to_string(),
         );
         self.note_presence_of(player_id, user_id, status);
     }

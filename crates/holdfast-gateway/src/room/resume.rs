@@ -8,15 +8,15 @@ use super::membership::listed;
 use super::rules::{err, Outcome, Rules, Who};
 use super::state::RoomState;
 use super::RoomError;
-use crate::tokens::hashes_match;
+use crate::tokens::{hashes_match, TokenHash};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn resume(
     st: &mut RoomState,
     player: &str,
     who: &Who,
-    presented: &str,
-    next: &str,
+    presented: &TokenHash,
+    next: &TokenHash,
     now: u64,
     last: u64,
     rules: &Rules,
@@ -40,13 +40,10 @@ pub(super) fn resume(
     };
     let m = &st.members[i];
     // Both comparisons always run, so timing does not tell which token matched.
-    let current = m
-        .token
-        .as_deref()
-        .is_some_and(|h| hashes_match(presented, h));
+    let current = m.token.as_ref().is_some_and(|h| hashes_match(presented, h));
     let previous = m
         .prev_token
-        .as_deref()
+        .as_ref()
         .is_some_and(|h| hashes_match(presented, h));
     if !(current || previous) || m.user != who.user {
         return Err(err(
@@ -71,11 +68,7 @@ pub(super) fn resume(
             "this session is already in the room as another member",
         ));
     }
-    let used = if current {
-        m.token.clone()
-    } else {
-        m.prev_token.clone()
-    };
+    let used = if current { m.token } else { m.prev_token };
     // A resume while the old socket still looks alive (half-open) wins over it; a retry on
     // the same session (its reply was lost) converges.
     let retry = m.on(&who.session);
@@ -87,12 +80,12 @@ pub(super) fn resume(
     m.node = Some(who.node.clone());
     m.away_until = None;
     m.held_authority = false;
-    m.token = Some(next.to_owned());
+    m.token = Some(*next);
     m.prev_token = used;
     if !retry {
         st.note_presence(i, PresenceStatus::Online);
     }
-    st.kick = kick;
+    st.kick = kick.map(|k| k.to_string());
     if restore && st.authority.is_none() {
         st.set_authority(Some(player.to_owned()));
     }

@@ -5,6 +5,8 @@
 //! Contract of [`apply`]: on `Err` the state is unchanged (every check comes before the first
 //! change); on `Ok` the emitted messages are in `state.out`, in seq order.
 
+use std::sync::Arc;
+
 use holdfast_protocol::{ErrorCode, Event, Member, PresenceStatus, ServerFrame, StateSet};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -14,6 +16,7 @@ use super::options::{Namespaces, RoomOptions};
 use super::resume::resume;
 use super::state::{RoomState, Snapshot};
 use super::RoomError;
+use crate::tokens::TokenHash;
 
 /// Settings the rules read, taken from the node's configuration.
 #[derive(Debug, Clone)]
@@ -49,11 +52,11 @@ impl Rules {
 #[derive(Debug, Clone)]
 pub struct Who {
     /// Session id (unique in the cluster).
-    pub session: String,
+    pub session: Arc<str>,
     /// Its user.
-    pub user: String,
+    pub user: Arc<str>,
     /// Its node.
-    pub node: String,
+    pub node: Arc<str>,
 }
 
 /// One room operation.
@@ -64,7 +67,7 @@ pub enum Op {
         /// Who joins.
         who: Who,
         /// Hash of the new reconnection token (none when reconnection is off).
-        token: Option<String>,
+        token: Option<TokenHash>,
     },
     /// Leave for good.
     Leave {
@@ -141,9 +144,9 @@ pub enum Op {
         /// The new session.
         who: Who,
         /// Hash of the presented token.
-        presented: String,
+        presented: TokenHash,
         /// Hash of the next token.
-        next: String,
+        next: TokenHash,
         /// The highest seq the client processed.
         last: u64,
         /// The epoch of `last`, when the client sent it.
@@ -257,7 +260,7 @@ pub(super) fn not_in_room() -> RoomError {
 /// Applies `op` to `st` under `rules`. See the module documentation for the contract.
 pub fn apply(st: &mut RoomState, op: &Op, rules: &Rules) -> Result<Outcome, RoomError> {
     match op {
-        Op::Join { who, token } => join(st, who, token.clone(), rules),
+        Op::Join { who, token } => join(st, who, *token, rules),
         Op::Leave { player, session } => {
             match st.find(player) {
                 // Already gone: a retried leave whose reply was lost converges.

@@ -99,9 +99,9 @@ impl RoomService {
 
     fn who(&self, session: &SessionHandle) -> Who {
         Who {
-            session: session.id.to_string(),
-            user: session.user.to_string(),
-            node: self.node.to_string(),
+            session: session.id.clone(),
+            user: session.user.clone(),
+            node: self.node.clone(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! cluster store can keep it), changed only by the rules in [`super::rules`].
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use holdfast_protocol::{encode, Member, MemberStatus, MemberUpdate, ServerFrame};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::dedupe::DedupeWindow;
+use crate::tokens::TokenHash;
 
 /// Most tombstones kept per room; the oldest is forgotten first.
 pub const MAX_TOMBSTONES: usize = 256;
@@ -19,24 +21,24 @@ pub const MAX_TOMBSTONES: usize = 256;
 pub struct MemberRecord {
     /// Id within the room (`p1`, `p2`, ...), kept across reconnects.
     pub player: String,
-    /// The member's user.
-    pub user: String,
+    /// The member's user (shared with the session's handle on the member's own node).
+    pub user: Arc<str>,
     /// The connected session's id, `None` while away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
+    pub session: Option<Arc<str>>,
     /// The node holding the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     /// While away: when the reconnection window closes (Unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub away_until: Option<u64>,
     /// Hash of the current reconnection token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<TokenHash>,
     /// Hash of the token whose resume issued the current one: it stays redeemable until the
     /// current one is used, because the reply that carried the current one may have been lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prev_token: Option<String>,
+    pub prev_token: Option<TokenHash>,
     /// Whether the member held authority when it dropped (to restore it on resume).
     #[serde(default)]
     pub held_authority: bool,
@@ -60,7 +62,7 @@ pub struct Tombstone {
     /// The expired player id.
     pub player: String,
     /// Its last token hash.
-    pub token: String,
+    pub token: TokenHash,
 }
 
 /// One room message produced by an operation, ready to be appended to the room's stream and
@@ -178,7 +180,7 @@ impl RoomState {
             .iter()
             .map(|m| Member {
                 player_id: m.player.clone(),
-                user_id: m.user.clone(),
+                user_id: m.user.to_string(),
                 status: if m.online() {
                     MemberStatus::Online
                 } else {
@@ -219,7 +221,7 @@ impl RoomState {
     }
 
     /// Remembers an expired member's last token.
-    pub fn bury(&mut self, player: String, token: String) {
+    pub fn bury(&mut self, player: String, token: TokenHash) {
         while self.tombstones.len() >= MAX_TOMBSTONES {
             self.tombstones.pop_front();
         }
