@@ -40,6 +40,14 @@ pub(crate) async fn claim(
     session: &str,
     at: u64,
 ) -> Option<i64> {
+    // Recorded before the claim is sent: a fence check that runs meanwhile (the pub/sub
+    // connection came back) must see this live session's claim time, or it would take the
+    // older record in Redis for a newer owner and close the session.
+    shared
+        .claimed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(session.to_owned(), at);
     let mut conn = shared.conn.clone();
     let r: redis::RedisResult<i64> = shared
         .scripts
@@ -53,14 +61,15 @@ pub(crate) async fn claim(
         .arg(shared.redis_now_ms() + crate::RESPONSE_TIMEOUT_MS)
         .invoke_async(&mut conn)
         .await;
-    if !matches!(r, Ok(-2)) {
-        // Applied, or not known to be (a timeout, a late arrival): the session is live here
-        // and its claim time is what a later check compares ownership records with.
+    if matches!(r, Ok(-2)) {
+        // A newer session owns the user: this one is closed. Otherwise (applied, or not known
+        // to be: a timeout, a late arrival) the session is live here and its claim time is
+        // what a later check compares ownership records with.
         shared
             .claimed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(session.to_owned(), at);
+            .remove(session);
     }
     match r {
         Ok(-1) => tracing::warn!(
