@@ -506,23 +506,10 @@ async fn a_resume_refused_on_restored_data_says_the_membership_was_rolled_back()
     let rotated = r["reconnection_token"].as_str().unwrap().to_owned();
     drop(u2);
     // Wait until the member is away in Redis (the session's end was committed).
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("t:*:r:r:st")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let [key] = keys.as_slice() else {
-        panic!("one state key: {keys:?}")
-    };
+    let key = state_key(&mut conn, "r").await;
     let mut away = false;
     for _ in 0..200 {
-        let s: Option<String> = redis::cmd("HGET")
-            .arg(key)
-            .arg("s")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let s: serde_json::Value = serde_json::from_str(&s.unwrap()).unwrap();
+        let s = room_state(&mut conn, &key).await;
         if s["members"][0]["away_until"].is_u64() {
             away = true;
             break;
@@ -811,27 +798,10 @@ async fn nodes_racing_on_a_restored_room_start_one_new_epoch() {
     }
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let state =
-        |raw: Option<String>| -> serde_json::Value { serde_json::from_str(&raw.unwrap()).unwrap() };
     let mut before = Vec::new();
     for r in &rooms {
-        // The room's state key, wherever its bucket put it.
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("t:*:r:{r}:st"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let [key] = keys.as_slice() else {
-            panic!("one state key for {r}: {keys:?}")
-        };
-        let key = key.clone();
-        let s: Option<String> = redis::cmd("HGET")
-            .arg(&key)
-            .arg("s")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let s = state(s);
+        let key = state_key(&mut conn, r).await;
+        let s = room_state(&mut conn, &key).await;
         before.push((s["seq"].as_u64().unwrap(), s["epoch"].clone()));
         // As if restored from a snapshot another run of Redis wrote.
         let _: () = redis::cmd("HSET")
@@ -865,25 +835,10 @@ async fn nodes_racing_on_a_restored_room_start_one_new_epoch() {
         .unwrap();
     let mut seen = Vec::new();
     for (r, (seq0, epoch0)) in rooms.iter().zip(&before) {
-        // The room's state key, wherever its bucket put it.
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("t:*:r:{r}:st"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let [key] = keys.as_slice() else {
-            panic!("one state key for {r}: {keys:?}")
-        };
-        let key = key.clone();
+        let key = state_key(&mut conn, r).await;
         let mut s = serde_json::Value::Null;
         for _ in 0..200 {
-            let raw: Option<String> = redis::cmd("HGET")
-                .arg(&key)
-                .arg("s")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            s = state(raw);
+            s = room_state(&mut conn, &key).await;
             if s["seq"].as_u64().unwrap() >= seq0 + 2 {
                 break;
             }
@@ -945,6 +900,30 @@ async fn a_restored_older_ownership_record_does_not_close_the_newer_session() {
 
 /// Writes user `u`'s ownership record as if session `session` of node `n9` claimed it at `at`
 /// (ms, Redis's clock).
+/// The key of `room`'s state hash, wherever its bucket put it.
+async fn state_key(conn: &mut redis::aio::MultiplexedConnection, room: &str) -> String {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("t:*:r:{room}:st"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    let [key] = keys.as_slice() else {
+        panic!("one state key for {room}: {keys:?}")
+    };
+    key.clone()
+}
+
+/// The room state (JSON) held in the state hash `key`.
+async fn room_state(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> serde_json::Value {
+    let raw: Option<String> = redis::cmd("HGET")
+        .arg(key)
+        .arg("s")
+        .query_async(conn)
+        .await
+        .unwrap();
+    serde_json::from_str(&raw.unwrap()).unwrap()
+}
+
 async fn set_owner(conn: &mut redis::aio::MultiplexedConnection, session: &str, at: u64) {
     let _: () = redis::cmd("HSET")
         .arg("t:u:{u}")

@@ -469,6 +469,28 @@ pub(crate) fn unmask(payload: &mut [u8], key: [u8; 4]) {
     }
 }
 
+/// A masked client frame with a first byte (FIN, RSV, opcode) of `first`, for the tests of
+/// the reader and of the socket.
+#[cfg(test)]
+pub(crate) fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0xa1, 0x02, 0xf3, 0x44];
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    out
+}
+
 #[cfg(test)]
 #[path = "frame_tests.rs"]
 mod tests;

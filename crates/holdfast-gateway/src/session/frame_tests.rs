@@ -9,26 +9,6 @@ const LIMITS: Limits = Limits {
     max_frame: 1000,
 };
 
-/// A masked client frame with a first byte (FIN, RSV, opcode) of `first`.
-fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0xa1, 0x02, 0xf3, 0x44];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
-    out
-}
-
 /// Every message `input` yields, fed in pieces of `sizes` (cycled) bytes; the error ends it.
 fn read_in_pieces(input: &[u8], sizes: &[usize]) -> (Vec<Message>, Option<WsError>) {
     let mut reader = Reader::new(LIMITS, Vec::new());
@@ -64,13 +44,13 @@ fn code(input: &[u8]) -> Option<CloseCode> {
 
 #[test]
 fn a_fragmented_message_with_a_ping_inside() {
-    let mut input = frame(0x01, b"hel");
-    input.extend(frame(0x89, b"p"));
-    input.extend(frame(0x00, b"lo "));
-    input.extend(frame(0x8a, b"q"));
-    input.extend(frame(0x80, b"world"));
-    input.extend(frame(0x02, &[1, 2]));
-    input.extend(frame(0x80, &[3]));
+    let mut input = client_frame(0x01, b"hel");
+    input.extend(client_frame(0x89, b"p"));
+    input.extend(client_frame(0x00, b"lo "));
+    input.extend(client_frame(0x8a, b"q"));
+    input.extend(client_frame(0x80, b"world"));
+    input.extend(client_frame(0x02, &[1, 2]));
+    input.extend(client_frame(0x80, &[3]));
     let (msgs, e) = read_all(&input);
     assert!(e.is_none(), "{e:?}");
     assert_eq!(
@@ -87,12 +67,12 @@ fn a_fragmented_message_with_a_ping_inside() {
 #[test]
 fn split_reads_at_every_byte_boundary() {
     let long = "ü".repeat(200);
-    let mut input = frame(0x81, b"one");
-    input.extend(frame(0x01, "tw".as_bytes()));
-    input.extend(frame(0x89, b""));
-    input.extend(frame(0x80, "o".as_bytes()));
-    input.extend(frame(0x81, long.as_bytes()));
-    input.extend(frame(0x88, &[0x03, 0xe8, b'o', b'k']));
+    let mut input = client_frame(0x81, b"one");
+    input.extend(client_frame(0x01, "tw".as_bytes()));
+    input.extend(client_frame(0x89, b""));
+    input.extend(client_frame(0x80, "o".as_bytes()));
+    input.extend(client_frame(0x81, long.as_bytes()));
+    input.extend(client_frame(0x88, &[0x03, 0xe8, b'o', b'k']));
     let (whole, e) = read_all(&input);
     assert!(e.is_none());
     assert_eq!(whole.len(), 5);
@@ -117,15 +97,15 @@ fn split_reads_at_every_byte_boundary() {
 
 #[test]
 fn the_early_bytes_come_first() {
-    let mut early = frame(0x81, b"a");
-    early.extend(&frame(0x81, b"bc")[..3]);
+    let mut early = client_frame(0x81, b"a");
+    early.extend(&client_frame(0x81, b"bc")[..3]);
     let mut reader = Reader::new(LIMITS, early);
     assert_eq!(
         reader.next_buffered().unwrap(),
         Some(Message::Text("a".into()))
     );
     assert_eq!(reader.next_buffered().unwrap(), None);
-    let mut rest = frame(0x81, b"bc")[3..].to_vec();
+    let mut rest = client_frame(0x81, b"bc")[3..].to_vec();
     assert_eq!(
         reader.feed(&mut rest).unwrap(),
         Some(Message::Text("bc".into()))
@@ -138,57 +118,57 @@ fn protocol_errors_are_1002() {
     let p = Some(CloseCode::ProtocolError);
     // Reserved bits.
     for rsv in [0x40, 0x20, 0x10] {
-        assert_eq!(code(&frame(0x81 | rsv, b"x")), p);
+        assert_eq!(code(&client_frame(0x81 | rsv, b"x")), p);
     }
     // Reserved opcodes, data and control.
     for op in [0x3, 0x7, 0xb, 0xf] {
-        assert_eq!(code(&frame(0x80 | op, b"")), p);
+        assert_eq!(code(&client_frame(0x80 | op, b"")), p);
     }
     // Unmasked, found on the first two bytes.
     assert_eq!(code(&[0x81, 0x05]), p);
     // A control frame over 125 bytes, or fragmented.
-    assert_eq!(code(&frame(0x89, &[0u8; 126])), p);
-    assert_eq!(code(&frame(0x09, b"")), p);
-    assert_eq!(code(&frame(0x08, b"")), p);
+    assert_eq!(code(&client_frame(0x89, &[0u8; 126])), p);
+    assert_eq!(code(&client_frame(0x09, b"")), p);
+    assert_eq!(code(&client_frame(0x08, b"")), p);
     // A continuation without a message, a new message inside a fragmented one.
-    assert_eq!(code(&frame(0x80, b"x")), p);
-    let mut input = frame(0x01, b"a");
-    input.extend(frame(0x81, b"b"));
+    assert_eq!(code(&client_frame(0x80, b"x")), p);
+    let mut input = client_frame(0x01, b"a");
+    input.extend(client_frame(0x81, b"b"));
     assert_eq!(code(&input), p);
-    let mut input = frame(0x02, b"a");
-    input.extend(frame(0x02, b"b"));
+    let mut input = client_frame(0x02, b"a");
+    input.extend(client_frame(0x02, b"b"));
     assert_eq!(code(&input), p);
     // A close frame with a one-byte payload.
-    assert_eq!(code(&frame(0x88, &[3])), p);
+    assert_eq!(code(&client_frame(0x88, &[3])), p);
 }
 
 #[test]
 fn invalid_utf8_is_1007() {
     let bad = Some(CloseCode::InvalidPayload);
-    assert_eq!(code(&frame(0x81, &[b'a', 0xff])), bad);
-    assert_eq!(code(&frame(0x81, &[0xce])), bad, "cut short");
+    assert_eq!(code(&client_frame(0x81, &[b'a', 0xff])), bad);
+    assert_eq!(code(&client_frame(0x81, &[0xce])), bad, "cut short");
     // A close reason.
-    assert_eq!(code(&frame(0x88, &[0x03, 0xe8, 0xff])), bad);
+    assert_eq!(code(&client_frame(0x88, &[0x03, 0xe8, 0xff])), bad);
     // Across fragments: fails on the fragment that makes the prefix invalid, before the rest.
-    let mut input = frame(0x01, "κό".as_bytes());
-    input.extend(frame(0x00, &[0xf4, 0x90])); // past U+10FFFF
+    let mut input = client_frame(0x01, "κό".as_bytes());
+    input.extend(client_frame(0x00, &[0xf4, 0x90])); // past U+10FFFF
     let (msgs, e) = read_all(&input);
     assert!(msgs.is_empty());
     assert_eq!(e.unwrap().close_code(), bad);
     // A character split between fragments is fine; one left incomplete at the end is not.
-    let mut input = frame(0x01, &"κ".as_bytes()[..1]);
-    input.extend(frame(0x80, &"κ".as_bytes()[1..]));
+    let mut input = client_frame(0x01, &"κ".as_bytes()[..1]);
+    input.extend(client_frame(0x80, &"κ".as_bytes()[1..]));
     assert_eq!(read_all(&input).0, vec![Message::Text("κ".into())]);
-    let mut input = frame(0x01, b"a");
-    input.extend(frame(0x80, &"κ".as_bytes()[..1]));
+    let mut input = client_frame(0x01, b"a");
+    input.extend(client_frame(0x80, &"κ".as_bytes()[..1]));
     assert_eq!(code(&input), bad);
 }
 
 #[test]
 fn too_big_is_1009_at_the_header() {
     let big = Some(CloseCode::MessageTooBig);
-    assert_eq!(code(&frame(0x82, &[0u8; 1001])), big);
-    assert_eq!(read_all(&frame(0x82, &[0u8; 1000])).0.len(), 1);
+    assert_eq!(code(&client_frame(0x82, &[0u8; 1001])), big);
+    assert_eq!(read_all(&client_frame(0x82, &[0u8; 1000])).0.len(), 1);
     // The length alone is enough: no payload, no mask.
     assert_eq!(code(&[0x82, 0x80 | 126, 0x03, 0xe9]), big);
     // 2^63 and 2^64 - 1, refused with nothing allocated.
@@ -201,15 +181,15 @@ fn too_big_is_1009_at_the_header() {
         assert_eq!(reader.held(), 0);
     }
     // A fragmented message over the limit, at the header of the fragment that passes it.
-    let mut input = frame(0x02, &[0u8; 600]);
-    input.extend(&frame(0x80, &[0u8; 401])[..4]);
+    let mut input = client_frame(0x02, &[0u8; 600]);
+    input.extend(&client_frame(0x80, &[0u8; 401])[..4]);
     assert_eq!(code(&input), big);
 }
 
 #[test]
 fn a_frame_waiting_for_its_payload_holds_only_what_arrived() {
     let mut reader = Reader::new(LIMITS, Vec::new());
-    let f = frame(0x82, &[9u8; 1000]);
+    let f = client_frame(0x82, &[9u8; 1000]);
     let mut head = f[..20].to_vec();
     assert_eq!(reader.feed(&mut head).unwrap(), None);
     assert!(reader.held() < 100, "{}", reader.held());
@@ -217,9 +197,9 @@ fn a_frame_waiting_for_its_payload_holds_only_what_arrived() {
 
 #[test]
 fn control_frames_and_close_payloads() {
-    let (msgs, _) = read_all(&frame(0x88, b""));
+    let (msgs, _) = read_all(&client_frame(0x88, b""));
     assert_eq!(msgs, vec![Message::Close(None)]);
-    let (msgs, _) = read_all(&frame(0x88, &[0x0f, 0xa1, b'h', b'i']));
+    let (msgs, _) = read_all(&client_frame(0x88, &[0x0f, 0xa1, b'h', b'i']));
     match &msgs[..] {
         [Message::Close(Some(f))] => {
             assert_eq!(f.code, 4001);
@@ -227,7 +207,7 @@ fn control_frames_and_close_payloads() {
         }
         other => panic!("{other:?}"),
     }
-    let (msgs, _) = read_all(&frame(0x89, &[5u8; 125]));
+    let (msgs, _) = read_all(&client_frame(0x89, &[5u8; 125]));
     assert_eq!(msgs, vec![Message::Ping(Bytes::from(vec![5u8; 125]))]);
 }
 
@@ -264,7 +244,7 @@ fn a_stream_that_never_ends_on_a_frame_boundary_holds_only_the_unparsed_bytes() 
     let mut reader = Reader::new(LIMITS, Vec::new());
     let mut input = Vec::new();
     for n in 0..2_000u32 {
-        input.extend(frame(0x81, n.to_string().as_bytes()));
+        input.extend(client_frame(0x81, n.to_string().as_bytes()));
     }
     let mut got = 0;
     for piece in input.chunks(37) {
@@ -288,7 +268,7 @@ fn a_large_frame_grows_the_buffer_with_what_arrived() {
     };
     let mut reader = Reader::new(limits, Vec::new());
     let payload: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-    let f = frame(0x82, &payload);
+    let f = client_frame(0x82, &payload);
     let mut head = f[..100].to_vec();
     assert_eq!(reader.feed(&mut head).unwrap(), None);
     let mut at = 100;

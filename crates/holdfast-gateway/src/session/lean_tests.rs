@@ -9,6 +9,7 @@ use tungstenite::protocol::Role;
 use tungstenite::Message as WsMessage;
 
 use super::*;
+use crate::session::frame::client_frame;
 
 fn config(max_write: usize) -> SocketConfig {
     SocketConfig {
@@ -24,26 +25,6 @@ async fn pair() -> (LeanSocket<DuplexStream>, WebSocketStream<DuplexStream>) {
     let server = LeanSocket::new(a, Vec::new(), config(1 << 20));
     let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
     (server, client)
-}
-
-/// A masked client frame.
-fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
-    out
 }
 
 fn text(m: Option<Result<Message, WsError>>) -> String {
@@ -143,7 +124,7 @@ async fn a_close_code_is_echoed_and_a_forbidden_one_answered_with_1002() {
         let mut server = LeanSocket::new(a, Vec::new(), config(4096));
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(b"bye");
-        b.write_all(&frame(0x88, &payload)).await.unwrap();
+        b.write_all(&client_frame(0x88, &payload)).await.unwrap();
         match server.next().await.unwrap().unwrap() {
             Message::Close(Some(f)) => assert_eq!(f.code, answer),
             other => panic!("unexpected {other:?}"),
@@ -167,9 +148,11 @@ async fn after_the_servers_close_reads_go_on_until_the_clients_close() {
         .await
         .unwrap();
     let mut raw = client.into_inner();
-    raw.write_all(&frame(0x81, b"late")).await.unwrap();
-    raw.write_all(&frame(0x89, b"no pong")).await.unwrap();
-    raw.write_all(&frame(0x88, &1001u16.to_be_bytes()))
+    raw.write_all(&client_frame(0x81, b"late")).await.unwrap();
+    raw.write_all(&client_frame(0x89, b"no pong"))
+        .await
+        .unwrap();
+    raw.write_all(&client_frame(0x88, &1001u16.to_be_bytes()))
         .await
         .unwrap();
     assert_eq!(text(server.next().await), "late");
@@ -211,7 +194,7 @@ async fn after_a_broken_frame_the_close_goes_out_and_the_rest_is_discarded() {
         })))
         .await
         .unwrap();
-    b.write_all(&frame(0x81, b"ignored")).await.unwrap();
+    b.write_all(&client_frame(0x81, b"ignored")).await.unwrap();
     b.shutdown().await.unwrap();
     assert!(server.next().await.is_none());
     let mut rest = Vec::new();
@@ -222,8 +205,8 @@ async fn after_a_broken_frame_the_close_goes_out_and_the_rest_is_discarded() {
 #[tokio::test]
 async fn the_early_bytes_are_read_first() {
     let (a, mut b) = tokio::io::duplex(4096);
-    let mut bytes = frame(0x81, b"first");
-    let second = frame(0x82, &[7u8; 300]);
+    let mut bytes = client_frame(0x81, b"first");
+    let second = client_frame(0x82, &[7u8; 300]);
     bytes.extend_from_slice(&second);
     // The request's leftover: the first frame and part of the second.
     let early = bytes[..bytes.len() - 100].to_vec();
@@ -243,11 +226,11 @@ async fn frames_arriving_a_byte_at_a_time() {
     let (a, mut b) = tokio::io::duplex(1);
     let mut server = LeanSocket::new(a, Vec::new(), config(1 << 20));
     let big = "é".repeat(3_000);
-    let mut bytes = frame(0x01, "frag".as_bytes());
-    bytes.extend(frame(0x89, b"ping"));
-    bytes.extend(frame(0x80, "ment".as_bytes()));
-    bytes.extend(frame(0x81, big.as_bytes()));
-    bytes.extend(frame(0x82, &[]));
+    let mut bytes = client_frame(0x01, "frag".as_bytes());
+    bytes.extend(client_frame(0x89, b"ping"));
+    bytes.extend(client_frame(0x80, "ment".as_bytes()));
+    bytes.extend(client_frame(0x81, big.as_bytes()));
+    bytes.extend(client_frame(0x82, &[]));
     let writer = tokio::spawn(async move {
         for byte in bytes {
             b.write_all(&[byte]).await.unwrap();
