@@ -59,10 +59,14 @@ impl Drain {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Runs the drain: readiness off, sessions told, bounded wait.
-    pub async fn run(&self, grace: Duration) -> DrainOutcome {
+    /// Runs the drain: readiness off, sessions told, bounded wait. `wake` is called once the
+    /// token is cancelled, to wake the session tasks that do not wait on the token itself (a
+    /// WebSocket session looks at the token whenever its task is woken; the registry wakes
+    /// them, see `Registry::wake_all`).
+    pub async fn run(&self, grace: Duration, wake: impl FnOnce()) -> DrainOutcome {
         self.draining.store(true, Ordering::Release);
         self.token.cancel();
+        wake();
         self.tracker.close();
         match tokio::time::timeout(grace, self.tracker.wait()).await {
             Ok(()) => DrainOutcome::Complete,

@@ -83,14 +83,9 @@ pub async fn serve(listener: TcpListener, limits: EchoLimits) {
 
 async fn upgrade(State(limits): State<EchoLimits>, handshake: Handshake) -> Response {
     let config = websocket_config(limits.max_message_bytes, limits.max_write_bytes());
-    handshake.accept(
-        config,
-        |task| {
-            tokio::spawn(task);
-        },
-        run,
-        None,
-    )
+    let (response, task) = handshake.accept(config, run, None);
+    tokio::spawn(task);
+    response
 }
 
 /// Runs the echo over `io`, a connection whose handshake is done: `early` holds bytes the

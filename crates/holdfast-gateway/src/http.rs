@@ -180,29 +180,22 @@ async fn ws_upgrade(
     let device = ws_query.map(|Query(q)| q).unwrap_or_default().device;
     let config = crate::upgrade::websocket_config(max, max_write);
     let session_node = node.clone();
-    let tracker = node.inner.drain.tracker().clone();
     // The session task is spawned on the node's tracker with the answer, so a drain cannot
     // finish between the 101 response and the session being tracked.
-    upgrade.accept(
+    let (response, task) = upgrade.accept(
         config,
-        move |task| {
-            tracker.spawn(task);
-        },
         move |socket| {
-            // Boxed: the task would otherwise keep room for the claims all its life.
-            let claims = claims.map(Box::new);
-            session::run(
-                session_node,
-                socket,
-                claims,
+            let opening = Box::new(session::Opening {
+                pre_auth: claims,
                 device,
-                admission,
-                encoding,
                 trace,
-            )
+            });
+            session::run(session_node, socket, opening, admission, encoding)
         },
         named.then(|| encoding.subprotocol()),
-    )
+    );
+    node.inner.drain.tracker().spawn(task);
+    response
 }
 
 /// Accepts connections until the drain starts, serving each on its own tracked task (over TLS

@@ -57,6 +57,7 @@ pub mod room;
 mod session;
 pub mod store;
 pub mod telemetry;
+pub mod timers;
 pub mod tls;
 pub mod tokens;
 mod upgrade;
@@ -223,7 +224,8 @@ impl Gateway {
             );
             tokio::time::sleep(delay).await;
         }
-        let outcome = self.node.inner.drain.run(grace).await;
+        let inner = &self.node.inner;
+        let outcome = inner.drain.run(grace, || inner.registry.wake_all()).await;
         let _ = self.accept.await;
         if let Some(api) = self.api {
             let _ = api.await;

@@ -141,6 +141,13 @@ pub struct Slot {
     key: IpAddr,
 }
 
+impl Slot {
+    /// The address the slot was taken for.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.key
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.limit.release(self.key);

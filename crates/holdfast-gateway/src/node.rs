@@ -60,6 +60,8 @@ pub struct NodeInner {
     streams: Arc<CountLimit>,
     /// Inbound frame and `send` budgets per user, shared by the user's sessions.
     pub(crate) budgets: crate::session::UserBudgets,
+    /// The WebSocket sessions' heartbeat and expiry deadlines.
+    pub(crate) timers: Arc<crate::timers::Timers>,
     /// Sessions on the SSE and long-polling transports.
     pub fallback: crate::fallback::FallbackSessions,
     /// Rate-limited auth-failure log lines.
@@ -92,14 +94,13 @@ impl From<Full> for AdmitError {
 
 /// A session slot; releases its counts when dropped.
 pub struct Admission {
-    _slot: Slot,
-    ip: IpAddr,
+    slot: Slot,
 }
 
 impl Admission {
     /// The client address the slot was taken for.
     pub(crate) fn ip(&self) -> IpAddr {
-        self.ip
+        self.slot.ip()
     }
 }
 
@@ -156,6 +157,7 @@ impl Node {
                 config.limits.max_streams_per_ip,
             ),
             budgets: crate::session::UserBudgets::new(&config.limits),
+            timers: Arc::new(crate::timers::Timers::new()),
             config,
             metrics,
             registry: Registry::default(),
@@ -214,7 +216,7 @@ impl Node {
     /// Takes a session slot for a peer, or says which limit is reached.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admission, AdmitError> {
         let slot = self.inner.sessions.try_acquire(ip)?;
-        Ok(Admission { _slot: slot, ip })
+        Ok(Admission { slot })
     }
 
     /// Takes a slot for an SSE stream or a long-poll, or says which limit is reached.

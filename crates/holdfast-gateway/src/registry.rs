@@ -2,14 +2,15 @@
 //! [`SessionHandle`] through which everything else reaches a session.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use holdfast_protocol::{CloseCode, Encoding, ServerFrame};
-use tokio::sync::Notify;
 
 use crate::config::SingleSocket;
 use crate::metrics::Metrics;
@@ -90,19 +91,17 @@ pub struct SessionHandle {
     /// Bounded outbound queue: fan-out pushes without waiting and never waits on a client. A
     /// std mutex held for one push or pop, never across an await.
     queue: Mutex<Queue>,
-    /// Wakes the session task when frames are queued (a stored permit, so no wake is lost).
-    ready: Notify,
+    /// The session task's waker, woken when a frame is queued, a close is asked for or the node
+    /// drains. One task waits on a handle: its session's own (see [`SessionHandle::poll_next`]).
+    waker: AtomicWaker,
     /// Message bound of the queue.
-    max_messages: usize,
+    max_messages: u32,
     /// Byte bound of the queue.
     max_queued_bytes: usize,
-    /// Set with the first close request: from then on nothing more is queued, so a session that
-    /// lost a frame never delivers a later one (no silent hole before its close).
-    closing: AtomicBool,
-    /// The first close reason asked for; a std mutex because it is held for a store only.
-    close: Mutex<Option<CloseCode>>,
-    /// Wakes the session task when a close is asked for, even while it is blocked writing.
-    close_notify: Notify,
+    /// The first close reason asked for (its code), 0 while none was. Set with the first close
+    /// request: from then on nothing more is queued, so a session that lost a frame never
+    /// delivers a later one (no silent hole before its close).
+    close: AtomicU16,
     /// Node metrics, to count queue failures and buffer bytes where they happen.
     metrics: Arc<Metrics>,
 }
@@ -141,12 +140,10 @@ impl SessionHandle {
             user,
             encoding,
             queue: Mutex::new(Queue::default()),
-            ready: Notify::new(),
-            max_messages: queue_messages.max(1),
+            waker: AtomicWaker::new(),
+            max_messages: u32::try_from(queue_messages.max(1)).unwrap_or(u32::MAX),
             max_queued_bytes,
-            closing: AtomicBool::new(false),
-            close: Mutex::new(None),
-            close_notify: Notify::new(),
+            close: AtomicU16::new(0),
             metrics,
         })
     }
@@ -185,7 +182,7 @@ impl SessionHandle {
     /// the slow-consumer code and returns false; the frame is dropped, and the client learns
     /// what it missed when it resumes.
     pub fn enqueue_payload(&self, payload: Payload, emitted: Option<Instant>) -> bool {
-        if self.closing.load(Ordering::Acquire) {
+        if self.close.load(Ordering::Acquire) != 0 {
             self.metrics.messages_failed.inc();
             return false;
         }
@@ -196,7 +193,7 @@ impl SessionHandle {
             self.metrics.messages_failed.inc();
             return false;
         }
-        if q.items.len() >= self.max_messages || q.bytes + len > self.max_queued_bytes {
+        if q.items.len() >= self.max_messages as usize || q.bytes + len > self.max_queued_bytes {
             drop(q);
             self.metrics.messages_failed.inc();
             self.close(CloseCode::SlowConsumer);
@@ -206,7 +203,7 @@ impl SessionHandle {
         q.bytes += len;
         drop(q);
         self.metrics.send_buffer_bytes.add(len as i64);
-        self.ready.notify_one();
+        self.waker.wake();
         true
     }
 
@@ -224,14 +221,38 @@ impl SessionHandle {
         Some(out)
     }
 
-    /// Waits for the next queued frame.
+    /// Waits for the next queued frame. Only the session's own task waits on its handle.
     pub async fn next(&self) -> Outbound {
-        loop {
-            if let Some(out) = self.try_pop() {
-                return out;
-            }
-            self.ready.notified().await;
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next queued frame, or `Pending` with the task's waker registered: it is woken when a
+    /// frame is queued (or a close asked for). Only the session's own task polls its handle: one
+    /// waker is kept.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Outbound> {
+        if let Some(out) = self.try_pop() {
+            return Poll::Ready(out);
         }
+        self.waker.register(cx.waker());
+        match self.try_pop() {
+            Some(out) => Poll::Ready(out),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Whether frames are queued.
+    pub fn has_queued(&self) -> bool {
+        !self.queue().items.is_empty()
+    }
+
+    /// Registers the session task's waker, to be woken by whatever happens to the handle next.
+    pub fn register(&self, cx: &mut Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+
+    /// Wakes the session task (the node drains: it looks at the drain token).
+    pub fn wake(&self) {
+        self.waker.wake();
     }
 
     /// Stops accepting frames and discards what is still queued (the session ended).
@@ -247,28 +268,36 @@ impl SessionHandle {
 
     /// Asks the session to close with `code`. The first reason wins.
     pub fn close(&self, code: CloseCode) {
-        let mut slot = self.close.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(code);
-            self.closing.store(true, Ordering::Release);
-            drop(slot);
-            self.close_notify.notify_one();
+        let first = self
+            .close
+            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            self.waker.wake();
         }
     }
 
     /// The close reason asked for, if any.
     pub fn close_requested(&self) -> Option<CloseCode> {
-        *self.close.lock().unwrap_or_else(|e| e.into_inner())
+        CloseCode::from_code(self.close.load(Ordering::Acquire))
     }
 
-    /// Resolves once a close has been asked for.
-    pub async fn closed(&self) -> CloseCode {
-        loop {
-            if let Some(code) = self.close_requested() {
-                return code;
-            }
-            self.close_notify.notified().await;
+    /// The close reason asked for, or `Pending` with the task's waker registered.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseCode> {
+        if let Some(code) = self.close_requested() {
+            return Poll::Ready(code);
         }
+        self.waker.register(cx.waker());
+        match self.close_requested() {
+            Some(code) => Poll::Ready(code),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Resolves once a close has been asked for. Only the session's own task waits on its
+    /// handle.
+    pub async fn closed(&self) -> CloseCode {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
     }
 }
 
@@ -374,6 +403,14 @@ impl Registry {
             delivered |= s.enqueue(text.clone(), None);
         }
         delivered
+    }
+
+    /// Wakes every registered session's task (the node drains).
+    pub fn wake_all(&self) {
+        let map = self.map();
+        for e in map.values().flatten() {
+            e.session.wake();
+        }
     }
 
     /// Number of registered users.

@@ -102,28 +102,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
 }
 
 impl Handshake {
-    /// Answers 101 and runs `session` on the upgraded socket, on a task spawned with `spawn`
-    /// (the node's tracker), so the session is tracked from the moment the answer exists.
+    /// Answers 101 and returns the task that runs `session` on the upgraded socket, for the
+    /// caller to spawn (on the node's tracker, at once, so the session is tracked from the
+    /// moment the answer exists). The task is returned unboxed: spawned as it is, it lives in
+    /// one allocation with its task header.
     pub(crate) fn accept<F, Fut>(
         self,
         config: SocketConfig,
-        spawn: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>),
         session: F,
         protocol: Option<&'static str>,
-    ) -> Response
+    ) -> (Response, impl Future<Output = ()> + Send + 'static)
     where
         F: FnOnce(SessionSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
         // Two states, one after the other: the upgrade (ending with the socket) and then the
-        // session. `then` keeps them in one enum, so the session task holds only the session's
-        // state, not the upgrade's as well; the upgrade is boxed (and freed when it ends), so
-        // the task's allocation is sized for the session, not for the larger upgrade state.
+        // session. `then` keeps them in one enum (an `async` block would keep the session's
+        // closure, and what it captured, beside the session all its life), so the task holds
+        // only the session's state; the upgrade is boxed (and freed when it ends), so the
+        // task is sized for the session, not for the larger upgrade state.
         let task = Box::pin(socket(self.on_upgrade, config))
             .then(move |socket| OptionFuture::from(socket.map(session)))
-            .map(|_| ());
-        spawn(Box::pin(task));
+            .map(drop);
         let mut res = Response::new(Body::empty());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = res.headers_mut();
@@ -132,13 +133,14 @@ impl Handshake {
         if let Some(p) = protocol {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
         }
-        match HeaderValue::from_str(&accept) {
+        let res = match HeaderValue::from_str(&accept) {
             Ok(v) => {
                 headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
                 res
             }
             Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        }
+        };
+        (res, task)
     }
 }
 

@@ -89,12 +89,17 @@ impl Claims {
 
     /// Takes `device` (a query parameter) as the device id when the token names none.
     pub fn with_device(mut self, device: Option<&str>) -> Claims {
+        self.set_device(device);
+        self
+    }
+
+    /// Sets `device` (the upgrade request's `device` parameter) when the token names no device.
+    pub fn set_device(&mut self, device: Option<&str>) {
         if self.device.is_none() {
             self.device = device
                 .filter(|d| !d.is_empty() && d.len() <= MAX_CLAIM_ENTRY_LEN)
                 .map(str::to_owned);
         }
-        self
     }
 }
 

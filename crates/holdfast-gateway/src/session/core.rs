@@ -89,6 +89,13 @@ pub(crate) fn expiry_instant(exp: u64) -> tokio::time::Instant {
     now.checked_add(left).unwrap_or(now + FAR)
 }
 
+/// The claims a session keeps for its permission checks: `None` when the token grants nothing
+/// beyond its user and expiry.
+fn grants(claims: Box<Claims>) -> Option<Box<Claims>> {
+    let grants = claims.rooms.is_some() || claims.send.is_some() || claims.room.is_some();
+    grants.then_some(claims)
+}
+
 /// An authenticated session, whatever its transport: the WebSocket loop ([`super::ws`]) and
 /// the fallback transports (`crate::fallback`) drive the same core, so auth, single socket, rooms,
 /// replay, dedupe and limits behave identically on every transport.
@@ -105,9 +112,10 @@ pub(crate) struct Session {
     strikes: u32,
     /// When the token expires.
     pub(crate) expiry: tokio::time::Instant,
-    /// The token's claims, for permission checks (replaced by `refresh`). Boxed: the session
-    /// lives inline in its task's state, which stays small.
-    claims: Box<Claims>,
+    /// The token's grants (`rooms`, `send`, `room`), for permission checks (replaced by
+    /// `refresh`); `None` when it grants none of them, the common case, which then holds no
+    /// allocation. Boxed: the session lives inline in its task's state, which stays small.
+    claims: Option<Box<Claims>>,
     /// Set once [`Session::finish`] completed; otherwise dropping the session cleans up (a
     /// panic or a cancelled task never leaves a ghost in the registry or the rooms).
     finished: bool,
@@ -194,7 +202,7 @@ impl Session {
             budget: Some(inner.budgets.acquire(&handle.user, Instant::now())),
             strikes: 0,
             expiry: expiry_instant(claims.exp),
-            claims,
+            claims: grants(claims),
             rooms: Rooms::default(),
             handle,
             node,
@@ -206,7 +214,7 @@ impl Session {
 
     /// Leaves the registry and turns room memberships away (or removes them), then discards
     /// whatever was still queued.
-    pub(crate) async fn finish(mut self) {
+    pub(crate) async fn finish(&mut self) {
         let inner = self.node.inner.clone();
         // One at a time, so a cancelled finish leaves the rest to `Drop`.
         while let Some(m) = self.rooms.0.pop() {
@@ -220,6 +228,20 @@ impl Session {
         }
         self.handle.shut_queue();
         self.finished = true;
+    }
+
+    /// The token's grants for the permission checks that read no more than them (`sub` is
+    /// empty when the token granted nothing).
+    fn grants(&self) -> &Claims {
+        static NONE: Claims = Claims {
+            sub: String::new(),
+            exp: 0,
+            rooms: None,
+            send: None,
+            room: None,
+            device: None,
+        };
+        self.claims.as_deref().unwrap_or(&NONE)
     }
 
     /// Gives the user's budget back (once).
@@ -268,7 +290,14 @@ impl Session {
     /// Whether the session may join (or resume) `room`; `join_token` as presented.
     async fn may_join(&self, room: &str, join_token: Option<&str>) -> Result<(), &'static str> {
         let id = &self.handle.id;
-        permissions::check_join(&self.node, &self.claims, id, room, join_token)
+        let claims = match &self.claims {
+            Some(c) => std::borrow::Cow::Borrowed(&**c),
+            None => std::borrow::Cow::Owned(Claims {
+                sub: self.handle.user.to_string(),
+                ..Claims::default()
+            }),
+        };
+        permissions::check_join(&self.node, &claims, id, room, join_token)
             .await
             .map_err(|f| f.0)
     }
@@ -439,7 +468,7 @@ impl Session {
             },
             ClientFrame::Publish(p) => match self.rooms.get(p.room.as_str()) {
                 None => self.reply_error(ErrorCode::NotInRoom, "not a member of the room", p.id),
-                Some(_) if !permissions::may_publish(&inner.config, &self.claims, &p.room) => {
+                Some(_) if !permissions::may_publish(&inner.config, self.grants(), &p.room) => {
                     self.reply_error(ErrorCode::Forbidden, "publishing here is not allowed", p.id)
                 }
                 Some(m) => {
@@ -487,7 +516,7 @@ impl Session {
                     }
                 }
             },
-            ClientFrame::Send(s) if !permissions::may_send(&inner.config, &self.claims, &s.to) => {
+            ClientFrame::Send(s) if !permissions::may_send(&inner.config, self.grants(), &s.to) => {
                 self.reply_error(ErrorCode::Forbidden, "you may not message this user", s.id)
             }
             ClientFrame::Send(s) if !self.spend(true) => self.reply_error(
@@ -564,7 +593,7 @@ impl Session {
                         expires_at: claims.exp,
                         id: r.id,
                     }));
-                    *self.claims = claims;
+                    self.claims = grants(Box::new(claims));
                 }
                 Ok(_) => self.reply_error(
                     ErrorCode::TokenUserMismatch,

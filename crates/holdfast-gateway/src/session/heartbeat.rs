@@ -23,8 +23,10 @@ pub(crate) enum Beat {
 /// The heartbeat of one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Heartbeat {
-    ping_every: Duration,
-    pong_timeout: Duration,
+    /// The ping interval, in milliseconds (it lives in every session's state: kept small).
+    ping_every_ms: u32,
+    /// The pong deadline after a ping, in milliseconds.
+    pong_timeout_ms: u32,
     /// When the next ping is due (while no ping is outstanding).
     next_ping: Instant,
     /// When the outstanding ping was sent.
@@ -34,19 +36,28 @@ pub(crate) struct Heartbeat {
 impl Heartbeat {
     /// A heartbeat whose first ping is due one interval after `now`.
     pub(crate) fn new(now: Instant, ping_every: Duration, pong_timeout: Duration) -> Heartbeat {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         Heartbeat {
-            ping_every,
-            pong_timeout,
+            ping_every_ms: ms(ping_every),
+            pong_timeout_ms: ms(pong_timeout),
             next_ping: now + ping_every,
             ping_sent: None,
         }
+    }
+
+    fn ping_every(&self) -> Duration {
+        Duration::from_millis(u64::from(self.ping_every_ms))
+    }
+
+    fn pong_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.pong_timeout_ms))
     }
 
     /// The next instant at which [`Heartbeat::poll`] has something to do: the pong deadline
     /// while a ping is outstanding, otherwise when the next ping is due.
     pub(crate) fn deadline(&self) -> Instant {
         match self.ping_sent {
-            Some(sent) => sent + self.pong_timeout,
+            Some(sent) => sent + self.pong_timeout(),
             None => self.next_ping,
         }
     }
@@ -54,8 +65,8 @@ impl Heartbeat {
     /// What to do at `now`. Answering [`Beat::Ping`] records the ping as sent at `now`.
     pub(crate) fn poll(&mut self, now: Instant) -> Beat {
         match self.ping_sent {
-            Some(sent) if now >= sent + self.pong_timeout => Beat::TimedOut,
-            Some(sent) => Beat::Wait(sent + self.pong_timeout),
+            Some(sent) if now >= sent + self.pong_timeout() => Beat::TimedOut,
+            Some(sent) => Beat::Wait(sent + self.pong_timeout()),
             None if now >= self.next_ping => {
                 self.ping_sent = Some(now);
                 Beat::Ping
@@ -68,7 +79,7 @@ impl Heartbeat {
     /// nobody asked for changes nothing).
     pub(crate) fn on_pong(&mut self, now: Instant) -> Option<Duration> {
         let sent = self.ping_sent.take()?;
-        self.next_ping = sent + self.ping_every;
+        self.next_ping = sent + self.ping_every();
         Some(now.saturating_duration_since(sent))
     }
 }

@@ -26,4 +26,4 @@ mod tests;
 pub(crate) use self::budget::UserBudgets;
 pub(crate) use self::core::Session;
 pub(crate) use self::lean::{LeanSocket, SocketConfig};
-pub(crate) use self::ws::{close_with, linger, read_close_code, run};
+pub(crate) use self::ws::{close_with, linger, read_close_code, run, Opening};

@@ -9,12 +9,16 @@
 //! The loop is generic over the connection: anything that is both a sink and a stream of
 //! frames, as axum's `WebSocket` is, so tests can drive a session through an in-memory pair.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use holdfast_protocol::{CloseCode, Encoding, ServerFrame, ServerShutdown};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::auth::authenticate;
 use super::core::Session;
@@ -24,7 +28,7 @@ use crate::auth::Claims;
 use crate::logs;
 use crate::metrics::Transport;
 use crate::node::{Admission, Node};
-use crate::registry::{Outbound, SessionHandle};
+use crate::registry::SessionHandle;
 use crate::room::encode;
 
 /// Most frames written per flush.
@@ -64,90 +68,122 @@ enum Ending {
     Lost,
 }
 
-/// Runs a connection from upgrade to close. `pre_auth` holds the claims when the token came
-/// with the upgrade request; otherwise the first frame must be `auth`. `device` is the
-/// upgrade request's `device` parameter, used when the token names no device. `trace` is the
-/// connection's span (tracing on): it covers the upgrade and authentication and ends when the
-/// session starts (or is refused); the session's operations are its children.
+/// What a connection brings to its opening, boxed: an `async` block keeps its captures all its
+/// life, so what is needed only to open the session is held behind one pointer.
+#[derive(Default)]
+pub(crate) struct Opening {
+    /// The claims, when the token came with the upgrade request; otherwise the first frame
+    /// must be `auth`.
+    pub(crate) pre_auth: Option<Claims>,
+    /// The upgrade request's `device` parameter, used when the token names no device.
+    pub(crate) device: Option<String>,
+    /// The connection's span (tracing on): it covers the upgrade and authentication and ends
+    /// when the session starts (or is refused); the session's operations are its children.
+    pub(crate) trace: Option<opentelemetry::Context>,
+}
+
+/// Runs a connection from upgrade to close.
 /// (A plain function returning an `async move` block, not an `async fn`, so the socket is held
 /// once in the task's state, not twice; see [`drive`].)
 #[allow(clippy::manual_async_fn)] // see above: an `async fn` would hold its arguments twice
 pub(crate) fn run<S, E>(
     node: Node,
     mut ws: S,
-    pre_auth: Option<Box<Claims>>,
-    device: Option<String>,
+    opening: Box<Opening>,
     admission: Admission,
     encoding: Encoding,
-    mut trace: Option<opentelemetry::Context>,
 ) -> impl std::future::Future<Output = ()>
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::error::Error + 'static,
 {
     async move {
-        let metrics = node.inner.metrics.clone();
-        let (peer, started) = (admission.ip(), std::time::Instant::now());
-        metrics.session_opened(Transport::WebSocket);
-        // The phases are boxed so the task keeps only the state of the phase it is in: an idle
-        // session's task stays small. Each box is made in a statement of its own: a temporary of
-        // the awaiting statement (`Box::pin(f).await`) would keep `f`'s full size reserved in
-        // this future even though it was moved into the box.
-        let code = match pre_auth {
-            Some(c) => Ok(c),
-            // A connect hook called after in-band `auth` is a child of the connection's span.
-            None => match &trace {
-                Some(cx) => {
-                    use opentelemetry::context::FutureExt as _;
-                    let auth =
-                        Box::pin(authenticate(&node, &mut ws, encoding).with_context(cx.clone()));
-                    auth.await.map(Box::new)
-                }
-                None => {
-                    let auth = Box::pin(authenticate(&node, &mut ws, encoding));
-                    auth.await.map(Box::new)
-                }
-            },
-        };
-        let code = match code {
-            Ok(claims) => {
-                let claims = Box::new(claims.with_device(device.as_deref()));
-                let start = Box::pin(Session::start(node, claims, encoding));
-                let mut session = start.await;
-                let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
-                if let Some(cx) = trace.take() {
-                    session.trace = Some(crate::telemetry::connection_started(cx, &id, &user));
-                }
-                logs::session_started(&id, &user, peer, Transport::WebSocket);
-                let driving = Box::pin(drive(session, &mut ws));
-                let code = driving.await;
-                logs::session_ended(
-                    &id,
-                    &user,
-                    peer,
-                    Transport::WebSocket,
-                    code,
-                    started.elapsed(),
-                );
+        let started = std::time::Instant::now();
+        node.inner.metrics.session_opened(Transport::WebSocket);
+        // The opening is boxed so the task keeps only the state of the phase it is in: an idle
+        // session's task holds the socket, the session and the loop's state, inline, and
+        // nothing else. (The box is made in a statement of its own: a temporary of the
+        // awaiting statement, `Box::pin(f).await`, would keep `f`'s full size reserved in this
+        // future even though it was moved into the box.)
+        let opening = Box::pin(open(&node, &mut ws, opening, encoding, admission.ip()));
+        let mut opened = opening.await;
+        // The session stays where it is and the loop borrows it: a value moved into an awaited
+        // future is held twice in the task's state (once here, once in the future).
+        let code = match &mut opened {
+            Ok(session) => {
+                let code = drive(session, &mut ws).await;
+                let (id, user) = (&session.handle.id, &session.handle.user);
+                let (peer, elapsed) = (admission.ip(), started.elapsed());
+                logs::session_ended(id, user, peer, Transport::WebSocket, code, elapsed);
                 code
             }
-            Err(code) => {
-                if let Some(reason) = logs::auth_close_reason(code) {
-                    (node.inner.auth_log).record(&metrics, peer, Transport::WebSocket, reason);
-                }
-                code
-            }
+            Err(code) => *code,
         };
         drop(admission);
-        metrics.session_closed(Transport::WebSocket, code);
-        // Authentication failed: the connection's span ends with the close code.
-        if let Some(cx) = trace {
-            use opentelemetry::trace::TraceContextExt;
-            cx.span().set_attribute(opentelemetry::KeyValue::new(
-                "holdfast.close_code",
-                i64::from(code),
-            ));
-            crate::telemetry::end(&cx, "refused", false);
+        node.inner
+            .metrics
+            .session_closed(Transport::WebSocket, code);
+    }
+}
+
+/// Authenticates the connection (in-band unless `pre_auth` has the claims) and starts its
+/// session; on failure the socket is closed and the close code returned.
+async fn open<S, E>(
+    node: &Node,
+    ws: &mut S,
+    opening: Box<Opening>,
+    encoding: Encoding,
+    peer: std::net::IpAddr,
+) -> Result<Session, u16>
+where
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+    E: std::error::Error + 'static,
+{
+    let Opening {
+        pre_auth,
+        device,
+        mut trace,
+    } = *opening;
+    let claims = match pre_auth {
+        Some(c) => Ok(Box::new(c)),
+        // A connect hook called after in-band `auth` is a child of the connection's span.
+        None => match &trace {
+            Some(cx) => {
+                use opentelemetry::context::FutureExt as _;
+                authenticate(node, ws, encoding)
+                    .with_context(cx.clone())
+                    .await
+                    .map(Box::new)
+            }
+            None => authenticate(node, ws, encoding).await.map(Box::new),
+        },
+    };
+    match claims {
+        Ok(mut claims) => {
+            claims.set_device(device.as_deref());
+            let mut session = Session::start(node.clone(), claims, encoding).await;
+            let (id, user) = (&session.handle.id, &session.handle.user);
+            if let Some(cx) = trace.take() {
+                session.trace = Some(crate::telemetry::connection_started(cx, id, user));
+            }
+            logs::session_started(id, user, peer, Transport::WebSocket);
+            Ok(session)
+        }
+        Err(code) => {
+            let inner = &node.inner;
+            if let Some(reason) = logs::auth_close_reason(code) {
+                (inner.auth_log).record(&inner.metrics, peer, Transport::WebSocket, reason);
+            }
+            // Authentication failed: the connection's span ends with the close code.
+            if let Some(cx) = trace {
+                use opentelemetry::trace::TraceContextExt;
+                cx.span().set_attribute(opentelemetry::KeyValue::new(
+                    "holdfast.close_code",
+                    i64::from(code),
+                ));
+                crate::telemetry::end(&cx, "refused", false);
+            }
+            Err(code)
         }
     }
 }
@@ -193,12 +229,120 @@ pub(crate) fn read_close_code(e: &(dyn std::error::Error + 'static)) -> Option<C
     None
 }
 
-/// The session loop; returns the close code to record.
+/// What ended a wait of the session loop early: a close asked for, or the drain.
+enum Interrupt {
+    Close(CloseCode),
+    Drain,
+}
+
+impl From<Interrupt> for Ending {
+    fn from(i: Interrupt) -> Ending {
+        match i {
+            Interrupt::Close(code) => Ending::Close(code),
+            Interrupt::Drain => Ending::Drain,
+        }
+    }
+}
+
+/// Whether the session must stop: a close asked for on its handle (first), or the drain. The
+/// task's waker is registered with the handle, which the drain wakes as well.
+fn poll_interrupt(
+    handle: &SessionHandle,
+    drain: &CancellationToken,
+    cx: &mut Context<'_>,
+) -> Option<Interrupt> {
+    if let Poll::Ready(code) = handle.poll_closed(cx) {
+        return Some(Interrupt::Close(code));
+    }
+    drain.is_cancelled().then_some(Interrupt::Drain)
+}
+
+/// What an idle session was woken for.
+enum Event<E> {
+    Stop(Interrupt),
+    Queued,
+    Timer,
+    Read(Option<Result<Message, E>>),
+}
+
+/// An idle session's one wait: a close or the drain, a queued frame, its deadline, or a frame
+/// from the client, in that order of priority. One waker serves the handle's four signals
+/// (close, drain, queue, and the node's timers, see [`crate::timers`]), so an idle session
+/// holds no wait state beyond a few references.
+struct Idle<'a, S> {
+    handle: &'a SessionHandle,
+    drain: &'a CancellationToken,
+    ws: &'a mut S,
+    deadline: Instant,
+}
+
+impl<S, E> Future for Idle<'_, S>
+where
+    S: Stream<Item = Result<Message, E>> + Unpin,
+{
+    type Output = Event<E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event<E>> {
+        let this = &mut *self;
+        if let Some(stop) = poll_interrupt(this.handle, this.drain, cx) {
+            return Poll::Ready(Event::Stop(stop));
+        }
+        if this.handle.has_queued() {
+            return Poll::Ready(Event::Queued);
+        }
+        this.handle.register(cx);
+        if this.handle.has_queued() {
+            return Poll::Ready(Event::Queued);
+        }
+        if Instant::now() >= this.deadline {
+            return Poll::Ready(Event::Timer);
+        }
+        this.ws.poll_next_unpin(cx).map(Event::Read)
+    }
+}
+
+/// `fut` raced against a close or the drain (checked first), so a client that stopped
+/// reading cannot pin its task in a write.
+struct Guarded<'a, F> {
+    handle: &'a SessionHandle,
+    drain: &'a CancellationToken,
+    fut: F,
+}
+
+impl<F: Future + Unpin> Future for Guarded<'_, F> {
+    type Output = Result<F::Output, Interrupt>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(stop) = poll_interrupt(this.handle, this.drain, cx) {
+            return Poll::Ready(Err(stop));
+        }
+        Pin::new(&mut this.fut).poll(cx).map(Ok)
+    }
+}
+
+/// What the loop writes after a wake-up.
+enum Write {
+    /// The queued frames (a batch).
+    Queued,
+    /// A ping.
+    Ping,
+}
+
+/// A client frame's handling, boxed: its state exists only while it runs.
+type Handling<'a> = Pin<Box<dyn Future<Output = Option<CloseCode>> + Send + 'a>>;
+
+/// The session loop, until the session is finished; returns the close code to record.
 /// (A plain function returning an `async move` block rather than an `async fn`: an `async fn`
-/// moves its arguments into locals and so holds the session twice in its state.)
+/// moves its arguments into locals and so holds them twice in its state.)
+///
+/// The loop's state is what an idle session costs, so it is kept to the wait itself: every
+/// other await is on a boxed future, and nothing bigger than a pointer is held across one (a
+/// value moved into an awaited future, or the scrutinee of a `match` around an await, would
+/// stay reserved in the state beside it).
 #[allow(clippy::manual_async_fn)] // see above
 pub(super) fn drive<'a, S, E>(
-    mut session: Session,
+    session: &'a mut Session,
     ws: &'a mut S,
 ) -> impl std::future::Future<Output = u16> + 'a
 where
@@ -206,116 +350,110 @@ where
     E: std::error::Error + 'static,
 {
     async move {
-        let inner = session.node.inner.clone();
-        let hb = &inner.config.heartbeat;
-        // One timer serves the ping cadence, the pong deadline and the token expiry, so an idle
-        // session holds no timer allocation of its own.
+        let hb = &session.node.inner.config.heartbeat;
+        // One deadline serves the ping cadence, the pong deadline and the token expiry.
         let mut heartbeat = Heartbeat::new(
             Instant::now(),
             Duration::from_millis(hb.ping_interval_ms),
             Duration::from_millis(hb.pong_timeout_ms),
         );
         let handle = session.handle.clone();
+        let node = session.node.clone();
+        let (drain, metrics) = (node.inner.drain.token(), &*node.inner.metrics);
+        let timers = &node.inner.timers;
+        // The earliest deadline this session has armed with the node's timers (a millisecond
+        // of theirs) that has not come yet: a later deadline is armed once it has.
+        let mut armed: Option<u64> = None;
         let ending = loop {
-            let timer = heartbeat.deadline().min(session.expiry);
-            tokio::select! {
-                biased;
-                code = handle.closed() => break Ending::Close(code),
-                _ = inner.drain.token().cancelled() => break Ending::Drain,
-                out = handle.next() => {
-                    // Boxed: the write state exists only while a batch is being written.
-                    let write = Box::pin(write_batch(ws, out, &handle, &inner.metrics));
-                    tokio::select! {
-                        r = write => {
-                            if r.is_err() { break Ending::Lost }
-                        }
-                        code = handle.closed() => break Ending::Close(code),
-                        _ = inner.drain.token().cancelled() => break Ending::Drain,
-                    }
+            let deadline = heartbeat.deadline().min(session.expiry);
+            let at = timers.millis_at(deadline);
+            if armed.is_some_and(|a| a <= timers.millis_now()) {
+                armed = None;
+            }
+            let wake_at = match armed {
+                Some(a) if a <= at => a,
+                _ => {
+                    timers.arm(at, &handle);
+                    armed = Some(at);
+                    at
                 }
-                _ = sleep_until(timer) => {
+            };
+            // Woken by the armed deadline, the loop looks at its own: when it is later (a pong
+            // moved it), the later one is armed then.
+            let idle = Idle {
+                handle: &handle,
+                drain,
+                ws: &mut *ws,
+                deadline: timers.instant_of(wake_at),
+            };
+            let mut write = None;
+            let mut handling: Option<Handling<'_>> = None;
+            match idle.await {
+                Event::Stop(stop) => break stop.into(),
+                Event::Queued => write = Some(Write::Queued),
+                Event::Timer => {
                     let now = Instant::now();
                     if now >= session.expiry {
                         break Ending::Close(CloseCode::TokenExpired);
                     }
                     match heartbeat.poll(now) {
                         Beat::TimedOut => break Ending::Close(CloseCode::HeartbeatTimeout),
-                        Beat::Ping => {
-                            let send = Box::pin(ws.send(Message::Ping(bytes::Bytes::new())));
-                            tokio::select! {
-                                r = send => if r.is_err() { break Ending::Lost },
-                                code = handle.closed() => break Ending::Close(code),
-                                _ = inner.drain.token().cancelled() => break Ending::Drain,
-                            }
-                        }
+                        Beat::Ping => write = Some(Write::Ping),
                         Beat::Wait(_) => {}
                     }
                 }
-                msg = ws.next() => match msg {
+                Event::Read(None) => break Ending::Lost,
+                // A broken frame still gets a close frame with its code, not a dropped
+                // connection the client would take for network trouble.
+                Event::Read(Some(Err(e))) => match read_close_code(&e) {
+                    Some(code) => break Ending::Close(code),
                     None => break Ending::Lost,
-                    Some(Err(e)) => {
-                        // A broken frame still gets a close frame with its code, not a dropped
-                        // connection the client would take for network trouble.
-                        match read_close_code(&e) {
-                            Some(code) => break Ending::Close(code),
-                            None => break Ending::Lost,
-                        }
+                },
+                Event::Read(Some(Ok(msg))) => match msg {
+                    Message::Text(text) => {
+                        let session = &mut *session;
+                        handling = Some(Box::pin(async move { session.on_text(&text).await }));
                     }
-                    Some(Ok(Message::Text(text))) => {
-                        // Boxed for the same reason (and in its own statement, see `run`): frame
-                        // handling state is transient.
-                        let handling = Box::pin(session.on_text(&text));
-                        if let Some(code) = handling.await {
-                            break Ending::Close(code);
-                        }
+                    Message::Binary(bytes) => {
+                        let session = &mut *session;
+                        handling = Some(if handle.encoding == Encoding::MsgPack {
+                            Box::pin(async move { session.on_message(&bytes).await })
+                        } else {
+                            Box::pin(session.on_unexpected_binary())
+                        });
                     }
-                    Some(Ok(Message::Binary(bytes))) => {
-                        let handling: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
-                            if handle.encoding == Encoding::MsgPack {
-                                Box::pin(session.on_message(&bytes))
-                            } else {
-                                Box::pin(session.on_unexpected_binary())
-                            };
-                        if let Some(code) = handling.await {
-                            break Ending::Close(code);
-                        }
-                    }
-                    Some(Ok(Message::Pong(_))) => {
+                    Message::Pong(_) => {
                         if let Some(rtt) = heartbeat.on_pong(Instant::now()) {
-                            inner.metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
+                            metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
                         }
                     }
-                    Some(Ok(Message::Ping(_))) => {}
-                    Some(Ok(Message::Close(frame))) => {
+                    Message::Ping(_) => {}
+                    Message::Close(frame) => {
                         break Ending::ClientClosed(frame.map(|f| f.code).unwrap_or(1005));
                     }
+                },
+            }
+            if let Some(what) = write {
+                let fut = Box::pin(write_out(ws, what, &handle, metrics));
+                match (Guarded {
+                    handle: &handle,
+                    drain,
+                    fut,
+                })
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break Ending::Lost,
+                    Err(stop) => break stop.into(),
+                }
+            }
+            if let Some(handling) = handling {
+                if let Some(code) = handling.await {
+                    break Ending::Close(code);
                 }
             }
         };
-        let closing = Box::pin(async {
-            match ending {
-                Ending::Close(code) => {
-                    close_with(ws, code).await;
-                    linger(ws).await;
-                    code.code()
-                }
-                Ending::Drain => {
-                    let notice = ServerFrame::ServerShutdown(ServerShutdown {
-                        reason: "node draining".into(),
-                        reconnect_after_ms: inner.config.server.shutdown_reconnect_after_ms,
-                    });
-                    write_now(ws, handle.encoding, &notice).await;
-                    close_with(ws, CloseCode::GoingAway).await;
-                    linger(ws).await;
-                    CloseCode::GoingAway.code()
-                }
-                Ending::ClientClosed(code) => {
-                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.flush()).await;
-                    code
-                }
-                Ending::Lost => 1006,
-            }
-        });
+        let closing = Box::pin(close(ws, ending, session));
         let code = closing.await;
         let finishing = Box::pin(session.finish());
         finishing.await;
@@ -324,19 +462,51 @@ where
     }
 }
 
-/// Writes `first` and whatever else is queued (up to [`MAX_BATCH`]) with a single flush.
-async fn write_batch<S: Sink<Message> + Unpin>(
+/// Ends the connection as `ending` says; returns the close code to record.
+async fn close<S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin, E>(
     ws: &mut S,
-    first: Outbound,
+    ending: Ending,
+    session: &Session,
+) -> u16 {
+    match ending {
+        Ending::Close(code) => {
+            close_with(ws, code).await;
+            linger(ws).await;
+            code.code()
+        }
+        Ending::Drain => {
+            let notice = ServerFrame::ServerShutdown(ServerShutdown {
+                reason: "node draining".into(),
+                reconnect_after_ms: session.node.inner.config.server.shutdown_reconnect_after_ms,
+            });
+            write_now(ws, session.handle.encoding, &notice).await;
+            close_with(ws, CloseCode::GoingAway).await;
+            linger(ws).await;
+            CloseCode::GoingAway.code()
+        }
+        Ending::ClientClosed(code) => {
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.flush()).await;
+            code
+        }
+        Ending::Lost => 1006,
+    }
+}
+
+/// Writes a ping, or the queued frames (up to [`MAX_BATCH`]) with a single flush.
+async fn write_out<S: Sink<Message> + Unpin>(
+    ws: &mut S,
+    what: Write,
     handle: &SessionHandle,
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), S::Error> {
+    if let Write::Ping = what {
+        return ws.send(Message::Ping(bytes::Bytes::new())).await;
+    }
     let mut n = 0u64;
-    let mut out = first;
     // Emission times of the batch's room frames; fan-out lag is observed once the flush has
     // completed, so it includes the write itself.
     let mut emitted = [None; MAX_BATCH];
-    loop {
+    while let Some(out) = handle.try_pop() {
         if let Some(slot) = emitted.get_mut(n as usize) {
             *slot = out.emitted;
         }
@@ -344,10 +514,6 @@ async fn write_batch<S: Sink<Message> + Unpin>(
         n += 1;
         if n >= MAX_BATCH as u64 {
             break;
-        }
-        match handle.try_pop() {
-            Some(next) => out = next,
-            None => break,
         }
     }
     ws.flush().await?;
