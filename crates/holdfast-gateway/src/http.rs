@@ -179,23 +179,35 @@ async fn ws_upgrade(
     let (encoding, named) = holdfast_protocol::Encoding::negotiate(offered);
     let device = ws_query.map(|Query(q)| q).unwrap_or_default().device;
     let config = crate::upgrade::websocket_config(max, max_write);
-    let session_node = node.clone();
+    let opening = session::Opening {
+        node: node.clone(),
+        pre_auth: claims,
+        device,
+        trace,
+    };
+    let protocol = named.then(|| encoding.subprotocol());
+    let (response, task) = session_task(upgrade, config, opening, admission, encoding, protocol);
     // The session task is spawned on the node's tracker with the answer, so a drain cannot
     // finish between the 101 response and the session being tracked.
-    let (response, task) = upgrade.accept(
-        config,
-        move |socket| {
-            let opening = Box::new(session::Opening {
-                pre_auth: claims,
-                device,
-                trace,
-            });
-            session::run(session_node, socket, opening, admission, encoding)
-        },
-        named.then(|| encoding.subprotocol()),
-    );
     node.inner.drain.tracker().spawn(task);
     response
+}
+
+/// The 101 answer to `upgrade`, and the task that runs the WebSocket session on the upgraded
+/// socket (for the caller to spawn at once).
+pub(crate) fn session_task(
+    upgrade: Handshake,
+    config: crate::session::SocketConfig,
+    opening: session::Opening,
+    admission: crate::node::Admission,
+    encoding: holdfast_protocol::Encoding,
+    protocol: Option<&'static str>,
+) -> (
+    Response,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let session = move |socket| session::run(socket, Box::new(opening), admission, encoding);
+    upgrade.accept(config, session, protocol)
 }
 
 /// Accepts connections until the drain starts, serving each on its own tracked task (over TLS

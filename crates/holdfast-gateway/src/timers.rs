@@ -167,6 +167,11 @@ async fn fire(timers: Weak<Timers>) {
                     due.push(e.session);
                 }
             }
+            // Memory follows the sessions down after a peak (a mass disconnect).
+            let (len, cap) = (q.heap.len(), q.heap.capacity());
+            if cap > 1024 && len < cap / 4 {
+                q.heap.shrink_to(len * 2);
+            }
         }
         for session in due.drain(..) {
             session.wake();

@@ -21,17 +21,32 @@ use futures_util::FutureExt;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::session::{LeanSocket, SocketConfig};
 use crate::tls::MaybeTls;
 
 /// The stream a session runs on: the accepted connection itself, or (should hyper ever hand
 /// over a different type) its upgrade wrapper.
+/// (`MaybeTls`'s two cases are repeated here rather than nested: flat, the enum fits in the
+/// TCP stream's own size, 40 bytes, where a nested one takes 48.)
 pub(crate) enum SessionIo {
-    /// The accepted stream, out of hyper's hands.
-    Direct(MaybeTls),
-    /// hyper's wrapper, kept as is.
-    Wrapped(TokioIo<Upgraded>),
+    /// The accepted plain TCP stream, out of hyper's hands.
+    Plain(TcpStream),
+    /// The accepted TLS stream, out of hyper's hands.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// hyper's wrapper, kept as is (boxed: not the usual case, and larger).
+    Wrapped(Box<TokioIo<Upgraded>>),
+}
+
+impl From<MaybeTls> for SessionIo {
+    fn from(io: MaybeTls) -> SessionIo {
+        match io {
+            MaybeTls::Plain(s) => SessionIo::Plain(s),
+            MaybeTls::Tls(s) => SessionIo::Tls(s),
+        }
+    }
 }
 
 /// The socket type of a WebSocket session.
@@ -102,6 +117,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
 }
 
 impl Handshake {
+    /// A handshake whose upgrade never comes, to measure the session task (tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Handshake {
+        let request = axum::http::Request::new(());
+        Handshake {
+            key: HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+            on_upgrade: hyper::upgrade::on(request),
+        }
+    }
+
     /// Answers 101 and returns the task that runs `session` on the upgraded socket, for the
     /// caller to spawn (on the node's tracker, at once, so the session is tracked from the
     /// moment the answer exists). The task is returned unboxed: spawned as it is, it lives in
@@ -172,11 +197,11 @@ async fn socket(on_upgrade: OnUpgrade, config: SocketConfig) -> Option<SessionSo
     let upgraded = on_upgrade.await.ok()?;
     let socket = match upgraded.downcast::<TokioIo<MaybeTls>>() {
         Ok(parts) => {
-            let io = SessionIo::Direct(parts.io.into_inner());
+            let io = SessionIo::from(parts.io.into_inner());
             lean_socket(io, parts.read_buf.to_vec(), config)
         }
         Err(upgraded) => {
-            let io = SessionIo::Wrapped(TokioIo::new(upgraded));
+            let io = SessionIo::Wrapped(Box::new(TokioIo::new(upgraded)));
             lean_socket(io, Vec::new(), config)
         }
     };
@@ -190,8 +215,9 @@ impl AsyncRead for SessionIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            SessionIo::Direct(s) => Pin::new(s).poll_read(cx, buf),
-            SessionIo::Wrapped(s) => Pin::new(s).poll_read(cx, buf),
+            SessionIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            SessionIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            SessionIo::Wrapped(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -203,22 +229,25 @@ impl AsyncWrite for SessionIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            SessionIo::Direct(s) => Pin::new(s).poll_write(cx, buf),
-            SessionIo::Wrapped(s) => Pin::new(s).poll_write(cx, buf),
+            SessionIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            SessionIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            SessionIo::Wrapped(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            SessionIo::Direct(s) => Pin::new(s).poll_flush(cx),
-            SessionIo::Wrapped(s) => Pin::new(s).poll_flush(cx),
+            SessionIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            SessionIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            SessionIo::Wrapped(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            SessionIo::Direct(s) => Pin::new(s).poll_shutdown(cx),
-            SessionIo::Wrapped(s) => Pin::new(s).poll_shutdown(cx),
+            SessionIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            SessionIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            SessionIo::Wrapped(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

@@ -225,7 +225,9 @@ async fn open(
     .await;
     if let Some(cx) = trace {
         let (id, user) = (session.handle.id.clone(), session.handle.user.clone());
-        session.trace = Some(crate::telemetry::connection_started(cx, &id, &user));
+        session.trace = Some(Box::new(crate::telemetry::connection_started(
+            cx, &id, &user,
+        )));
     }
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (changed, _) = watch::channel(0);

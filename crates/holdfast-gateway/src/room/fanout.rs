@@ -508,6 +508,8 @@ impl Mirror {
     }
 
     /// Places a new member at `seq` in `epoch`, queueing `reply` first, and ends its `enter`.
+    /// Returns the view's name, for the session to share (`None`: there was no view, and the
+    /// session is closed).
     pub fn place(
         &self,
         room: &str,
@@ -515,7 +517,7 @@ impl Mirror {
         session: &Arc<SessionHandle>,
         player: &Arc<str>,
         reply: Utf8Bytes,
-    ) {
+    ) -> Option<Arc<str>> {
         let Position {
             epoch,
             seq,
@@ -523,7 +525,7 @@ impl Mirror {
         } = at;
         let Some(view) = self.get(room) else {
             session.close(CloseCode::InternalError);
-            return;
+            return None;
         };
         let mut v = lock(&view);
         v.joining = v.joining.saturating_sub(1);
@@ -532,6 +534,7 @@ impl Mirror {
         if !v.add_sub(session.clone(), player.clone(), seq, presence) {
             session.close(CloseCode::InternalError);
         }
+        Some(v.name.clone())
     }
 
     /// Queues `reply` to `session` once the message `at` (epoch, seq) was delivered here (at

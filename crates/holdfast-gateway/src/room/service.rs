@@ -191,7 +191,7 @@ impl RoomService {
         let events: Vec<&str> = r.events.iter().map(|b| b.text.as_str()).collect();
         let joined = Utf8Bytes::from(encode_joined(&joined, &events));
         let player: Arc<str> = player.into();
-        self.mirror.place(
+        let name = self.mirror.place(
             room,
             Position {
                 epoch: &a.epoch,
@@ -203,7 +203,7 @@ impl RoomService {
             joined,
         );
         Ok(Membership {
-            room: room.into(),
+            room: name.unwrap_or_else(|| room.into()),
             player,
         })
     }
@@ -497,7 +497,7 @@ impl RoomService {
         self.back(&session.user, &req.room, &req.player_id);
         self.metrics.reconnection_tokens_issued.inc();
         let player: Arc<str> = req.player_id.as_str().into();
-        self.mirror.place(
+        let name = self.mirror.place(
             &req.room,
             Position {
                 epoch: &a.epoch,
@@ -509,7 +509,7 @@ impl RoomService {
             frame,
         );
         Ok(Membership {
-            room: req.room.as_str().into(),
+            room: name.unwrap_or_else(|| req.room.as_str().into()),
             player,
         })
     }

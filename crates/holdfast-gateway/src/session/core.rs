@@ -28,9 +28,10 @@ use crate::room::{encode, RoomError};
 use crate::store::{Membership, Resume};
 use crate::telemetry;
 
-/// The rooms of one session.
+/// The rooms of one session: a boxed slice, reallocated on each join or leave (rare), so the
+/// list costs 16 bytes in the session's state and holds no spare capacity.
 #[derive(Default)]
-struct Rooms(Vec<Membership>);
+struct Rooms(Box<[Membership]>);
 
 impl Rooms {
     fn get(&self, room: &str) -> Option<&Membership> {
@@ -41,12 +42,23 @@ impl Rooms {
     }
     fn remove(&mut self, room: &str) -> Option<Membership> {
         let i = self.0.iter().position(|m| &*m.room == room)?;
-        Some(self.0.swap_remove(i))
+        let mut list = std::mem::take(&mut self.0).into_vec();
+        let m = list.swap_remove(i);
+        self.0 = list.into_boxed_slice();
+        Some(m)
     }
     fn insert(&mut self, m: Membership) {
-        // Most sessions are in one or two rooms: grow one slot at a time.
-        self.0.reserve_exact(1);
-        self.0.push(m);
+        let mut list = std::mem::take(&mut self.0).into_vec();
+        list.reserve_exact(1);
+        list.push(m);
+        self.0 = list.into_boxed_slice();
+    }
+    /// Takes the last membership out.
+    fn pop(&mut self) -> Option<Membership> {
+        let mut list = std::mem::take(&mut self.0).into_vec();
+        let m = list.pop();
+        self.0 = list.into_boxed_slice();
+        m
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -121,7 +133,7 @@ pub(crate) struct Session {
     finished: bool,
     /// With tracing on, the (ended) connection span's context: the parent of the session's
     /// operation spans.
-    pub(crate) trace: Option<Context>,
+    pub(crate) trace: Option<Box<Context>>,
     /// The last error code replied (its position in `ErrorCode::ALL`, plus one), read by the
     /// operation's span.
     last_error: AtomicU8,
@@ -140,7 +152,7 @@ impl Drop for Session {
                 .release_user(&inner.id, &self.handle.user, &self.handle.id);
         }
         self.handle.shut_queue();
-        let rooms = std::mem::take(&mut self.rooms.0);
+        let rooms = std::mem::take(&mut self.rooms.0).into_vec();
         if rooms.is_empty() {
             return;
         }
@@ -217,7 +229,7 @@ impl Session {
     pub(crate) async fn finish(&mut self) {
         let inner = self.node.inner.clone();
         // One at a time, so a cancelled finish leaves the rest to `Drop`.
-        while let Some(m) = self.rooms.0.pop() {
+        while let Some(m) = self.rooms.pop() {
             inner.store.disconnect(&m, &self.handle).await;
         }
         self.release_budget();
@@ -392,7 +404,7 @@ impl Session {
         inner: Arc<NodeInner>,
         frame: ClientFrame,
     ) -> Option<CloseCode> {
-        let base = self.trace.clone().unwrap_or_default();
+        let base = self.trace.as_deref().cloned().unwrap_or_default();
         let (room, tp) = match &frame {
             ClientFrame::Join(r) => (r.room.as_str(), None),
             ClientFrame::Leave(r) => (r.room.as_str(), None),

@@ -80,8 +80,9 @@ impl WsError {
 /// The size limits of inbound frames and messages, in bytes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
-    pub(crate) max_message: usize,
-    pub(crate) max_frame: usize,
+    /// (`u32`: the reader lives in every connection's state; larger limits are clamped.)
+    pub(crate) max_message: u32,
+    pub(crate) max_frame: u32,
 }
 
 /// Whether a client's close code may be echoed (RFC 6455 §7.4): 1000-1003, 1007-1013 and the
@@ -364,12 +365,13 @@ fn parse_head(b: &[u8], limits: Limits, frag: Option<&Fragments>) -> Result<Opti
         },
         n => (u64::from(n), 2),
     };
-    let len = usize::try_from(len).map_err(|_| WsError::TooBig(limits.max_frame))?;
-    if len > limits.max_frame {
-        return Err(WsError::TooBig(limits.max_frame));
+    let (max_frame, max_message) = (limits.max_frame as usize, limits.max_message as usize);
+    let len = usize::try_from(len).map_err(|_| WsError::TooBig(max_frame))?;
+    if len > max_frame {
+        return Err(WsError::TooBig(max_frame));
     }
-    if opcode <= OP_BINARY && so_far.saturating_add(len) > limits.max_message {
-        return Err(WsError::TooBig(limits.max_message));
+    if opcode <= OP_BINARY && so_far.saturating_add(len) > max_message {
+        return Err(WsError::TooBig(max_message));
     }
     let Some(&[m0, m1, m2, m3]) = b.get(at..at + 4) else {
         return Ok(None);

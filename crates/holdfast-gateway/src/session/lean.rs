@@ -170,58 +170,75 @@ fn poll_read_into<T: AsyncRead + Unpin>(
     Poll::Ready(Ok(buf.filled().len()))
 }
 
+/// A close was sent or received, or the connection failed: data frames are refused.
+const CLOSED: u8 = 1;
+/// The server's close frame was queued.
+const CLOSE_SENT: u8 = 1 << 1;
+/// The client's close frame was received (and answered).
+const CLOSE_RECEIVED: u8 = 1 << 2;
+/// Reads are over: the close handshake is done, or the stream ended.
+const ENDED: u8 = 1 << 3;
+/// A read failed (a broken frame, or the connection): frames are no longer parsed.
+const FAILED: u8 = 1 << 4;
+/// After a failed read, the server's close frame was sent: the write side is shut down once
+/// it is flushed.
+const SHUT_PENDING: u8 = 1 << 5;
+
+/// A socket's state bits, one byte (the socket lives in every connection's state).
+#[derive(Clone, Copy, Default)]
+struct Flags(u8);
+
+impl Flags {
+    fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.0 |= flag;
+        } else {
+            self.0 &= !flag;
+        }
+    }
+}
+
 /// A server-side WebSocket speaking axum's [`Message`], as the session loop expects.
 pub(crate) struct LeanSocket<T> {
     io: LeanIo<T>,
     reader: Reader,
-    /// A close was sent or received, or the connection failed: data frames are refused.
-    closed: bool,
-    /// The server's close frame was queued.
-    close_sent: bool,
-    /// The client's close frame was received (and answered).
-    close_received: bool,
-    /// Reads are over: the close handshake is done, or the stream ended.
-    ended: bool,
-    /// A read failed (a broken frame, or the connection): frames are no longer parsed.
-    failed: bool,
-    /// After a failed read, the server's close frame was sent: the write side is shut down
-    /// once it is flushed.
-    shut_pending: bool,
-    /// Bytes read and discarded since the failure.
-    discarded: usize,
+    /// The close handshake's and the read side's state (see [`Flags`]).
+    flags: Flags,
+    /// Bytes read and discarded since the failure (at most [`MAX_DISCARD`]).
+    discarded: u32,
 }
 
 impl<T> LeanSocket<T> {
     /// A server WebSocket over `io` (the handshake done); `early` holds the bytes the client
     /// sent past its request, read before: they are parsed first.
     pub(crate) fn new(io: T, early: Vec<u8>, config: SocketConfig) -> Self {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let limits = Limits {
-            max_message: config.max_message,
-            max_frame: config.max_frame,
+            max_message: clamp(config.max_message),
+            max_frame: clamp(config.max_frame),
         };
         LeanSocket {
             io: LeanIo::new(io, config.max_write),
             reader: Reader::new(limits, early),
-            closed: false,
-            close_sent: false,
-            close_received: false,
-            ended: false,
-            failed: false,
-            shut_pending: false,
+            flags: Flags::default(),
             discarded: 0,
         }
     }
 
     /// Marks the read side failed (nothing more is parsed) and returns `e`.
     fn fail(&mut self, e: WsError) -> WsError {
-        self.closed = true;
-        self.failed = true;
+        self.flags.set(CLOSED, true);
+        self.flags.set(FAILED, true);
         self.reader.clear();
         e
     }
 
     fn push_data(&mut self, opcode: u8, payload: &[u8]) -> Result<(), WsError> {
-        if self.closed {
+        if self.flags.has(CLOSED) {
             return Err(WsError::Closed);
         }
         if self.io.pending() + payload.len() > self.io.max {
@@ -241,9 +258,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> LeanSocket<T> {
     /// time (the closing linger).
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<Option<<Self as Stream>::Item>> {
         let mut scratch = [0u8; 2048];
-        while self.discarded < MAX_DISCARD {
+        while (self.discarded as usize) < MAX_DISCARD {
             match ready!(poll_read_into(&mut self.io.io, cx, &mut scratch)) {
-                Ok(n) if n > 0 => self.discarded += n,
+                Ok(n) if n > 0 => {
+                    let n = u32::try_from(n).unwrap_or(u32::MAX);
+                    self.discarded = self.discarded.saturating_add(n);
+                }
                 _ => return Poll::Ready(None),
             }
         }
@@ -260,7 +280,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> LeanSocket<T> {
         let msg = match msg {
             Message::Ping(payload) => {
                 // No pong once a close was sent or received.
-                if !self.closed {
+                if !self.flags.has(CLOSED) {
                     if let Err(e) = self.io.push_control(OP_PONG, &payload) {
                         return Poll::Ready(Some(Err(self.fail(e.into()))));
                     }
@@ -269,13 +289,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> LeanSocket<T> {
                 Message::Ping(payload)
             }
             Message::Close(frame) => {
-                self.ended = true;
-                if self.close_sent {
+                self.flags.set(ENDED, true);
+                if self.flags.has(CLOSE_SENT) {
                     // The answer to the server's close: the handshake is done.
                     Message::Close(frame)
                 } else {
-                    self.closed = true;
-                    self.close_received = true;
+                    self.flags.set(CLOSED, true);
+                    self.flags.set(CLOSE_RECEIVED, true);
                     let frame = match frame {
                         Some(f) if !close_code_allowed(f.code) => Some(CloseFrame {
                             code: 1002,
@@ -302,10 +322,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for LeanSocket<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.failed {
+        if this.flags.has(FAILED) {
             return this.poll_discard(cx);
         }
-        if this.ended {
+        if this.flags.has(ENDED) {
             return Poll::Ready(None);
         }
         // Answers queued by earlier reads go out first; a write that would block is retried by
@@ -337,8 +357,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for LeanSocket<T> {
                 Err(e) => return Poll::Ready(Some(Err(this.fail(e.into())))),
                 Ok((0, _)) => {
                     // The end of the stream (without a close: the connection is lost).
-                    this.ended = true;
-                    this.closed = true;
+                    this.flags.set(ENDED, true);
+                    this.flags.set(CLOSED, true);
                     this.reader.clear();
                     return Poll::Ready(None);
                 }
@@ -366,21 +386,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for LeanSocket<T> {
         match item {
             Message::Text(t) => this.push_data(OP_TEXT, t.as_bytes()),
             Message::Binary(b) => this.push_data(OP_BINARY, &b),
-            Message::Ping(_) | Message::Pong(_) if this.closed => Err(WsError::Closed),
+            Message::Ping(_) | Message::Pong(_) if this.flags.has(CLOSED) => Err(WsError::Closed),
             Message::Ping(b) => Ok(this.io.push_control(OP_PING, &b)?),
             Message::Pong(b) => Ok(this.io.push_control(OP_PONG, &b)?),
             Message::Close(f) => {
                 // One close frame per connection: after the client's close (answered by the
                 // socket) or the server's own, nothing more is sent.
-                if this.close_sent || this.close_received {
+                if this.flags.has(CLOSE_SENT) || this.flags.has(CLOSE_RECEIVED) {
                     return Ok(());
                 }
-                this.closed = true;
-                this.close_sent = true;
+                this.flags.set(CLOSED, true);
+                this.flags.set(CLOSE_SENT, true);
                 // After a failed read no close answer can be recognised: the connection ends
                 // from this side once the close frame is out (the client reads it, then the
                 // end of the stream).
-                this.shut_pending = this.failed;
+                this.flags.set(SHUT_PENDING, this.flags.has(FAILED));
                 let f = f.as_ref().map(|f| (f.code, f.reason.as_str()));
                 Ok(this.io.push_close(f)?)
             }
@@ -390,18 +410,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for LeanSocket<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
         ready!(this.io.poll_flush(cx))?;
-        if this.shut_pending {
+        if this.flags.has(SHUT_PENDING) {
             ready!(this.io.poll_shutdown(cx))?;
-            this.shut_pending = false;
+            this.flags.set(SHUT_PENDING, false);
         }
         Poll::Ready(Ok(()))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        if !this.close_sent && !this.close_received {
-            this.closed = true;
-            this.close_sent = true;
+        if !this.flags.has(CLOSE_SENT) && !this.flags.has(CLOSE_RECEIVED) {
+            this.flags.set(CLOSED, true);
+            this.flags.set(CLOSE_SENT, true);
             this.io.push_close(None)?;
         }
         ready!(this.io.poll_flush(cx))?;

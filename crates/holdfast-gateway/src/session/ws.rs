@@ -70,8 +70,9 @@ enum Ending {
 
 /// What a connection brings to its opening, boxed: an `async` block keeps its captures all its
 /// life, so what is needed only to open the session is held behind one pointer.
-#[derive(Default)]
 pub(crate) struct Opening {
+    /// The node (the session keeps it once started).
+    pub(crate) node: Node,
     /// The claims, when the token came with the upgrade request; otherwise the first frame
     /// must be `auth`.
     pub(crate) pre_auth: Option<Claims>,
@@ -82,12 +83,24 @@ pub(crate) struct Opening {
     pub(crate) trace: Option<opentelemetry::Context>,
 }
 
+impl Opening {
+    /// A connection to `node` that must authenticate in-band, without a device or a span.
+    #[cfg(test)]
+    pub(crate) fn new(node: Node) -> Opening {
+        Opening {
+            node,
+            pre_auth: None,
+            device: None,
+            trace: None,
+        }
+    }
+}
+
 /// Runs a connection from upgrade to close.
 /// (A plain function returning an `async move` block, not an `async fn`, so the socket is held
 /// once in the task's state, not twice; see [`drive`].)
 #[allow(clippy::manual_async_fn)] // see above: an `async fn` would hold its arguments twice
 pub(crate) fn run<S, E>(
-    node: Node,
     mut ws: S,
     opening: Box<Opening>,
     admission: Admission,
@@ -98,26 +111,30 @@ where
     E: std::error::Error + 'static,
 {
     async move {
-        let started = std::time::Instant::now();
-        node.inner.metrics.session_opened(Transport::WebSocket);
+        let inner = &opening.node.inner;
+        // In the timers' milliseconds: 8 bytes in the task's state, where an `Instant` is 16.
+        let started = inner.timers.millis_now();
+        inner.metrics.session_opened(Transport::WebSocket);
         // The opening is boxed so the task keeps only the state of the phase it is in: an idle
         // session's task holds the socket, the session and the loop's state, inline, and
         // nothing else. (The box is made in a statement of its own: a temporary of the
         // awaiting statement, `Box::pin(f).await`, would keep `f`'s full size reserved in this
         // future even though it was moved into the box.)
-        let opening = Box::pin(open(&node, &mut ws, opening, encoding, admission.ip()));
+        let opening = Box::pin(open(opening, &mut ws, encoding, admission.ip()));
         let mut opened = opening.await;
         // The session stays where it is and the loop borrows it: a value moved into an awaited
         // future is held twice in the task's state (once here, once in the future).
-        let code = match &mut opened {
+        let (node, code) = match &mut opened {
             Ok(session) => {
                 let code = drive(session, &mut ws).await;
                 let (id, user) = (&session.handle.id, &session.handle.user);
-                let (peer, elapsed) = (admission.ip(), started.elapsed());
+                let timers = &session.node.inner.timers;
+                let elapsed = Duration::from_millis(timers.millis_now().saturating_sub(started));
+                let peer = admission.ip();
                 logs::session_ended(id, user, peer, Transport::WebSocket, code, elapsed);
-                code
+                (&session.node, code)
             }
-            Err(code) => *code,
+            Err((node, code)) => (&*node, *code),
         };
         drop(admission);
         node.inner
@@ -129,21 +146,22 @@ where
 /// Authenticates the connection (in-band unless `pre_auth` has the claims) and starts its
 /// session; on failure the socket is closed and the close code returned.
 async fn open<S, E>(
-    node: &Node,
-    ws: &mut S,
     opening: Box<Opening>,
+    ws: &mut S,
     encoding: Encoding,
     peer: std::net::IpAddr,
-) -> Result<Session, u16>
+) -> Result<Session, (Node, u16)>
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::error::Error + 'static,
 {
     let Opening {
+        node,
         pre_auth,
         device,
         mut trace,
     } = *opening;
+    let node = &node;
     let claims = match pre_auth {
         Some(c) => Ok(Box::new(c)),
         // A connect hook called after in-band `auth` is a child of the connection's span.
@@ -164,7 +182,7 @@ where
             let mut session = Session::start(node.clone(), claims, encoding).await;
             let (id, user) = (&session.handle.id, &session.handle.user);
             if let Some(cx) = trace.take() {
-                session.trace = Some(crate::telemetry::connection_started(cx, id, user));
+                session.trace = Some(Box::new(crate::telemetry::connection_started(cx, id, user)));
             }
             logs::session_started(id, user, peer, Transport::WebSocket);
             Ok(session)
@@ -183,7 +201,7 @@ where
                 ));
                 crate::telemetry::end(&cx, "refused", false);
             }
-            Err(code)
+            Err((node.clone(), code))
         }
     }
 }
@@ -358,33 +376,30 @@ where
             Duration::from_millis(hb.pong_timeout_ms),
         );
         let handle = session.handle.clone();
-        let node = session.node.clone();
-        let (drain, metrics) = (node.inner.drain.token(), &*node.inner.metrics);
-        let timers = &node.inner.timers;
         // The earliest deadline this session has armed with the node's timers (a millisecond
-        // of theirs) that has not come yet: a later deadline is armed once it has.
-        let mut armed: Option<u64> = None;
+        // of theirs) that has not come yet, `NONE` when none: a later deadline is armed once it
+        // has. (The node is reached through the session at each use rather than held in
+        // locals: whatever the loop holds is held by every idle session.)
+        const NONE: u64 = u64::MAX;
+        let mut armed = NONE;
         let ending = loop {
+            let timers = &session.node.inner.timers;
             let deadline = heartbeat.deadline().min(session.expiry);
             let at = timers.millis_at(deadline);
-            if armed.is_some_and(|a| a <= timers.millis_now()) {
-                armed = None;
+            if armed != NONE && armed <= timers.millis_now() {
+                armed = NONE;
             }
-            let wake_at = match armed {
-                Some(a) if a <= at => a,
-                _ => {
-                    timers.arm(at, &handle);
-                    armed = Some(at);
-                    at
-                }
-            };
+            if armed == NONE || at < armed {
+                timers.arm(at, &handle);
+                armed = at;
+            }
             // Woken by the armed deadline, the loop looks at its own: when it is later (a pong
             // moved it), the later one is armed then.
             let idle = Idle {
                 handle: &handle,
-                drain,
+                drain: session.node.inner.drain.token(),
                 ws: &mut *ws,
-                deadline: timers.instant_of(wake_at),
+                deadline: timers.instant_of(armed),
             };
             let mut write = None;
             let mut handling: Option<Handling<'_>> = None;
@@ -424,6 +439,7 @@ where
                     }
                     Message::Pong(_) => {
                         if let Some(rtt) = heartbeat.on_pong(Instant::now()) {
+                            let metrics = &session.node.inner.metrics;
                             metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
                         }
                     }
@@ -433,8 +449,16 @@ where
                     }
                 },
             }
+            // Moved whole (`{ handling }`), so its borrow of the session ends here.
+            if let Some(handling) = { handling } {
+                if let Some(code) = handling.await {
+                    break Ending::Close(code);
+                }
+            }
             if let Some(what) = write {
-                let fut = Box::pin(write_out(ws, what, &handle, metrics));
+                let inner = &session.node.inner;
+                let fut = Box::pin(write_out(ws, what, &handle, &inner.metrics));
+                let drain = inner.drain.token();
                 match (Guarded {
                     handle: &handle,
                     drain,
@@ -445,11 +469,6 @@ where
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break Ending::Lost,
                     Err(stop) => break stop.into(),
-                }
-            }
-            if let Some(handling) = handling {
-                if let Some(code) = handling.await {
-                    break Ending::Close(code);
                 }
             }
         };
