@@ -9,8 +9,8 @@ impl RoomState {
     pub fn successor(&self, except: Option<&str>) -> Option<String> {
         self.members
             .iter()
-            .find(|m| m.online() && Some(m.player.as_str()) != except)
-            .map(|m| m.player.clone())
+            .find(|m| m.online() && Some(&*m.player) != except)
+            .map(|m| m.player.to_string())
     }
 
     /// Whether the authority is held by a connected member.

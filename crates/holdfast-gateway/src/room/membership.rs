@@ -43,7 +43,7 @@ pub(super) fn join(
         remove(st, i);
     }
     st.next_player += 1;
-    let player = format!("p{}", st.next_player);
+    let player: std::sync::Arc<str> = format!("p{}", st.next_player).into();
     // Grown by a quarter rather than doubled: a room's member list lives as long as the room,
     // and doubling would leave up to half of it unused.
     if st.members.len() == st.members.capacity() {
@@ -60,7 +60,7 @@ pub(super) fn join(
         held_authority: false,
     });
     if st.authority.is_none() && rules.options(&st.name).authority {
-        st.authority = Some(player.clone());
+        st.authority = Some(player.to_string());
     }
     let i = st.members.len() - 1;
     st.note_presence(i, PresenceStatus::Online);
@@ -87,11 +87,15 @@ pub(super) fn listed(st: &RoomState, rules: &Rules) -> Vec<Member> {
 /// its token.
 pub(super) fn remove(st: &mut RoomState, i: usize) {
     let m = st.members.remove(i);
-    st.dedupe.remove(&m.player);
-    st.dedupe_dirty.push(m.player.clone());
-    st.note_presence_of(m.player.clone(), m.user.to_string(), PresenceStatus::Left);
+    st.dedupe.remove(&*m.player);
+    st.dedupe_dirty.push(m.player.to_string());
+    st.note_presence_of(
+        m.player.to_string(),
+        m.user.to_string(),
+        PresenceStatus::Left,
+    );
     st.succeed(&m.player);
     if let Some(token) = m.token {
-        st.bury(m.player, token);
+        st.bury(m.player.to_string(), token);
     }
 }

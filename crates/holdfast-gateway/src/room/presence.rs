@@ -48,7 +48,7 @@ impl RoomState {
     /// Records that member `idx` now has `status`.
     pub fn note_presence(&mut self, idx: usize, status: PresenceStatus) {
         let (player_id, user_id) = (
-            self.members[idx].player.clone(),
+            self.members[idx].player.to_string(),
             self.members[idx].user.to_string(),
         );
         self.note_presence_of(player_id, user_id, status);

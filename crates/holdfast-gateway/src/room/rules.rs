@@ -181,8 +181,8 @@ pub enum Op {
 pub enum Outcome {
     /// `join`: the new (or, for a retried join of the same session, existing) member.
     Joined {
-        /// Its player id.
-        player: String,
+        /// Its player id (shared with the member record where the room lives in this process).
+        player: std::sync::Arc<str>,
         /// Every member now (empty unless the presence mode is `full`).
         members: Vec<Member>,
         /// Members now.
@@ -480,7 +480,7 @@ fn turn_away(st: &mut RoomState, i: usize, now: u64, rules: &Rules) {
         return;
     }
     let player = st.members[i].player.clone();
-    let held = st.authority.as_deref() == Some(player.as_str());
+    let held = st.authority.as_deref() == Some(&*player);
     let window = rules.options(&st.name).window_ms;
     let m = &mut st.members[i];
     m.session = None;

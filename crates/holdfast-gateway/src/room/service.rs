@@ -171,7 +171,7 @@ impl RoomService {
         };
         let joined = Joined {
             room: room.to_owned(),
-            player_id: player.clone(),
+            player_id: player.to_string(),
             members,
             member_count: count,
             authority,
@@ -190,7 +190,6 @@ impl RoomService {
         };
         let events: Vec<&str> = r.events.iter().map(|b| b.text.as_str()).collect();
         let joined = Utf8Bytes::from(encode_joined(&joined, &events));
-        let player: Arc<str> = player.into();
         let name = self.mirror.place(
             room,
             Position {

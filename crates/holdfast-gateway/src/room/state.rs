@@ -19,8 +19,9 @@ pub const MAX_TOMBSTONES: usize = 256;
 /// One member of a room.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberRecord {
-    /// Id within the room (`p1`, `p2`, ...), kept across reconnects.
-    pub player: String,
+    /// Id within the room (`p1`, `p2`, ...), kept across reconnects (shared with the member's
+    /// session and the room's local view on the member's own node).
+    pub player: Arc<str>,
     /// The member's user (shared with the session's handle on the member's own node).
     pub user: Arc<str>,
     /// The connected session's id, `None` while away.
@@ -161,7 +162,7 @@ impl RoomState {
 
     /// The index of `player`.
     pub fn find(&self, player: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.player == player)
+        self.members.iter().position(|m| &*m.player == player)
     }
 
     /// The index of `player` if it is connected through `session`.
@@ -179,7 +180,7 @@ impl RoomState {
         self.members
             .iter()
             .map(|m| Member {
-                player_id: m.player.clone(),
+                player_id: m.player.to_string(),
                 user_id: m.user.to_string(),
                 status: if m.online() {
                     MemberStatus::Online

@@ -62,6 +62,20 @@ impl Heartbeat {
         }
     }
 
+    /// When the session loop should next look at the heartbeat, after `now`:
+    /// [`Heartbeat::deadline`] or, while a pong is awaited, the next ping's time when that is
+    /// earlier and still ahead. A pong usually comes back within the interval: waking up for
+    /// the next ping then serves both, so a session arms one wake-up per interval with the
+    /// node's timers, not two.
+    pub(crate) fn wake_at(&self, now: Instant) -> Instant {
+        match self.ping_sent {
+            Some(sent) if sent + self.ping_every() > now => {
+                self.deadline().min(sent + self.ping_every())
+            }
+            _ => self.deadline(),
+        }
+    }
+
     /// What to do at `now`. Answering [`Beat::Ping`] records the ping as sent at `now`.
     pub(crate) fn poll(&mut self, now: Instant) -> Beat {
         match self.ping_sent {
@@ -143,5 +157,25 @@ mod tests {
         assert_eq!(hb.on_pong(t0 + ms(120)), Some(ms(20)));
         assert_eq!(hb.on_pong(t0 + ms(130)), None, "one pong per ping");
         assert_eq!(hb.deadline(), t0 + ms(200));
+    }
+
+    #[test]
+    fn while_a_pong_is_awaited_the_wake_up_is_the_next_pings_time_when_earlier() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, ms(100), ms(250));
+        assert_eq!(hb.wake_at(t0), t0 + ms(100));
+        assert_eq!(hb.poll(t0 + ms(100)), Beat::Ping);
+        // The pong deadline is at 350; the next ping would be due at 200.
+        assert_eq!(hb.wake_at(t0 + ms(100)), t0 + ms(200));
+        // Woken at 200 with no pong: keep waiting, until the deadline.
+        assert_eq!(hb.poll(t0 + ms(200)), Beat::Wait(t0 + ms(350)));
+        assert_eq!(hb.wake_at(t0 + ms(200)), t0 + ms(350));
+        assert_eq!(hb.on_pong(t0 + ms(210)), Some(ms(110)));
+        assert_eq!(hb.wake_at(t0 + ms(210)), t0 + ms(200));
+        assert_eq!(hb.poll(t0 + ms(210)), Beat::Ping);
+        // A timeout shorter than the interval: the deadline comes first.
+        let mut hb = Heartbeat::new(t0, ms(100), ms(40));
+        assert_eq!(hb.poll(t0 + ms(100)), Beat::Ping);
+        assert_eq!(hb.wake_at(t0 + ms(100)), t0 + ms(140));
     }
 }

@@ -384,7 +384,7 @@ where
         let mut armed = NONE;
         let ending = loop {
             let timers = &session.node.inner.timers;
-            let deadline = heartbeat.deadline().min(session.expiry);
+            let deadline = heartbeat.wake_at(Instant::now()).min(session.expiry);
             let at = timers.millis_at(deadline);
             if armed != NONE && armed <= timers.millis_now() {
                 armed = NONE;
