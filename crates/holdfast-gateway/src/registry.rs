@@ -250,6 +250,13 @@ impl SessionHandle {
         self.waker.register(cx.waker());
     }
 
+    /// Forgets the session task's waker: the task is busy with what woke it and looks at the
+    /// handle again before it waits (so frames it queues itself meanwhile, its own replies,
+    /// do not wake it for nothing).
+    pub fn unregister(&self) {
+        drop(self.waker.take());
+    }
+
     /// Wakes the session task (the node drains: it looks at the drain token).
     pub fn wake(&self) {
         self.waker.wake();

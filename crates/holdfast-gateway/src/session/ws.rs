@@ -301,7 +301,23 @@ where
     type Output = Event<E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event<E>> {
-        let this = &mut *self;
+        let event = self.as_mut().next_event(cx);
+        if event.is_ready() {
+            // Whatever it was, the loop comes back here, registers again and looks at
+            // everything first: until then, a wake-up (by a reply this very task queues, say)
+            // would only poll the task again for nothing.
+            self.handle.unregister();
+        }
+        event
+    }
+}
+
+impl<S, E> Idle<'_, S>
+where
+    S: Stream<Item = Result<Message, E>> + Unpin,
+{
+    fn next_event(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event<E>> {
+        let this = self.get_mut();
         if let Some(stop) = poll_interrupt(this.handle, this.drain, cx) {
             return Poll::Ready(Event::Stop(stop));
         }
