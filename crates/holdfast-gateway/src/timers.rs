@@ -22,6 +22,9 @@ use tokio::time::Instant;
 
 use crate::registry::SessionHandle;
 
+/// Farthest ahead a deadline is armed, in milliseconds (see [`Timers::arm`]).
+pub(crate) const MAX_AHEAD_MS: u64 = 60_000;
+
 /// One armed deadline: the millisecond (since the queue's origin) and the session to wake.
 struct Entry {
     at: u64,
@@ -105,10 +108,14 @@ impl Timers {
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
-    /// Wakes `session` at millisecond `at` (see [`Timers::millis_at`]). Must be called within
-    /// the Tokio runtime: the task that fires deadlines is started here when it is not
-    /// running.
-    pub(crate) fn arm(self: &Arc<Self>, at: u64, session: &Arc<SessionHandle>) {
+    /// Wakes `session` at millisecond `at` (see [`Timers::millis_at`]), or after
+    /// [`MAX_AHEAD_MS`] when `at` is farther: returns the millisecond armed. A session woken
+    /// before its deadline arms the rest, so an entry never outlives its session by more than
+    /// that, whatever the heartbeat and token lifetimes (the queue stays bounded by the
+    /// sessions of the last minute). Must be called within the Tokio runtime: the task that
+    /// fires deadlines is started here when it is not running.
+    pub(crate) fn arm(self: &Arc<Self>, at: u64, session: &Arc<SessionHandle>) -> u64 {
+        let at = at.min(self.millis_now().saturating_add(MAX_AHEAD_MS));
         let mut q = self.lock();
         let earlier = q.heap.peek().is_none_or(|Reverse(e)| at < e.at);
         q.heap.push(Reverse(Entry {
@@ -123,6 +130,7 @@ impl Timers {
             drop(q);
             self.earlier.notify_one();
         }
+        at
     }
 
     /// Armed deadlines (for tests and metrics).
@@ -243,6 +251,18 @@ mod tests {
         t.arm(t.millis_at(start + Duration::from_millis(7)), &a);
         woken(&a).await;
         assert_eq!(start.elapsed(), Duration::from_millis(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_far_deadline_is_armed_a_minute_ahead_at_most() {
+        let t = Arc::new(Timers::new());
+        let a = handle("a");
+        let start = Instant::now();
+        let armed = t.arm(t.millis_at(start + Duration::from_secs(3_600)), &a);
+        assert_eq!(armed, t.millis_now() + MAX_AHEAD_MS);
+        woken(&a).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(MAX_AHEAD_MS));
+        assert!(t.is_empty(), "nothing of the session is held past a minute");
     }
 
     #[test]

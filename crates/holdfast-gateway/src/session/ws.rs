@@ -406,8 +406,8 @@ where
                 armed = NONE;
             }
             if armed == NONE || at < armed {
-                timers.arm(at, &handle);
-                armed = at;
+                // Armed at most a minute ahead: woken then, the loop arms the rest.
+                armed = timers.arm(at, &handle);
             }
             // Woken by the armed deadline, the loop looks at its own: when it is later (a pong
             // moved it), the later one is armed then.
