@@ -55,7 +55,12 @@ impl Default for EchoLimits {
 
 /// Serves the echo on every path of `listener`, until the task is dropped.
 pub async fn serve(listener: TcpListener, limits: EchoLimits) {
-    let router = Router::new().fallback(upgrade).with_state(limits);
+    // Plain sockets on an epoll instance of the server's own, as `/ws` sessions are.
+    let state = Echo {
+        limits,
+        reactor: crate::reactor::Reactor::shared(),
+    };
+    let router = Router::new().fallback(upgrade).with_state(state);
     loop {
         let (stream, _peer): (_, SocketAddr) = match listener.accept().await {
             Ok(x) => x,
@@ -81,9 +86,17 @@ pub async fn serve(listener: TcpListener, limits: EchoLimits) {
     }
 }
 
-async fn upgrade(State(limits): State<EchoLimits>, handshake: Handshake) -> Response {
+/// The echo server's state.
+#[derive(Clone)]
+struct Echo {
+    limits: EchoLimits,
+    reactor: Option<std::sync::Arc<crate::reactor::Reactor>>,
+}
+
+async fn upgrade(State(echo): State<Echo>, handshake: Handshake) -> Response {
+    let limits = echo.limits;
     let config = websocket_config(limits.max_message_bytes, limits.max_write_bytes());
-    let (response, task) = handshake.accept(config, run, None);
+    let (response, task) = handshake.accept(config, echo.reactor, run, None);
     tokio::spawn(task);
     response
 }

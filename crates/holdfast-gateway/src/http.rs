@@ -206,8 +206,9 @@ pub(crate) fn session_task(
     Response,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let reactor = opening.node.inner.reactor.clone();
     let session = move |socket| session::run(socket, Box::new(opening), admission, encoding);
-    upgrade.accept(config, session, protocol)
+    upgrade.accept(config, reactor, session, protocol)
 }
 
 /// Accepts connections until the drain starts, serving each on its own tracked task (over TLS

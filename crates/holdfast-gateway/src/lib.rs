@@ -52,6 +52,7 @@ pub mod outbound;
 pub mod permissions;
 mod process;
 pub mod proxy;
+pub mod reactor;
 pub mod registry;
 pub mod room;
 mod session;

@@ -62,6 +62,9 @@ pub struct NodeInner {
     pub(crate) budgets: crate::session::UserBudgets,
     /// The WebSocket sessions' heartbeat and expiry deadlines.
     pub(crate) timers: Arc<crate::timers::Timers>,
+    /// The plain WebSocket sessions' socket readiness (`None` if no epoll instance could be
+    /// made: the sockets then stay with tokio's driver).
+    pub(crate) reactor: Option<Arc<crate::reactor::Reactor>>,
     /// Sessions on the SSE and long-polling transports.
     pub fallback: crate::fallback::FallbackSessions,
     /// Rate-limited auth-failure log lines.
@@ -158,6 +161,7 @@ impl Node {
             ),
             budgets: crate::session::UserBudgets::new(&config.limits),
             timers: Arc::new(crate::timers::Timers::new()),
+            reactor: crate::reactor::Reactor::shared(),
             config,
             metrics,
             registry: Registry::default(),

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -24,28 +25,37 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::reactor::{Adopted, Reactor, Stream};
 use crate::session::{LeanSocket, SocketConfig};
 use crate::tls::MaybeTls;
 
 /// The stream a session runs on: the accepted connection itself, or (should hyper ever hand
-/// over a different type) its upgrade wrapper.
-/// (`MaybeTls`'s two cases are repeated here rather than nested: flat, the enum fits in the
-/// TCP stream's own size, 40 bytes, where a nested one takes 48.)
+/// over a different type) its upgrade wrapper. A plain connection is driven by the node's
+/// [`Reactor`] (16 bytes here, and no registration with tokio's driver); the other kinds are
+/// boxed, so the enum is 24 bytes.
 pub(crate) enum SessionIo {
-    /// The accepted plain TCP stream, out of hyper's hands.
-    Plain(TcpStream),
+    /// The accepted plain TCP stream, out of hyper's hands, on the node's reactor.
+    Plain(Stream),
+    /// The accepted plain TCP stream, left with tokio's driver (the node has no reactor, or
+    /// the reactor could not take it).
+    Tokio(Box<TcpStream>),
     /// The accepted TLS stream, out of hyper's hands.
     Tls(Box<TlsStream<TcpStream>>),
     /// hyper's wrapper, kept as is (boxed: not the usual case, and larger).
     Wrapped(Box<TokioIo<Upgraded>>),
 }
 
-impl From<MaybeTls> for SessionIo {
-    fn from(io: MaybeTls) -> SessionIo {
-        match io {
-            MaybeTls::Plain(s) => SessionIo::Plain(s),
-            MaybeTls::Tls(s) => SessionIo::Tls(s),
-        }
+impl SessionIo {
+    /// The session's stream for an accepted connection: a plain one moves to `reactor`.
+    fn new(io: MaybeTls, reactor: Option<&Arc<Reactor>>) -> std::io::Result<SessionIo> {
+        Ok(match (io, reactor) {
+            (MaybeTls::Plain(s), Some(reactor)) => match reactor.adopt(s)? {
+                Adopted::Polled(s) => SessionIo::Plain(s),
+                Adopted::Tokio(s) => SessionIo::Tokio(Box::new(s)),
+            },
+            (MaybeTls::Plain(s), None) => SessionIo::Tokio(Box::new(s)),
+            (MaybeTls::Tls(s), _) => SessionIo::Tls(s),
+        })
     }
 }
 
@@ -130,10 +140,11 @@ impl Handshake {
     /// Answers 101 and returns the task that runs `session` on the upgraded socket, for the
     /// caller to spawn (on the node's tracker, at once, so the session is tracked from the
     /// moment the answer exists). The task is returned unboxed: spawned as it is, it lives in
-    /// one allocation with its task header.
+    /// one allocation with its task header. A plain socket moves to `reactor` when one is given.
     pub(crate) fn accept<F, Fut>(
         self,
         config: SocketConfig,
+        reactor: Option<Arc<Reactor>>,
         session: F,
         protocol: Option<&'static str>,
     ) -> (Response, impl Future<Output = ()> + Send + 'static)
@@ -147,7 +158,7 @@ impl Handshake {
         // closure, and what it captured, beside the session all its life), so the task holds
         // only the session's state; the upgrade is boxed (and freed when it ends), so the
         // task is sized for the session, not for the larger upgrade state.
-        let task = Box::pin(socket(self.on_upgrade, config))
+        let task = Box::pin(socket(self.on_upgrade, config, reactor))
             .then(move |socket| OptionFuture::from(socket.map(session)))
             .map(drop);
         let mut res = Response::new(Body::empty());
@@ -193,11 +204,15 @@ pub(crate) fn lean_socket<T: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The session's socket, once hyper hands over the connection.
-async fn socket(on_upgrade: OnUpgrade, config: SocketConfig) -> Option<SessionSocket> {
+async fn socket(
+    on_upgrade: OnUpgrade,
+    config: SocketConfig,
+    reactor: Option<Arc<Reactor>>,
+) -> Option<SessionSocket> {
     let upgraded = on_upgrade.await.ok()?;
     let socket = match upgraded.downcast::<TokioIo<MaybeTls>>() {
         Ok(parts) => {
-            let io = SessionIo::from(parts.io.into_inner());
+            let io = SessionIo::new(parts.io.into_inner(), reactor.as_ref()).ok()?;
             lean_socket(io, parts.read_buf.to_vec(), config)
         }
         Err(upgraded) => {
@@ -216,6 +231,7 @@ impl AsyncRead for SessionIo {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             SessionIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            SessionIo::Tokio(s) => Pin::new(&mut **s).poll_read(cx, buf),
             SessionIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             SessionIo::Wrapped(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
@@ -230,6 +246,7 @@ impl AsyncWrite for SessionIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             SessionIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            SessionIo::Tokio(s) => Pin::new(&mut **s).poll_write(cx, buf),
             SessionIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             SessionIo::Wrapped(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
@@ -238,6 +255,7 @@ impl AsyncWrite for SessionIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             SessionIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            SessionIo::Tokio(s) => Pin::new(&mut **s).poll_flush(cx),
             SessionIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
             SessionIo::Wrapped(s) => Pin::new(&mut **s).poll_flush(cx),
         }
@@ -246,6 +264,7 @@ impl AsyncWrite for SessionIo {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             SessionIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            SessionIo::Tokio(s) => Pin::new(&mut **s).poll_shutdown(cx),
             SessionIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
             SessionIo::Wrapped(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
