@@ -122,8 +122,9 @@ pub(crate) struct Session {
     budget: Option<SharedBudget>,
     /// Consecutive rate-limited frames.
     strikes: u32,
-    /// When the token expires.
-    pub(crate) expiry: tokio::time::Instant,
+    /// When the token expires, in the node timers' nanoseconds (8 bytes where an `Instant` is
+    /// 16).
+    pub(crate) expiry: u64,
     /// The token's grants (`rooms`, `send`, `room`), for permission checks (replaced by
     /// `refresh`); `None` when it grants none of them, the common case, which then holds no
     /// allocation. Boxed: the session lives inline in its task's state, which stays small.
@@ -213,7 +214,7 @@ impl Session {
         Session {
             budget: Some(inner.budgets.acquire(&handle.user, Instant::now())),
             strikes: 0,
-            expiry: expiry_instant(claims.exp),
+            expiry: inner.timers.nanos_at(expiry_instant(claims.exp)),
             claims: grants(claims),
             rooms: Rooms::default(),
             handle,
@@ -600,7 +601,7 @@ impl Session {
             }
             ClientFrame::Refresh(r) => match inner.verifier.verify(&r.token).await {
                 Ok(claims) if *claims.sub == *self.handle.user => {
-                    self.expiry = expiry_instant(claims.exp);
+                    self.expiry = inner.timers.nanos_at(expiry_instant(claims.exp));
                     self.reply(&ServerFrame::Refreshed(Refreshed {
                         expires_at: claims.exp,
                         id: r.id,
