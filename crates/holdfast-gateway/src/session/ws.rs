@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::authenticate;
 use super::core::Session;
 use super::frame::WsError;
-use super::heartbeat::{Beat, Heartbeat};
+use super::heartbeat::{Beat, Cadence, Heartbeat};
 use crate::auth::Claims;
 use crate::logs;
 use crate::metrics::Transport;
@@ -294,11 +294,16 @@ enum Event<E> {
 /// holds no wait state beyond two references and its deadline.
 struct Idle<'a, S> {
     /// The handle, the drain and the timers are reached through the session.
-    session: &'a Session,
+    session: &'a mut Session,
     ws: &'a mut S,
-    /// A millisecond of the node's timers.
-    deadline: u64,
+    /// The earliest deadline the session has armed with the node's timers (a millisecond of
+    /// theirs) that has not come yet, [`NONE`] when none: a later deadline is armed once it
+    /// has.
+    armed: u64,
 }
+
+/// No deadline armed.
+const NONE: u64 = u64::MAX;
 
 impl<S, E> Future for Idle<'_, S>
 where
@@ -335,7 +340,7 @@ where
         if handle.has_queued() {
             return Poll::Ready(Event::Queued);
         }
-        if inner.timers.millis_now() >= this.deadline {
+        if inner.timers.millis_now() >= this.armed {
             return Poll::Ready(Event::Timer);
         }
         this.ws.poll_next_unpin(cx).map(Event::Read)
@@ -345,8 +350,8 @@ where
 /// `fut` raced against a close or the drain (checked first), so a client that stopped
 /// reading cannot pin its task in a write.
 struct Guarded<'a, F> {
-    handle: &'a SessionHandle,
-    drain: &'a CancellationToken,
+    /// The handle and the drain are reached through the session.
+    session: &'a Session,
     fut: F,
 }
 
@@ -355,11 +360,21 @@ impl<F: Future + Unpin> Future for Guarded<'_, F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Some(stop) = poll_interrupt(this.handle, this.drain, cx) {
+        let (handle, drain) = (&this.session.handle, this.session.node.inner.drain.token());
+        if let Some(stop) = poll_interrupt(handle, drain, cx) {
             return Poll::Ready(Err(stop));
         }
         Pin::new(&mut this.fut).poll(cx).map(Ok)
     }
+}
+
+/// The session's heartbeat settings, from the node's configuration.
+fn cadence(session: &Session) -> Cadence {
+    let hb = &session.node.inner.config.heartbeat;
+    Cadence::new(
+        Duration::from_millis(hb.ping_interval_ms),
+        Duration::from_millis(hb.pong_timeout_ms),
+    )
 }
 
 /// What the loop writes after a wake-up.
@@ -391,51 +406,49 @@ where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin + 'a,
     E: std::error::Error + 'static,
 {
+    // The loop's references and its armed deadline are the wait's own: the wait is made once,
+    // here, and awaited by reference, so the loop's state holds them once (an `async` block's
+    // captures and a wait made in it would each hold them).
+    let mut idle = Idle {
+        session,
+        ws,
+        armed: NONE,
+    };
     async move {
-        let hb = &session.node.inner.config.heartbeat;
         // One deadline serves the ping cadence, the pong deadline and the token expiry, all in
         // the timers' nanoseconds. (The node is reached through the session at each use
         // rather than held in locals: whatever the loop holds is held by every idle session.)
-        let mut heartbeat = Heartbeat::new(
-            session.node.inner.timers.nanos_now(),
-            Duration::from_millis(hb.ping_interval_ms),
-            Duration::from_millis(hb.pong_timeout_ms),
-        );
-        // The earliest deadline this session has armed with the node's timers (a millisecond
-        // of theirs) that has not come yet, `NONE` when none: a later deadline is armed once it
-        // has.
-        const NONE: u64 = u64::MAX;
-        let mut armed = NONE;
+        let session = &*idle.session;
+        let mut heartbeat =
+            Heartbeat::new(session.node.inner.timers.nanos_now(), &cadence(session));
         let ending = loop {
+            let session = &*idle.session;
             let timers = &session.node.inner.timers;
             let now = timers.nanos_now();
-            let deadline = heartbeat.wake_at(now).min(session.expiry);
+            let deadline = heartbeat
+                .wake_at(now, &cadence(session))
+                .min(session.expiry);
             let at = Timers::millis_of_nanos(deadline);
-            if armed != NONE && armed <= timers.millis_now() {
-                armed = NONE;
+            if idle.armed != NONE && idle.armed <= timers.millis_now() {
+                idle.armed = NONE;
             }
-            if armed == NONE || at < armed {
+            if idle.armed == NONE || at < idle.armed {
                 // Armed at most a minute ahead: woken then, the loop arms the rest.
-                armed = timers.arm(at, &session.handle);
+                idle.armed = timers.arm(at, &session.handle);
             }
             // Woken by the armed deadline, the loop looks at its own: when it is later (a pong
-            // moved it), the later one is armed then.
-            let idle = Idle {
-                session: &*session,
-                ws: &mut *ws,
-                deadline: armed,
-            };
-            // What the wake-up leads to is decided once the wait is over (the event ends with
-            // this statement), so nothing of it is reserved beside the wait or what follows.
-            let (handling, write): (Option<Handling<'_>>, _) = match idle.await {
+            // moved it), the later one is armed then. What the wake-up leads to is decided once
+            // the wait is over (the event ends with this statement), so nothing of it is
+            // reserved beside the wait or what follows.
+            let (handling, write): (Option<Handling<'_>>, _) = match (&mut idle).await {
                 Event::Stop(stop) => break stop.into(),
                 Event::Queued => (None, Some(Write::Queued)),
                 Event::Timer => {
-                    let now = session.node.inner.timers.nanos_now();
-                    if now >= session.expiry {
+                    let now = idle.session.node.inner.timers.nanos_now();
+                    if now >= idle.session.expiry {
                         break Ending::Close(CloseCode::TokenExpired);
                     }
-                    match heartbeat.poll(now) {
+                    match heartbeat.poll(now, &cadence(idle.session)) {
                         Beat::TimedOut => break Ending::Close(CloseCode::HeartbeatTimeout),
                         Beat::Ping => (None, Some(Write::Ping)),
                         Beat::Wait(_) => continue,
@@ -450,12 +463,12 @@ where
                 },
                 Event::Read(Some(Ok(msg))) => match msg {
                     Message::Text(text) => {
-                        let session = &mut *session;
+                        let session = &mut *idle.session;
                         let handling = Box::pin(async move { session.on_text(&text).await });
                         (Some(handling), None)
                     }
                     Message::Binary(bytes) => {
-                        let session = &mut *session;
+                        let session = &mut *idle.session;
                         let handling: Handling<'_> = if session.handle.encoding == Encoding::MsgPack
                         {
                             Box::pin(async move { session.on_message(&bytes).await })
@@ -465,10 +478,10 @@ where
                         (Some(handling), None)
                     }
                     Message::Pong(_) => {
-                        let now = session.node.inner.timers.nanos_now();
-                        if let Some(rtt) = heartbeat.on_pong(now) {
-                            let metrics = &session.node.inner.metrics;
-                            metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
+                        let inner = &idle.session.node.inner;
+                        let now = inner.timers.nanos_now();
+                        if let Some(rtt) = heartbeat.on_pong(now, &cadence(idle.session)) {
+                            inner.metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
                         }
                         continue;
                     }
@@ -485,21 +498,21 @@ where
                 break Ending::Close(code);
             }
             if let Some(what) = write {
-                let (inner, handle) = (&session.node.inner, &session.handle);
-                let fut = Box::pin(write_out(ws, what, handle, &inner.metrics));
-                let drain = inner.drain.token();
-                match (Guarded { handle, drain, fut }).await {
+                let session = &*idle.session;
+                let metrics = &session.node.inner.metrics;
+                let fut = Box::pin(write_out(&mut *idle.ws, what, &session.handle, metrics));
+                match (Guarded { session, fut }).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break Ending::Lost,
                     Err(stop) => break stop.into(),
                 }
             }
         };
-        let closing = Box::pin(close(ws, ending, session));
+        let closing = Box::pin(close(&mut *idle.ws, ending, &*idle.session));
         let code = closing.await;
-        let finishing = Box::pin(session.finish());
+        let finishing = Box::pin(idle.session.finish());
         finishing.await;
-        tracing::debug!(session = %session.handle.id, code, "session ended");
+        tracing::debug!(session = %idle.session.handle.id, code, "session ended");
         code
     }
 }
