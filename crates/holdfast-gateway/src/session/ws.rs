@@ -385,8 +385,38 @@ enum Write {
     Ping,
 }
 
-/// A client frame's handling, boxed: its state exists only while it runs.
-type Handling<'a> = Pin<Box<dyn Future<Output = Option<CloseCode>> + Send + 'a>>;
+/// A client frame for the session to handle.
+enum Frame {
+    Text(Utf8Bytes),
+    Binary(bytes::Bytes),
+}
+
+/// Handles a client frame. Boxed by the loop, so its state exists only while it runs, and of
+/// one type for every frame, so the loop holds a thin pointer to it.
+#[allow(clippy::manual_async_fn)] // see [`drive`]
+fn handle(session: &mut Session, frame: Frame) -> impl Future<Output = Option<CloseCode>> + '_ {
+    async move {
+        match frame {
+            Frame::Text(text) => session.on_text(&text).await,
+            Frame::Binary(bytes) if session.handle.encoding == Encoding::MsgPack => {
+                session.on_message(&bytes).await
+            }
+            Frame::Binary(_) => session.on_unexpected_binary().await,
+        }
+    }
+}
+
+/// Writes `what` (see [`write_out`]) raced against a close or the drain. Boxed by the loop:
+/// one allocation holds the write and its guard, behind a thin pointer.
+async fn write_guarded<S: Sink<Message> + Unpin>(
+    session: &Session,
+    ws: &mut S,
+    what: Write,
+) -> Result<Result<(), S::Error>, Interrupt> {
+    let metrics = &session.node.inner.metrics;
+    let fut = std::pin::pin!(write_out(ws, what, &session.handle, metrics));
+    Guarded { session, fut }.await
+}
 
 /// The session loop, until the session is finished; returns the close code to record.
 /// (A plain function returning an `async move` block rather than an `async fn`: an `async fn`
@@ -440,7 +470,7 @@ where
             // moved it), the later one is armed then. What the wake-up leads to is decided once
             // the wait is over (the event ends with this statement), so nothing of it is
             // reserved beside the wait or what follows.
-            let (handling, write): (Option<Handling<'_>>, _) = match (&mut idle).await {
+            let (frame, write) = match (&mut idle).await {
                 Event::Stop(stop) => break stop.into(),
                 Event::Queued => (None, Some(Write::Queued)),
                 Event::Timer => {
@@ -462,21 +492,8 @@ where
                     None => break Ending::Lost,
                 },
                 Event::Read(Some(Ok(msg))) => match msg {
-                    Message::Text(text) => {
-                        let session = &mut *idle.session;
-                        let handling = Box::pin(async move { session.on_text(&text).await });
-                        (Some(handling), None)
-                    }
-                    Message::Binary(bytes) => {
-                        let session = &mut *idle.session;
-                        let handling: Handling<'_> = if session.handle.encoding == Encoding::MsgPack
-                        {
-                            Box::pin(async move { session.on_message(&bytes).await })
-                        } else {
-                            Box::pin(session.on_unexpected_binary())
-                        };
-                        (Some(handling), None)
-                    }
+                    Message::Text(text) => (Some(Frame::Text(text)), None),
+                    Message::Binary(bytes) => (Some(Frame::Binary(bytes)), None),
                     Message::Pong(_) => {
                         let inner = &idle.session.node.inner;
                         let now = inner.timers.nanos_now();
@@ -493,15 +510,14 @@ where
             };
             // Moved whole into the awaited future (an `if let` on the option would keep it
             // reserved beside it), so its borrow of the session ends with the await.
-            let handling = OptionFuture::from(handling);
+            let session = &mut *idle.session;
+            let handling = OptionFuture::from(frame.map(|f| Box::pin(handle(session, f))));
             if let Some(Some(code)) = handling.await {
                 break Ending::Close(code);
             }
             if let Some(what) = write {
-                let session = &*idle.session;
-                let metrics = &session.node.inner.metrics;
-                let fut = Box::pin(write_out(&mut *idle.ws, what, &session.handle, metrics));
-                match (Guarded { session, fut }).await {
+                let writing = Box::pin(write_guarded(&*idle.session, &mut *idle.ws, what));
+                match writing.await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break Ending::Lost,
                     Err(stop) => break stop.into(),
