@@ -457,7 +457,7 @@ where
             let now = timers.nanos_now();
             let deadline = heartbeat
                 .wake_at(now, &cadence(session))
-                .min(session.expiry);
+                .min(session.handle.expiry());
             let at = Timers::millis_of_nanos(deadline);
             if idle.armed != NONE && idle.armed <= timers.millis_now() {
                 idle.armed = NONE;
@@ -475,7 +475,7 @@ where
                 Event::Queued => (None, Some(Write::Queued)),
                 Event::Timer => {
                     let now = idle.session.node.inner.timers.nanos_now();
-                    if now >= idle.session.expiry {
+                    if now >= idle.session.handle.expiry() {
                         break Ending::Close(CloseCode::TokenExpired);
                     }
                     match heartbeat.poll(now, &cadence(idle.session)) {
