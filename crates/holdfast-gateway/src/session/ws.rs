@@ -508,8 +508,8 @@ where
                     }
                 },
             };
-            // Moved whole into the awaited future (an `if let` on the option would keep it
-            // reserved beside it), so its borrow of the session ends with the await.
+            // The handling is moved whole into the awaited future (an `if let` on an option
+            // would keep it reserved beside it), so its borrow of the session ends there.
             let session = &mut *idle.session;
             let handling = OptionFuture::from(frame.map(|f| Box::pin(handle(session, f))));
             if let Some(Some(code)) = handling.await {
