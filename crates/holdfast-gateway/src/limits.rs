@@ -108,7 +108,7 @@ impl CountLimit {
         c.total += 1;
         Ok(Slot {
             limit: self.clone(),
-            key,
+            key: Key::of(key),
         })
     }
 
@@ -138,19 +138,51 @@ impl CountLimit {
 #[derive(Debug)]
 pub struct Slot {
     limit: Arc<CountLimit>,
-    key: IpAddr,
+    key: Key,
 }
 
 impl Slot {
-    /// The address the slot was taken for.
+    /// The address the slot was taken for (as counted: see [`peer_key`]).
     pub(crate) fn ip(&self) -> IpAddr {
-        self.key
+        self.key.ip()
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.limit.release(self.key);
+        self.limit.release(self.key.ip());
+    }
+}
+
+/// A [`peer_key`] as a slot keeps it: an IPv4 address or the /64 prefix of an IPv6 one, 9
+/// bytes where an `IpAddr` takes 17 (a slot lives in every session's task, which stays small).
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    V4([u8; 4]),
+    V6([u8; 8]),
+}
+
+impl Key {
+    /// `key`, a [`peer_key`] (an IPv6 one has nothing past its /64 prefix).
+    fn of(key: IpAddr) -> Key {
+        match key {
+            IpAddr::V4(v4) => Key::V4(v4.octets()),
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                Key::V6([o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]])
+            }
+        }
+    }
+
+    fn ip(self) -> IpAddr {
+        match self {
+            Key::V4(o) => IpAddr::from(o),
+            Key::V6(p) => {
+                let mut o = [0u8; 16];
+                o[..8].copy_from_slice(&p);
+                IpAddr::from(o)
+            }
+        }
     }
 }
 
@@ -314,6 +346,20 @@ mod tests {
         assert_eq!(peer_key(a), peer_key(b));
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
         assert_eq!(peer_key(mapped), "10.0.0.1".parse::<IpAddr>().expect("ip"));
+    }
+
+    #[test]
+    fn a_slot_gives_back_the_key_it_was_counted_under() {
+        let limit = CountLimit::new(10, 10);
+        for ip in ["10.0.0.1", "2001:db8:1:2:aaaa::1", "::1", "::ffff:10.0.0.2"] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            let slot = limit.try_acquire(ip).expect("slot");
+            assert_eq!(slot.ip(), peer_key(ip));
+            assert_eq!(limit.for_ip(ip), 1);
+            drop(slot);
+            assert_eq!(limit.for_ip(ip), 0);
+        }
+        assert_eq!(limit.total(), 0);
     }
 
     #[test]

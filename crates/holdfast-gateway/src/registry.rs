@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -104,6 +104,11 @@ pub struct SessionHandle {
     /// request: from then on nothing more is queued, so a session that lost a frame never
     /// delivers a later one (no silent hole before its close).
     close: AtomicU16,
+    /// When the session's token expires, in the node timers' nanoseconds (see
+    /// [`crate::timers::Timers::nanos_at`]): set by the session when it starts and on each
+    /// refresh, and kept here rather than in the session, which lives inline in its task's
+    /// state (kept small).
+    expiry: AtomicU64,
     /// Node metrics, to count queue failures and buffer bytes where they happen.
     metrics: Arc<Metrics>,
 }
@@ -146,8 +151,20 @@ impl SessionHandle {
             max_messages: u32::try_from(queue_messages.max(1)).unwrap_or(u32::MAX),
             max_queued_bytes,
             close: AtomicU16::new(0),
+            expiry: AtomicU64::new(u64::MAX),
             metrics,
         })
+    }
+
+    /// When the session's token expires (see [`SessionHandle::set_expiry`]).
+    pub(crate) fn expiry(&self) -> u64 {
+        self.expiry.load(Ordering::Relaxed)
+    }
+
+    /// Sets when the session's token expires, in the node timers' nanoseconds (never, until
+    /// set).
+    pub(crate) fn set_expiry(&self, at: u64) {
+        self.expiry.store(at, Ordering::Relaxed);
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {

@@ -86,17 +86,33 @@ impl Timers {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `at` in the queue's milliseconds, rounded up (a deadline never fires early).
-    pub(crate) fn millis_at(&self, at: Instant) -> u64 {
-        let d = at.saturating_duration_since(self.origin);
-        let ms = d.as_millis();
-        let exact = d == Duration::from_millis(ms as u64);
-        u64::try_from(ms).unwrap_or(u64::MAX) + u64::from(!exact)
+    /// `at` in nanoseconds since the queue's origin (0 before it): 8 bytes where an `Instant` is
+    /// 16, and exact, for what a session keeps in its state (its token's expiry, its
+    /// heartbeat).
+    pub(crate) fn nanos_at(&self, at: Instant) -> u64 {
+        let ns = at.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(ns).unwrap_or(u64::MAX)
     }
 
-    /// The instant of millisecond `at`.
-    pub(crate) fn instant_of(&self, at: u64) -> Instant {
-        self.origin + Duration::from_millis(at)
+    /// The current nanosecond (see [`Timers::nanos_at`]).
+    pub(crate) fn nanos_now(&self) -> u64 {
+        self.nanos_at(Instant::now())
+    }
+
+    /// The instant of nanosecond `at` (see [`Timers::nanos_at`]).
+    pub(crate) fn instant_of_nanos(&self, at: u64) -> Instant {
+        self.origin + Duration::from_nanos(at)
+    }
+
+    /// Nanosecond `at` in the queue's milliseconds, rounded up (a deadline never fires early).
+    pub(crate) fn millis_of_nanos(at: u64) -> u64 {
+        at.div_ceil(1_000_000)
+    }
+
+    /// `at` in the queue's milliseconds, rounded up.
+    #[cfg(test)]
+    fn millis_at(&self, at: Instant) -> u64 {
+        Self::millis_of_nanos(self.nanos_at(at))
     }
 
     /// The current millisecond, rounded down: an entry at or before it has fired (or is
@@ -108,7 +124,7 @@ impl Timers {
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
-    /// Wakes `session` at millisecond `at` (see [`Timers::millis_at`]), or after
+    /// Wakes `session` at millisecond `at` (see [`Timers::millis_of_nanos`]), or after
     /// [`MAX_AHEAD_MS`] when `at` is farther: returns the millisecond armed. A session woken
     /// before its deadline arms the rest, so an entry never outlives its session by more than
     /// that, whatever the heartbeat and token lifetimes (the queue stays bounded by the

@@ -287,7 +287,7 @@ async fn drive(
         tokio::time::interval(Duration::from_millis((cfg.session_timeout_ms / 4).max(10)));
     let handle = session.handle.clone();
     let code = loop {
-        let expiry = tokio::time::sleep_until(session.expiry);
+        let expiry = tokio::time::sleep_until(inner.timers.instant_of_nanos(handle.expiry()));
         tokio::select! {
             biased;
             code = handle.closed() => break code,

@@ -122,8 +122,6 @@ pub(crate) struct Session {
     budget: Option<SharedBudget>,
     /// Consecutive rate-limited frames.
     strikes: u32,
-    /// When the token expires.
-    pub(crate) expiry: tokio::time::Instant,
     /// The token's grants (`rooms`, `send`, `room`), for permission checks (replaced by
     /// `refresh`); `None` when it grants none of them, the common case, which then holds no
     /// allocation. Boxed: the session lives inline in its task's state, which stays small.
@@ -208,12 +206,12 @@ impl Session {
             max_message_bytes: limits.max_message_bytes,
             expires_at: claims.exp,
         });
+        handle.set_expiry(inner.timers.nanos_at(expiry_instant(claims.exp)));
         handle.enqueue_frame(&welcome);
         tracing::debug!(session = %handle.id, user = %handle.user, "session started");
         Session {
             budget: Some(inner.budgets.acquire(&handle.user, Instant::now())),
             strikes: 0,
-            expiry: expiry_instant(claims.exp),
             claims: grants(claims),
             rooms: Rooms::default(),
             handle,
@@ -600,7 +598,8 @@ impl Session {
             }
             ClientFrame::Refresh(r) => match inner.verifier.verify(&r.token).await {
                 Ok(claims) if *claims.sub == *self.handle.user => {
-                    self.expiry = expiry_instant(claims.exp);
+                    let expiry = inner.timers.nanos_at(expiry_instant(claims.exp));
+                    self.handle.set_expiry(expiry);
                     self.reply(&ServerFrame::Refreshed(Refreshed {
                         expires_at: claims.exp,
                         id: r.id,

@@ -7,58 +7,73 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-/// What the session should do about the heartbeat at a given instant.
+/// What the session should do about the heartbeat at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Beat {
     /// Send a ping now (the pong deadline starts now).
     Ping,
-    /// Nothing to do before this instant.
-    Wait(Instant),
+    /// Nothing to do before this time.
+    Wait(u64),
     /// The pong did not come in time: close with 4005.
     TimedOut,
 }
 
-/// The heartbeat of one connection.
+/// The heartbeat's settings: the ping interval and the pong deadline, in nanoseconds. Made
+/// from the node's configuration at each use, so the heartbeat kept by every session holds
+/// only its phase.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cadence {
+    ping_every: u64,
+    pong_timeout: u64,
+}
+
+impl Cadence {
+    pub(crate) fn new(ping_every: Duration, pong_timeout: Duration) -> Cadence {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Cadence {
+            ping_every: ns(ping_every),
+            pong_timeout: ns(pong_timeout),
+        }
+    }
+}
+
+/// The heartbeat of one connection. Times are nanoseconds on the caller's clock (the session
+/// loop's is the node timers', [`crate::timers::Timers::nanos_at`]), below 2^63: the heartbeat
+/// lives in every session's state, where an `Instant` would take 16 bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct Heartbeat {
-    /// The ping interval, in milliseconds (it lives in every session's state: kept small).
-    ping_every_ms: u32,
-    /// The pong deadline after a ping, in milliseconds.
-    pong_timeout_ms: u32,
-    /// When the next ping is due (while no ping is outstanding).
-    next_ping: Instant,
-    /// When the outstanding ping was sent.
-    ping_sent: Option<Instant>,
+    /// When the next ping is due or, with [`PINGED`] set, when the outstanding ping was sent:
+    /// the two never coexist, so one word holds either.
+    at: u64,
+}
+
+/// The bit of [`Heartbeat::at`] set while a ping is outstanding.
+const PINGED: u64 = 1 << 63;
+
+/// `t + d`, kept below [`PINGED`].
+fn after(t: u64, d: u64) -> u64 {
+    t.saturating_add(d).min(PINGED - 1)
 }
 
 impl Heartbeat {
     /// A heartbeat whose first ping is due one interval after `now`.
-    pub(crate) fn new(now: Instant, ping_every: Duration, pong_timeout: Duration) -> Heartbeat {
-        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    pub(crate) fn new(now: u64, cadence: &Cadence) -> Heartbeat {
         Heartbeat {
-            ping_every_ms: ms(ping_every),
-            pong_timeout_ms: ms(pong_timeout),
-            next_ping: now + ping_every,
-            ping_sent: None,
+            at: after(now, cadence.ping_every),
         }
     }
 
-    fn ping_every(&self) -> Duration {
-        Duration::from_millis(u64::from(self.ping_every_ms))
+    /// When the outstanding ping was sent, if one is.
+    fn ping_sent(&self) -> Option<u64> {
+        (self.at & PINGED != 0).then_some(self.at & !PINGED)
     }
 
-    fn pong_timeout(&self) -> Duration {
-        Duration::from_millis(u64::from(self.pong_timeout_ms))
-    }
-
-    /// The next instant at which [`Heartbeat::poll`] has something to do: the pong deadline
-    /// while a ping is outstanding, otherwise when the next ping is due.
-    pub(crate) fn deadline(&self) -> Instant {
-        match self.ping_sent {
-            Some(sent) => sent + self.pong_timeout(),
-            None => self.next_ping,
+    /// The next time at which [`Heartbeat::poll`] has something to do: the pong deadline while
+    /// a ping is outstanding, otherwise when the next ping is due.
+    pub(crate) fn deadline(&self, cadence: &Cadence) -> u64 {
+        match self.ping_sent() {
+            Some(sent) => after(sent, cadence.pong_timeout),
+            None => self.at,
         }
     }
 
@@ -67,34 +82,34 @@ impl Heartbeat {
     /// earlier and still ahead. A pong usually comes back within the interval: waking up for
     /// the next ping then serves both, so a session arms one wake-up per interval with the
     /// node's timers, not two.
-    pub(crate) fn wake_at(&self, now: Instant) -> Instant {
-        match self.ping_sent {
-            Some(sent) if sent + self.ping_every() > now => {
-                self.deadline().min(sent + self.ping_every())
+    pub(crate) fn wake_at(&self, now: u64, cadence: &Cadence) -> u64 {
+        match self.ping_sent() {
+            Some(sent) if after(sent, cadence.ping_every) > now => {
+                self.deadline(cadence).min(after(sent, cadence.ping_every))
             }
-            _ => self.deadline(),
+            _ => self.deadline(cadence),
         }
     }
 
     /// What to do at `now`. Answering [`Beat::Ping`] records the ping as sent at `now`.
-    pub(crate) fn poll(&mut self, now: Instant) -> Beat {
-        match self.ping_sent {
-            Some(sent) if now >= sent + self.pong_timeout() => Beat::TimedOut,
-            Some(sent) => Beat::Wait(sent + self.pong_timeout()),
-            None if now >= self.next_ping => {
-                self.ping_sent = Some(now);
+    pub(crate) fn poll(&mut self, now: u64, cadence: &Cadence) -> Beat {
+        match self.ping_sent() {
+            Some(_) if now >= self.deadline(cadence) => Beat::TimedOut,
+            Some(_) => Beat::Wait(self.deadline(cadence)),
+            None if now >= self.at => {
+                self.at = now.min(PINGED - 1) | PINGED;
                 Beat::Ping
             }
-            None => Beat::Wait(self.next_ping),
+            None => Beat::Wait(self.at),
         }
     }
 
     /// A pong arrived at `now`. Returns the round-trip time when a ping was outstanding (a pong
     /// nobody asked for changes nothing).
-    pub(crate) fn on_pong(&mut self, now: Instant) -> Option<Duration> {
-        let sent = self.ping_sent.take()?;
-        self.next_ping = sent + self.ping_every();
-        Some(now.saturating_duration_since(sent))
+    pub(crate) fn on_pong(&mut self, now: u64, cadence: &Cadence) -> Option<Duration> {
+        let sent = self.ping_sent()?;
+        self.at = after(sent, cadence.ping_every);
+        Some(Duration::from_nanos(now.saturating_sub(sent)))
     }
 }
 
@@ -105,77 +120,92 @@ mod tests {
     const EVERY: Duration = Duration::from_millis(100);
     const TIMEOUT: Duration = Duration::from_millis(250);
 
-    fn ms(n: u64) -> Duration {
+    /// `n` milliseconds, in the heartbeat's nanoseconds.
+    fn ms(n: u64) -> u64 {
+        n * 1_000_000
+    }
+
+    /// A round trip of `n` milliseconds.
+    fn rtt(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
+    /// An arbitrary start, not on a millisecond.
+    const T0: u64 = 5_000_000_123;
+
     #[test]
     fn pings_every_interval_while_pongs_come_back() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, EVERY, TIMEOUT);
-        assert_eq!(hb.deadline(), t0 + ms(100));
-        assert_eq!(hb.poll(t0 + ms(50)), Beat::Wait(t0 + ms(100)));
+        let t0 = T0;
+        let c = &Cadence::new(EVERY, TIMEOUT);
+        let mut hb = Heartbeat::new(t0, c);
+        assert_eq!(hb.deadline(c), t0 + ms(100));
+        assert_eq!(hb.poll(t0 + ms(50), c), Beat::Wait(t0 + ms(100)));
         for n in 1..=5u64 {
             let sent = t0 + ms(100 * n);
-            assert_eq!(hb.deadline(), sent);
-            assert_eq!(hb.poll(sent), Beat::Ping);
-            assert_eq!(hb.deadline(), sent + TIMEOUT);
-            assert_eq!(hb.on_pong(sent + ms(7)), Some(ms(7)));
+            assert_eq!(hb.deadline(c), sent);
+            assert_eq!(hb.poll(sent, c), Beat::Ping);
+            assert_eq!(hb.deadline(c), sent + ms(250));
+            assert_eq!(hb.on_pong(sent + ms(7), c), Some(rtt(7)));
             // The cadence is kept from when the ping was sent, not when the pong came.
-            assert_eq!(hb.deadline(), sent + EVERY);
+            assert_eq!(hb.deadline(c), sent + ms(100));
         }
     }
 
     #[test]
     fn a_missing_pong_times_out_at_the_deadline() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, EVERY, TIMEOUT);
-        assert_eq!(hb.poll(t0 + ms(100)), Beat::Ping);
-        assert_eq!(hb.poll(t0 + ms(200)), Beat::Wait(t0 + ms(350)));
-        assert_eq!(hb.poll(t0 + ms(349)), Beat::Wait(t0 + ms(350)));
-        assert_eq!(hb.poll(t0 + ms(350)), Beat::TimedOut);
-        assert_eq!(hb.poll(t0 + ms(900)), Beat::TimedOut);
+        let t0 = T0;
+        let c = &Cadence::new(EVERY, TIMEOUT);
+        let mut hb = Heartbeat::new(t0, c);
+        assert_eq!(hb.poll(t0 + ms(100), c), Beat::Ping);
+        assert_eq!(hb.poll(t0 + ms(200), c), Beat::Wait(t0 + ms(350)));
+        assert_eq!(hb.poll(t0 + ms(349), c), Beat::Wait(t0 + ms(350)));
+        assert_eq!(hb.poll(t0 + ms(350), c), Beat::TimedOut);
+        assert_eq!(hb.poll(t0 + ms(900), c), Beat::TimedOut);
     }
 
     #[test]
     fn a_late_timer_still_pings_once_and_from_the_actual_instant() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, EVERY, TIMEOUT);
-        assert_eq!(hb.poll(t0 + ms(170)), Beat::Ping);
-        assert_eq!(hb.deadline(), t0 + ms(420));
-        assert_eq!(hb.on_pong(t0 + ms(180)), Some(ms(10)));
-        assert_eq!(hb.deadline(), t0 + ms(270));
+        let t0 = T0;
+        let c = &Cadence::new(EVERY, TIMEOUT);
+        let mut hb = Heartbeat::new(t0, c);
+        assert_eq!(hb.poll(t0 + ms(170), c), Beat::Ping);
+        assert_eq!(hb.deadline(c), t0 + ms(420));
+        assert_eq!(hb.on_pong(t0 + ms(180), c), Some(rtt(10)));
+        assert_eq!(hb.deadline(c), t0 + ms(270));
     }
 
     #[test]
     fn an_unrequested_pong_changes_nothing() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, EVERY, TIMEOUT);
-        assert_eq!(hb.on_pong(t0 + ms(10)), None);
-        assert_eq!(hb.deadline(), t0 + ms(100));
-        assert_eq!(hb.poll(t0 + ms(100)), Beat::Ping);
-        assert_eq!(hb.on_pong(t0 + ms(120)), Some(ms(20)));
-        assert_eq!(hb.on_pong(t0 + ms(130)), None, "one pong per ping");
-        assert_eq!(hb.deadline(), t0 + ms(200));
+        let t0 = T0;
+        let c = &Cadence::new(EVERY, TIMEOUT);
+        let mut hb = Heartbeat::new(t0, c);
+        assert_eq!(hb.on_pong(t0 + ms(10), c), None);
+        assert_eq!(hb.deadline(c), t0 + ms(100));
+        assert_eq!(hb.poll(t0 + ms(100), c), Beat::Ping);
+        assert_eq!(hb.on_pong(t0 + ms(120), c), Some(rtt(20)));
+        assert_eq!(hb.on_pong(t0 + ms(130), c), None, "one pong per ping");
+        assert_eq!(hb.deadline(c), t0 + ms(200));
     }
 
     #[test]
     fn while_a_pong_is_awaited_the_wake_up_is_the_next_pings_time_when_earlier() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(t0, ms(100), ms(250));
-        assert_eq!(hb.wake_at(t0), t0 + ms(100));
-        assert_eq!(hb.poll(t0 + ms(100)), Beat::Ping);
+        let t0 = T0;
+        let c = &Cadence::new(EVERY, TIMEOUT);
+        let mut hb = Heartbeat::new(t0, c);
+        assert_eq!(hb.wake_at(t0, c), t0 + ms(100));
+        assert_eq!(hb.poll(t0 + ms(100), c), Beat::Ping);
         // The pong deadline is at 350; the next ping would be due at 200.
-        assert_eq!(hb.wake_at(t0 + ms(100)), t0 + ms(200));
+        assert_eq!(hb.wake_at(t0 + ms(100), c), t0 + ms(200));
         // Woken at 200 with no pong: keep waiting, until the deadline.
-        assert_eq!(hb.poll(t0 + ms(200)), Beat::Wait(t0 + ms(350)));
-        assert_eq!(hb.wake_at(t0 + ms(200)), t0 + ms(350));
-        assert_eq!(hb.on_pong(t0 + ms(210)), Some(ms(110)));
-        assert_eq!(hb.wake_at(t0 + ms(210)), t0 + ms(200));
-        assert_eq!(hb.poll(t0 + ms(210)), Beat::Ping);
+        assert_eq!(hb.poll(t0 + ms(200), c), Beat::Wait(t0 + ms(350)));
+        assert_eq!(hb.wake_at(t0 + ms(200), c), t0 + ms(350));
+        assert_eq!(hb.on_pong(t0 + ms(210), c), Some(rtt(110)));
+        assert_eq!(hb.wake_at(t0 + ms(210), c), t0 + ms(200));
+        assert_eq!(hb.poll(t0 + ms(210), c), Beat::Ping);
         // A timeout shorter than the interval: the deadline comes first.
-        let mut hb = Heartbeat::new(t0, ms(100), ms(40));
-        assert_eq!(hb.poll(t0 + ms(100)), Beat::Ping);
-        assert_eq!(hb.wake_at(t0 + ms(100)), t0 + ms(140));
+        let c = &Cadence::new(EVERY, Duration::from_millis(40));
+        let mut hb = Heartbeat::new(t0, c);
+        assert_eq!(hb.poll(t0 + ms(100), c), Beat::Ping);
+        assert_eq!(hb.wake_at(t0 + ms(100), c), t0 + ms(140));
     }
 }

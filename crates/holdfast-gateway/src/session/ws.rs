@@ -15,21 +15,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::future::OptionFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use holdfast_protocol::{CloseCode, Encoding, ServerFrame, ServerShutdown};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::authenticate;
 use super::core::Session;
 use super::frame::WsError;
-use super::heartbeat::{Beat, Heartbeat};
+use super::heartbeat::{Beat, Cadence, Heartbeat};
 use crate::auth::Claims;
 use crate::logs;
 use crate::metrics::Transport;
 use crate::node::{Admission, Node};
 use crate::registry::SessionHandle;
 use crate::room::encode;
+use crate::timers::Timers;
 
 /// Most frames written per flush.
 const MAX_BATCH: usize = 64;
@@ -123,18 +124,22 @@ where
         let opening = Box::pin(open(opening, &mut ws, encoding, admission.ip()));
         let mut opened = opening.await;
         // The session stays where it is and the loop borrows it: a value moved into an awaited
-        // future is held twice in the task's state (once here, once in the future).
-        let (node, code) = match &mut opened {
+        // future is held twice in the task's state (once here, once in the future). Nothing
+        // else is held across the loop: what follows it looks the session up again.
+        let code = match &mut opened {
+            Ok(session) => drive(session, &mut ws).await,
+            Err((_, code)) => *code,
+        };
+        let node = match &opened {
             Ok(session) => {
-                let code = drive(session, &mut ws).await;
                 let (id, user) = (&session.handle.id, &session.handle.user);
                 let timers = &session.node.inner.timers;
                 let elapsed = Duration::from_millis(timers.millis_now().saturating_sub(started));
                 let peer = admission.ip();
                 logs::session_ended(id, user, peer, Transport::WebSocket, code, elapsed);
-                (&session.node, code)
+                &session.node
             }
-            Err((node, code)) => (&*node, *code),
+            Err((node, _)) => node,
         };
         drop(admission);
         node.inner
@@ -286,13 +291,19 @@ enum Event<E> {
 /// An idle session's one wait: a close or the drain, a queued frame, its deadline, or a frame
 /// from the client, in that order of priority. One waker serves the handle's four signals
 /// (close, drain, queue, and the node's timers, see [`crate::timers`]), so an idle session
-/// holds no wait state beyond a few references.
+/// holds no wait state beyond two references and its deadline.
 struct Idle<'a, S> {
-    handle: &'a SessionHandle,
-    drain: &'a CancellationToken,
+    /// The handle, the drain and the timers are reached through the session.
+    session: &'a mut Session,
     ws: &'a mut S,
-    deadline: Instant,
+    /// The earliest deadline the session has armed with the node's timers (a millisecond of
+    /// theirs) that has not come yet, [`NONE`] when none: a later deadline is armed once it
+    /// has.
+    armed: u64,
 }
+
+/// No deadline armed.
+const NONE: u64 = u64::MAX;
 
 impl<S, E> Future for Idle<'_, S>
 where
@@ -306,7 +317,7 @@ where
             // Whatever it was, the loop comes back here, registers again and looks at
             // everything first: until then, a wake-up (by a reply this very task queues, say)
             // would only poll the task again for nothing.
-            self.handle.unregister();
+            self.session.handle.unregister();
         }
         event
     }
@@ -318,17 +329,18 @@ where
 {
     fn next_event(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event<E>> {
         let this = self.get_mut();
-        if let Some(stop) = poll_interrupt(this.handle, this.drain, cx) {
+        let (handle, inner) = (&this.session.handle, &this.session.node.inner);
+        if let Some(stop) = poll_interrupt(handle, inner.drain.token(), cx) {
             return Poll::Ready(Event::Stop(stop));
         }
-        if this.handle.has_queued() {
+        if handle.has_queued() {
             return Poll::Ready(Event::Queued);
         }
-        this.handle.register(cx);
-        if this.handle.has_queued() {
+        handle.register(cx);
+        if handle.has_queued() {
             return Poll::Ready(Event::Queued);
         }
-        if Instant::now() >= this.deadline {
+        if inner.timers.millis_now() >= this.armed {
             return Poll::Ready(Event::Timer);
         }
         this.ws.poll_next_unpin(cx).map(Event::Read)
@@ -338,8 +350,8 @@ where
 /// `fut` raced against a close or the drain (checked first), so a client that stopped
 /// reading cannot pin its task in a write.
 struct Guarded<'a, F> {
-    handle: &'a SessionHandle,
-    drain: &'a CancellationToken,
+    /// The handle and the drain are reached through the session.
+    session: &'a Session,
     fut: F,
 }
 
@@ -348,11 +360,21 @@ impl<F: Future + Unpin> Future for Guarded<'_, F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Some(stop) = poll_interrupt(this.handle, this.drain, cx) {
+        let (handle, drain) = (&this.session.handle, this.session.node.inner.drain.token());
+        if let Some(stop) = poll_interrupt(handle, drain, cx) {
             return Poll::Ready(Err(stop));
         }
         Pin::new(&mut this.fut).poll(cx).map(Ok)
     }
+}
+
+/// The session's heartbeat settings, from the node's configuration.
+fn cadence(session: &Session) -> Cadence {
+    let hb = &session.node.inner.config.heartbeat;
+    Cadence::new(
+        Duration::from_millis(hb.ping_interval_ms),
+        Duration::from_millis(hb.pong_timeout_ms),
+    )
 }
 
 /// What the loop writes after a wake-up.
@@ -363,17 +385,48 @@ enum Write {
     Ping,
 }
 
-/// A client frame's handling, boxed: its state exists only while it runs.
-type Handling<'a> = Pin<Box<dyn Future<Output = Option<CloseCode>> + Send + 'a>>;
+/// A client frame for the session to handle.
+enum Frame {
+    Text(Utf8Bytes),
+    Binary(bytes::Bytes),
+}
+
+/// Handles a client frame. Boxed by the loop, so its state exists only while it runs, and of
+/// one type for every frame, so the loop holds a thin pointer to it.
+#[allow(clippy::manual_async_fn)] // see [`drive`]
+fn handle(session: &mut Session, frame: Frame) -> impl Future<Output = Option<CloseCode>> + '_ {
+    async move {
+        match frame {
+            Frame::Text(text) => session.on_text(&text).await,
+            Frame::Binary(bytes) if session.handle.encoding == Encoding::MsgPack => {
+                session.on_message(&bytes).await
+            }
+            Frame::Binary(_) => session.on_unexpected_binary().await,
+        }
+    }
+}
+
+/// Writes `what` (see [`write_out`]) raced against a close or the drain. Boxed by the loop:
+/// one allocation holds the write and its guard, behind a thin pointer.
+async fn write_guarded<S: Sink<Message> + Unpin>(
+    session: &Session,
+    ws: &mut S,
+    what: Write,
+) -> Result<Result<(), S::Error>, Interrupt> {
+    let metrics = &session.node.inner.metrics;
+    let fut = std::pin::pin!(write_out(ws, what, &session.handle, metrics));
+    Guarded { session, fut }.await
+}
 
 /// The session loop, until the session is finished; returns the close code to record.
 /// (A plain function returning an `async move` block rather than an `async fn`: an `async fn`
 /// moves its arguments into locals and so holds them twice in its state.)
 ///
 /// The loop's state is what an idle session costs, so it is kept to the wait itself: every
-/// other await is on a boxed future, and nothing bigger than a pointer is held across one (a
-/// value moved into an awaited future, or the scrutinee of a `match` around an await, would
-/// stay reserved in the state beside it).
+/// other await is on a boxed future, nothing but what the wait needs is live across it (what a
+/// wake-up leads to is decided after it), and nothing bigger than a pointer is held
+/// across another await (a value moved into an awaited future, or the scrutinee of a `match`
+/// around an await, would stay reserved in the state beside it).
 #[allow(clippy::manual_async_fn)] // see above
 pub(super) fn drive<'a, S, E>(
     session: &'a mut Session,
@@ -383,54 +436,52 @@ where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin + 'a,
     E: std::error::Error + 'static,
 {
+    // The loop's references and its armed deadline are the wait's own: the wait is made once,
+    // here, and awaited by reference, so the loop's state holds them once (an `async` block's
+    // captures and a wait made in it would each hold them).
+    let mut idle = Idle {
+        session,
+        ws,
+        armed: NONE,
+    };
     async move {
-        let hb = &session.node.inner.config.heartbeat;
-        // One deadline serves the ping cadence, the pong deadline and the token expiry.
-        let mut heartbeat = Heartbeat::new(
-            Instant::now(),
-            Duration::from_millis(hb.ping_interval_ms),
-            Duration::from_millis(hb.pong_timeout_ms),
-        );
-        let handle = session.handle.clone();
-        // The earliest deadline this session has armed with the node's timers (a millisecond
-        // of theirs) that has not come yet, `NONE` when none: a later deadline is armed once it
-        // has. (The node is reached through the session at each use rather than held in
-        // locals: whatever the loop holds is held by every idle session.)
-        const NONE: u64 = u64::MAX;
-        let mut armed = NONE;
+        // One deadline serves the ping cadence, the pong deadline and the token expiry, all in
+        // the timers' nanoseconds. (The node is reached through the session at each use
+        // rather than held in locals: whatever the loop holds is held by every idle session.)
+        let session = &*idle.session;
+        let mut heartbeat =
+            Heartbeat::new(session.node.inner.timers.nanos_now(), &cadence(session));
         let ending = loop {
+            let session = &*idle.session;
             let timers = &session.node.inner.timers;
-            let deadline = heartbeat.wake_at(Instant::now()).min(session.expiry);
-            let at = timers.millis_at(deadline);
-            if armed != NONE && armed <= timers.millis_now() {
-                armed = NONE;
+            let now = timers.nanos_now();
+            let deadline = heartbeat
+                .wake_at(now, &cadence(session))
+                .min(session.handle.expiry());
+            let at = Timers::millis_of_nanos(deadline);
+            if idle.armed != NONE && idle.armed <= timers.millis_now() {
+                idle.armed = NONE;
             }
-            if armed == NONE || at < armed {
+            if idle.armed == NONE || at < idle.armed {
                 // Armed at most a minute ahead: woken then, the loop arms the rest.
-                armed = timers.arm(at, &handle);
+                idle.armed = timers.arm(at, &session.handle);
             }
             // Woken by the armed deadline, the loop looks at its own: when it is later (a pong
-            // moved it), the later one is armed then.
-            let idle = Idle {
-                handle: &handle,
-                drain: session.node.inner.drain.token(),
-                ws: &mut *ws,
-                deadline: timers.instant_of(armed),
-            };
-            let mut write = None;
-            let mut handling: Option<Handling<'_>> = None;
-            match idle.await {
+            // moved it), the later one is armed then. What the wake-up leads to is decided once
+            // the wait is over (the event ends with this statement), so nothing of it is
+            // reserved beside the wait or what follows.
+            let (frame, write) = match (&mut idle).await {
                 Event::Stop(stop) => break stop.into(),
-                Event::Queued => write = Some(Write::Queued),
+                Event::Queued => (None, Some(Write::Queued)),
                 Event::Timer => {
-                    let now = Instant::now();
-                    if now >= session.expiry {
+                    let now = idle.session.node.inner.timers.nanos_now();
+                    if now >= idle.session.handle.expiry() {
                         break Ending::Close(CloseCode::TokenExpired);
                     }
-                    match heartbeat.poll(now) {
+                    match heartbeat.poll(now, &cadence(idle.session)) {
                         Beat::TimedOut => break Ending::Close(CloseCode::HeartbeatTimeout),
-                        Beat::Ping => write = Some(Write::Ping),
-                        Beat::Wait(_) => {}
+                        Beat::Ping => (None, Some(Write::Ping)),
+                        Beat::Wait(_) => continue,
                     }
                 }
                 Event::Read(None) => break Ending::Lost,
@@ -441,58 +492,43 @@ where
                     None => break Ending::Lost,
                 },
                 Event::Read(Some(Ok(msg))) => match msg {
-                    Message::Text(text) => {
-                        let session = &mut *session;
-                        handling = Some(Box::pin(async move { session.on_text(&text).await }));
-                    }
-                    Message::Binary(bytes) => {
-                        let session = &mut *session;
-                        handling = Some(if handle.encoding == Encoding::MsgPack {
-                            Box::pin(async move { session.on_message(&bytes).await })
-                        } else {
-                            Box::pin(session.on_unexpected_binary())
-                        });
-                    }
+                    Message::Text(text) => (Some(Frame::Text(text)), None),
+                    Message::Binary(bytes) => (Some(Frame::Binary(bytes)), None),
                     Message::Pong(_) => {
-                        if let Some(rtt) = heartbeat.on_pong(Instant::now()) {
-                            let metrics = &session.node.inner.metrics;
-                            metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
+                        let inner = &idle.session.node.inner;
+                        let now = inner.timers.nanos_now();
+                        if let Some(rtt) = heartbeat.on_pong(now, &cadence(idle.session)) {
+                            inner.metrics.heartbeat_rtt.observe(rtt.as_secs_f64());
                         }
+                        continue;
                     }
-                    Message::Ping(_) => {}
+                    Message::Ping(_) => continue,
                     Message::Close(frame) => {
                         break Ending::ClientClosed(frame.map(|f| f.code).unwrap_or(1005));
                     }
                 },
-            }
-            // Moved whole (`{ handling }`), so its borrow of the session ends here.
-            if let Some(handling) = { handling } {
-                if let Some(code) = handling.await {
-                    break Ending::Close(code);
-                }
+            };
+            // The handling is moved whole into the awaited future (an `if let` on an option
+            // would keep it reserved beside it), so its borrow of the session ends there.
+            let session = &mut *idle.session;
+            let handling = OptionFuture::from(frame.map(|f| Box::pin(handle(session, f))));
+            if let Some(Some(code)) = handling.await {
+                break Ending::Close(code);
             }
             if let Some(what) = write {
-                let inner = &session.node.inner;
-                let fut = Box::pin(write_out(ws, what, &handle, &inner.metrics));
-                let drain = inner.drain.token();
-                match (Guarded {
-                    handle: &handle,
-                    drain,
-                    fut,
-                })
-                .await
-                {
+                let writing = Box::pin(write_guarded(&*idle.session, &mut *idle.ws, what));
+                match writing.await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break Ending::Lost,
                     Err(stop) => break stop.into(),
                 }
             }
         };
-        let closing = Box::pin(close(ws, ending, session));
+        let closing = Box::pin(close(&mut *idle.ws, ending, &*idle.session));
         let code = closing.await;
-        let finishing = Box::pin(session.finish());
+        let finishing = Box::pin(idle.session.finish());
         finishing.await;
-        tracing::debug!(session = %handle.id, code, "session ended");
+        tracing::debug!(session = %idle.session.handle.id, code, "session ended");
         code
     }
 }
