@@ -484,13 +484,14 @@ mod tests {
         TcpListener::bind("127.0.0.1:0").await.expect("bind")
     }
 
-    /// Waits (bounded) until the reactor's task has ended.
+    /// Waits (up to 10 s: the task runs on another worker, which a busy machine may not
+    /// schedule at once) until the reactor's task has ended.
     async fn until_stopped(reactor: &Reactor) {
         for _ in 0..10_000 {
             if !reactor.running() {
                 return;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         panic!("the reactor's task did not end");
     }
