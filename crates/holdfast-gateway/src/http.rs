@@ -256,14 +256,16 @@ pub async fn accept_loop(listener: TcpListener, node: Node, tls: Option<Arc<TlsF
         let router = router.clone();
         let cancel = cancel.clone();
         let (tls, proxies) = (tls.clone(), proxies.clone());
+        let node_reactor = node.inner.reactor.clone();
         // Boxed: the HTTP connection's state (about 2.3 KB, freed at the upgrade) is then a
         // plain allocation, which the next connection's takes again, where a task cell of that
         // size is 128-byte aligned and its freed space too small for the next aligned one: a
         // hole would stay behind every upgraded connection.
         node.inner.drain.tracker().spawn(Box::pin(async move {
             let req_slot = conn_slot.clone();
-            let Ok(stream) = crate::tls::accept(tls.as_deref(), stream, handshake_timeout).await
-            else {
+            let reactor = node_reactor.as_ref();
+            let accepted = crate::tls::accept(tls.as_deref(), stream, handshake_timeout, reactor);
+            let Ok(stream) = accepted.await else {
                 return;
             };
             let svc = hyper::service::service_fn(

@@ -194,21 +194,31 @@ pub fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<ServerC
 /// An accepted connection, encrypted or not.
 #[allow(clippy::large_enum_variant)]
 pub enum MaybeTls {
-    /// Plain TCP.
+    /// Plain TCP, on the node's reactor (see [`crate::reactor`]).
+    Polled(crate::reactor::Stream),
+    /// Plain TCP, with tokio's driver.
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Wraps an accepted stream: the TLS handshake (bounded by `timeout`) when `tls` is set,
-/// nothing otherwise.
+/// Wraps an accepted stream: the TLS handshake (bounded by `timeout`) when `tls` is set;
+/// otherwise the stream moves to `reactor`, when given, for the whole connection (its HTTP
+/// request and the session it may become), so tokio's driver never holds it.
 pub async fn accept(
     tls: Option<&TlsFiles>,
     stream: TcpStream,
     timeout: Duration,
+    reactor: Option<&Arc<crate::reactor::Reactor>>,
 ) -> io::Result<MaybeTls> {
     let Some(tls) = tls else {
-        return Ok(MaybeTls::Plain(stream));
+        return Ok(match reactor {
+            Some(r) => match r.adopt(stream)? {
+                crate::reactor::Adopted::Polled(s) => MaybeTls::Polled(s),
+                crate::reactor::Adopted::Tokio(s) => MaybeTls::Plain(s),
+            },
+            None => MaybeTls::Plain(stream),
+        });
     };
     let handshake = tls.acceptor().accept(stream);
     match tokio::time::timeout(timeout, handshake).await {
@@ -228,6 +238,7 @@ impl AsyncRead for MaybeTls {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            MaybeTls::Polled(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -241,6 +252,7 @@ impl AsyncWrite for MaybeTls {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
+            MaybeTls::Polled(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -248,6 +260,7 @@ impl AsyncWrite for MaybeTls {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            MaybeTls::Polled(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
@@ -255,6 +268,7 @@ impl AsyncWrite for MaybeTls {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            MaybeTls::Polled(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
@@ -266,6 +280,7 @@ impl AsyncWrite for MaybeTls {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
+            MaybeTls::Polled(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
@@ -273,6 +288,7 @@ impl AsyncWrite for MaybeTls {
 
     fn is_write_vectored(&self) -> bool {
         match self {
+            MaybeTls::Polled(s) => s.is_write_vectored(),
             MaybeTls::Plain(s) => s.is_write_vectored(),
             MaybeTls::Tls(s) => s.is_write_vectored(),
         }

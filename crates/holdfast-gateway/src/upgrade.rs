@@ -49,6 +49,7 @@ impl SessionIo {
     /// The session's stream for an accepted connection: a plain one moves to `reactor`.
     fn new(io: MaybeTls, reactor: Option<&Arc<Reactor>>) -> std::io::Result<SessionIo> {
         Ok(match (io, reactor) {
+            (MaybeTls::Polled(s), _) => SessionIo::Plain(s),
             (MaybeTls::Plain(s), Some(reactor)) => match reactor.adopt(s)? {
                 Adopted::Polled(s) => SessionIo::Plain(s),
                 Adopted::Tokio(s) => SessionIo::Tokio(Box::new(s)),
