@@ -32,14 +32,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::auth::AuthError;
 use crate::limits::{origin_allowed, raw_refusal, ConnSlot, Full};
 use crate::metrics::Transport;
 use crate::node::{AdmitError, Node};
 use crate::proxy::TrustedProxies;
-use crate::tls::TlsFiles;
+use crate::reactor::{Accepted, Reactor};
+use crate::tls::{MaybeTls, TlsFiles};
 use crate::upgrade::Handshake;
 use crate::{fallback, session};
 use opentelemetry::context::FutureExt as _;
@@ -225,6 +226,14 @@ pub async fn accept_loop(listener: TcpListener, node: Node, tls: Option<Arc<TlsF
         Arc::new(TrustedProxies::parse(&node.config().server.trusted_proxies).unwrap_or_default());
     let cancel = node.inner.drain.token().clone();
     let handshake_timeout = Duration::from_millis(node.config().limits.handshake_timeout_ms);
+    let listener = Incoming::new(listener, tls.is_none(), node.inner.reactor.as_ref());
+    let mut listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the listener could not move to the reactor");
+            return;
+        }
+    };
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -252,7 +261,10 @@ pub async fn accept_loop(listener: TcpListener, node: Node, tls: Option<Arc<TlsF
             }
         };
         let conn_slot = ConnSlot::new(node.inner.pending.clone(), peer.ip(), slot);
-        let _ = stream.set_nodelay(true);
+        let _ = match &stream {
+            Accepted::Polled(s) => s.set_nodelay(true),
+            Accepted::Tokio(s) => s.set_nodelay(true),
+        };
         let router = router.clone();
         let cancel = cancel.clone();
         let (tls, proxies) = (tls.clone(), proxies.clone());
@@ -263,10 +275,17 @@ pub async fn accept_loop(listener: TcpListener, node: Node, tls: Option<Arc<TlsF
         // hole would stay behind every upgraded connection.
         node.inner.drain.tracker().spawn(Box::pin(async move {
             let req_slot = conn_slot.clone();
-            let reactor = node_reactor.as_ref();
-            let accepted = crate::tls::accept(tls.as_deref(), stream, handshake_timeout, reactor);
-            let Ok(stream) = accepted.await else {
-                return;
+            let stream = match stream {
+                // Accepted on the reactor: there is no TLS.
+                Accepted::Polled(s) => MaybeTls::Polled(s),
+                Accepted::Tokio(s) => {
+                    let reactor = node_reactor.as_ref();
+                    let tls = tls.as_deref();
+                    match crate::tls::accept(tls, s, handshake_timeout, reactor).await {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    }
+                }
             };
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -299,7 +318,7 @@ pub async fn accept_loop(listener: TcpListener, node: Node, tls: Option<Arc<TlsF
 
 /// Answers a connection over its address's (or the node's) pending bound and closes it,
 /// without waiting for the client: the answer is written only if the socket takes it at once.
-fn refuse_at_accept(node: &Node, stream: TcpStream, full: Full) {
+fn refuse_at_accept(node: &Node, stream: Accepted, full: Full) {
     let reason = match full {
         Full::Ip => "max_pending_per_ip",
         Full::Node => "max_pending_connections",
@@ -308,6 +327,40 @@ fn refuse_at_accept(node: &Node, stream: TcpStream, full: Full) {
         .upgrades_rejected
         .with_label_values(&[reason])
         .inc();
-    let _ = stream.try_write(raw_refusal(full));
+    let _ = match &stream {
+        Accepted::Polled(s) => s.try_write(raw_refusal(full)),
+        Accepted::Tokio(s) => s.try_write(raw_refusal(full)),
+    };
     drop(stream);
+}
+
+/// The listener: on the node's reactor when the connections are plain (each accepted stream
+/// is then registered with the reactor at once, and never with tokio's driver), or tokio's.
+enum Incoming {
+    Polled(crate::reactor::Listener),
+    Tokio(TcpListener),
+}
+
+impl Incoming {
+    /// An error when tokio could not let go of the listener (it is then lost).
+    fn new(
+        listener: TcpListener,
+        plain: bool,
+        reactor: Option<&Arc<Reactor>>,
+    ) -> std::io::Result<Incoming> {
+        let Some(reactor) = reactor.filter(|_| plain) else {
+            return Ok(Incoming::Tokio(listener));
+        };
+        Ok(match reactor.listen(listener)? {
+            Ok(l) => Incoming::Polled(l),
+            Err(l) => Incoming::Tokio(l),
+        })
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Accepted, SocketAddr)> {
+        match self {
+            Incoming::Polled(l) => l.accept().await,
+            Incoming::Tokio(l) => l.accept().await.map(|(s, a)| (Accepted::Tokio(s), a)),
+        }
+    }
 }

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use mio::event::Source;
 use mio::{Events, Interest, Poll as Epoll, Token};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -123,8 +124,34 @@ impl Reactor {
             return Ok(Adopted::Tokio(stream));
         }
         // `into_std` leaves the socket non-blocking, as mio wants it.
-        let mut io = mio::net::TcpStream::from_std(stream.into_std()?);
+        let io = mio::net::TcpStream::from_std(stream.into_std()?);
+        match self.register(io) {
+            Ok(s) => Ok(Adopted::Polled(s)),
+            Err(io) => back_to_tokio(io),
+        }
+    }
+
+    /// Takes a listener from tokio's driver; gives it back when that fails.
+    pub fn listen(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> io::Result<Result<Listener, tokio::net::TcpListener>> {
+        if self.lock().broken {
+            return Ok(Err(listener));
+        }
+        let io = mio::net::TcpListener::from_std(listener.into_std()?);
+        match self.register(io) {
+            Ok(l) => Ok(Ok(l)),
+            Err(io) => tokio::net::TcpListener::from_std(std::net::TcpListener::from(io)).map(Err),
+        }
+    }
+
+    /// Registers `io` (non-blocking), or gives it back.
+    fn register<T: Source>(self: &Arc<Self>, mut io: T) -> Result<Polled<T>, T> {
         let mut st = self.lock();
+        if st.broken {
+            return Err(io);
+        }
         let index = match st.free.pop() {
             Some(i) => i,
             None => match u32::try_from(st.slots.len()) {
@@ -132,10 +159,7 @@ impl Reactor {
                     st.slots.push(Slot::default());
                     i
                 }
-                Err(_) => {
-                    drop(st);
-                    return back_to_tokio(io);
-                }
+                Err(_) => return Err(io),
             },
         };
         let generation = st.slots.get(index as usize).map_or(0, |s| s.generation);
@@ -146,8 +170,7 @@ impl Reactor {
             .register(&mut io, token(index, generation), interest);
         if registered.is_err() {
             st.free.push(index);
-            drop(st);
-            return back_to_tokio(io);
+            return Err(io);
         }
         if let Some(slot) = st.slots.get_mut(index as usize) {
             // Assumed ready until a read or write says otherwise.
@@ -161,11 +184,11 @@ impl Reactor {
         if start {
             tokio::spawn(run(self.clone()));
         }
-        Ok(Adopted::Polled(Stream {
+        Ok(Polled {
             io,
             index,
             reactor: self.clone(),
-        }))
+        })
     }
 
     /// Sockets registered.
@@ -217,7 +240,7 @@ impl Reactor {
     }
 
     /// Deregisters a stream's socket and frees its slot.
-    fn release(&self, io: &mut mio::net::TcpStream, index: u32) {
+    fn release(&self, io: &mut impl Source, index: u32) {
         let mut st = self.lock();
         let _ = st.epoll.registry().deregister(io);
         if let Some(slot) = st.slots.get_mut(index as usize) {
@@ -378,20 +401,26 @@ async fn serve(reactor: &Arc<Reactor>) -> io::Result<()> {
     }
 }
 
-/// A plain TCP stream whose readiness comes from a [`Reactor`]: 16 bytes.
-pub struct Stream {
-    io: mio::net::TcpStream,
+/// A socket whose readiness comes from a [`Reactor`] (16 bytes for a TCP stream).
+pub struct Polled<T: Source> {
+    io: T,
     index: u32,
     reactor: Arc<Reactor>,
 }
 
-impl Stream {
+/// A plain TCP stream on a [`Reactor`].
+pub type Stream = Polled<mio::net::TcpStream>;
+
+/// A TCP listener on a [`Reactor`]: the streams it accepts are registered at once.
+pub type Listener = Polled<mio::net::TcpListener>;
+
+impl<T: Source> Polled<T> {
     /// Runs `f` on the socket when it is `dir`-ready, until it does not answer `WouldBlock`.
     fn poll_io<R>(
         &mut self,
         cx: &mut Context<'_>,
         dir: u8,
-        mut f: impl FnMut(&mio::net::TcpStream) -> io::Result<R>,
+        mut f: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         loop {
             let tick = match self.reactor.poll_ready(self.index, dir, cx) {
@@ -412,9 +441,50 @@ impl Stream {
     }
 }
 
-impl Drop for Stream {
+impl<T: Source> Drop for Polled<T> {
     fn drop(&mut self) {
         self.reactor.release(&mut self.io, self.index);
+    }
+}
+
+/// An accepted connection.
+pub enum Accepted {
+    /// Registered with the listener's reactor.
+    Polled(Stream),
+    /// With tokio's driver (the reactor could not take it).
+    Tokio(tokio::net::TcpStream),
+}
+
+impl Listener {
+    /// The next connection, registered with the listener's reactor (or tokio's driver if that
+    /// fails), and its peer's address.
+    pub async fn accept(&mut self) -> io::Result<(Accepted, std::net::SocketAddr)> {
+        let (io, peer) = poll_fn(|cx| self.poll_io(cx, READ, |l| l.accept())).await?;
+        let accepted = match self.reactor.register(io) {
+            Ok(s) => Accepted::Polled(s),
+            Err(io) => match back_to_tokio(io)? {
+                Adopted::Tokio(s) => Accepted::Tokio(s),
+                Adopted::Polled(s) => Accepted::Polled(s),
+            },
+        };
+        Ok((accepted, peer))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.io.local_addr()
+    }
+}
+
+impl Stream {
+    /// Writes what the socket takes at once, without waiting.
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        (&self.io).write(buf)
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.io.set_nodelay(on)
     }
 }
 
